@@ -1,0 +1,281 @@
+"""The `facescale` command line: one subcommand group per stage.
+
+Expected failures (bad input, bad config, missing or malformed data) are printed as one
+``error: ...`` line on stderr with exit status 2; nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+import yaml
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import track
+from rich.table import Table
+
+from facescale import __version__
+from facescale.config import Settings, config_path, load_settings
+from facescale.errors import FacescaleError
+from facescale.storage import DatasetStore, IdentityRegistry, Location, RawStore, ShardSizing
+
+log = logging.getLogger("facescale")
+out = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    help="facescale: grow, curate, train on and serve a labelled face dataset.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+datasets_app = typer.Typer(help="CURATED dataset versions.", no_args_is_help=True)
+identities_app = typer.Typer(help="The identity registry (names, slugs, stable labels).", no_args_is_help=True)
+runs_app = typer.Typer(help="RAW runs (scraped or ingested images).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(identities_app, name="identities")
+app.add_typer(runs_app, name="runs")
+
+
+class State:
+    """What the root options decide, shared with every subcommand."""
+
+    def __init__(self, config_file: Path | None) -> None:
+        self.config_file = config_file
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_file)
+        return self._settings
+
+    def location(self) -> Location:
+        storage = self.settings.storage
+        return Location.from_uri(storage.root, storage.storage_options)
+
+    def sizing(self) -> ShardSizing:
+        s = self.settings.storage
+        return ShardSizing(s.rows_per_row_group, s.max_rows_per_shard, s.max_bytes_per_shard)
+
+    def datasets(self) -> DatasetStore:
+        return DatasetStore(self.location(), self.sizing())
+
+    def registry(self) -> IdentityRegistry:
+        return IdentityRegistry(self.location())
+
+    def raw(self) -> RawStore:
+        return RawStore(self.location(), self.sizing())
+
+
+def _state(ctx: typer.Context) -> State:
+    return ctx.ensure_object(State)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML config file (default: $FACESCALE_CONFIG or ./facescale.yaml)")
+    ] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug")] = 0,
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
+    ctx.obj = State(config)
+
+
+@app.command()
+def version() -> None:
+    """Print the installed facescale version."""
+    out.print(__version__)
+
+
+# -- config ----------------------------------------------------------------------------------
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML")] = False,
+) -> None:
+    """Print the effective configuration (defaults < YAML file < FACESCALE_* environment)."""
+    state = _state(ctx)
+    data = state.settings.dump()
+    source = config_path(state.config_file)
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    sys.stdout.write(f"# config file: {source or 'none (defaults + environment)'}\n")
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+
+
+# -- datasets --------------------------------------------------------------------------------
+@datasets_app.command("list")
+def datasets_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List committed dataset versions, oldest first."""
+    manifests = _state(ctx).datasets().list()
+    if as_json:
+        out.print_json(json.dumps([m.model_dump(mode="json", exclude={"shards", "config"}) for m in manifests]))
+        return
+    if not manifests:
+        out.print("no dataset versions yet")
+        return
+    table = Table("version", "created (UTC)", "parent", "identities", "rows", "shards", "status")
+    for m in manifests:
+        table.add_row(
+            m.version_id,
+            m.created_at.strftime("%Y-%m-%d %H:%M"),
+            m.parent or "-",
+            str(len(m.identities)),
+            str(m.rows),
+            str(len(m.shards)),
+            _status(m),
+        )
+    out.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(
+    ctx: typer.Context,
+    version_id: Annotated[str, typer.Argument(metavar="VERSION", help="a version id, or 'latest'")],
+    verify: Annotated[bool, typer.Option("--verify", help="check every shard's checksum and row count")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show one dataset version: identities, split counts, shards, validation."""
+    store = _state(ctx).datasets()
+    if version_id == "latest":
+        newest = store.latest(published_only=False)
+        if newest is None:
+            raise FacescaleError("no dataset versions yet")
+        version_id = newest.version_id
+    manifest = store.get(version_id)
+    if verify:
+        from facescale.storage.shards import verify_shard
+
+        for shard in track(manifest.shards, description="verifying shards", console=err, transient=True):
+            verify_shard(store.location, store.version_dir(version_id), shard)
+    if as_json:
+        out.print_json(manifest.model_dump_json())
+        return
+    out.print(f"[bold]{manifest.version_id}[/]  {_status(manifest)}")
+    out.print(f"created {manifest.created_at:%Y-%m-%d %H:%M:%S} UTC, parent {manifest.parent or '-'}")
+    counts = manifest.split_counts()
+    out.print(f"{manifest.rows} rows in {len(manifest.shards)} shards; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if verify:
+        out.print("[green]all shards verified[/]")
+    if manifest.validation is not None:
+        v = manifest.validation
+        out.print(f"validation ({v.suite}): {'passed' if v.success else 'FAILED'} at {v.validated_at:%Y-%m-%d %H:%M}")
+        for failure in v.failures:
+            out.print(f"  - {failure}")
+    table = Table("label", "identity", "slug", "train", "val", "test")
+    for ident in sorted(manifest.identities, key=lambda i: i.label):
+        table.add_row(str(ident.label), ident.name, ident.slug, *(str(ident.counts.get(s, 0)) for s in ("train", "val", "test")))
+    out.print(table)
+
+
+def _status(manifest: object) -> str:
+    validation = getattr(manifest, "validation", None)
+    if getattr(manifest, "published", False):
+        return "published"
+    if validation is not None and not validation.success:
+        return "validation failed"
+    return "not validated"
+
+
+# -- identities ------------------------------------------------------------------------------
+@identities_app.command("add")
+def identities_add(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="display names, e.g. 'Ada Lovelace'")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from-file", "-f", help="one name per line ('#' comments)")] = None,
+) -> None:
+    """Register identities; each gets a slug and a label that never changes."""
+    wanted = list(names or [])
+    if from_file is not None:
+        try:
+            lines = from_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FacescaleError(f"cannot read {from_file}: {exc}") from exc
+        wanted += [ln for ln in (line.strip() for line in lines) if ln and not ln.startswith("#")]
+    if not wanted:
+        raise FacescaleError("no names given: pass NAME... or --from-file FILE")
+    for identity, changed in _state(ctx).registry().add(wanted):
+        verb = "added" if changed else "exists"
+        out.print(f"{verb:7} {identity.label:>5}  {identity.slug}  {identity.name}")
+
+
+@identities_app.command("list")
+def identities_list(
+    ctx: typer.Context,
+    include_removed: Annotated[bool, typer.Option("--all", help="include removed identities")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List registered identities in label order."""
+    identities = _state(ctx).registry().list(include_removed=include_removed)
+    if as_json:
+        out.print_json(json.dumps([i.model_dump(mode="json") for i in identities]))
+        return
+    if not identities:
+        out.print("no identities registered")
+        return
+    table = Table("label", "slug", "name", "status", "added (UTC)")
+    for i in identities:
+        table.add_row(str(i.label), i.slug, i.name, i.status, i.added_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+@identities_app.command("remove")
+def identities_remove(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="names or slugs")],
+) -> None:
+    """Retire identities: they leave future datasets; their labels stay reserved."""
+    for identity in _state(ctx).registry().remove(names):
+        out.print(f"removed {identity.label:>5}  {identity.slug}  {identity.name}")
+
+
+# -- runs ------------------------------------------------------------------------------------
+@runs_app.command("list")
+def runs_list(ctx: typer.Context) -> None:
+    """List RAW runs with their committed rows."""
+    records = _state(ctx).raw().list()
+    if not records:
+        out.print("no raw runs yet")
+        return
+    table = Table("run", "created (UTC)", "rows", "shards", "units done", "finished")
+    for r in records:
+        table.add_row(r.run_id, r.created_at.strftime("%Y-%m-%d %H:%M"), str(r.rows), str(len(r.shards)), str(len(r.completed)), "yes" if r.finished else "no")
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning expected errors into one line and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except FacescaleError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The one typed configuration of facescale: defaults < YAML file < FACESCALE_* environment.
+
+Every stage reads its own section (`Settings.storage`, `Settings.scraper`, ...). The YAML
+file is the one named by ``--config`` or ``FACESCALE_CONFIG``, else ``./facescale.yaml``
+when it exists. Environment variables override single values with ``__`` between levels,
+e.g. ``FACESCALE_STORAGE__ROOT=s3://bucket/faces`` or ``FACESCALE_TRAINING__IMAGE_SIZE=128``.
+Everything is validated when loaded; a bad value raises ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from facescale.errors import ConfigError
+
+CONFIG_ENV = "FACESCALE_CONFIG"
+DEFAULT_CONFIG_FILE = "facescale.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageSettings(_Section):
+    """Where datasets, runs, the registry and models live."""
+
+    root: str = Field("./facescale-data", description="local directory or fsspec URI (s3://bucket/prefix)")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="passed to fsspec (credentials, endpoint)")
+    rows_per_row_group: int = Field(256, ge=1, le=100_000)
+    max_rows_per_shard: int = Field(4096, ge=1)
+    max_bytes_per_shard: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+
+    @model_validator(mode="after")
+    def _groups_fit(self) -> StorageSettings:
+        if self.rows_per_row_group > self.max_rows_per_shard:
+            raise ValueError("rows_per_row_group must not exceed max_rows_per_shard")
+        if not self.root.strip():
+            raise ValueError("root must not be empty")
+        return self
+
+
+class ScraperSettings(_Section):
+    """Search workers and the downloader."""
+
+    engine: str = "demo"
+    per_keyword: int = Field(100, ge=1, le=10_000, description="candidate images per keyword")
+    workers: int = Field(4, ge=1, le=64, description="parallel browser workers")
+    chromium_binary: str = "/usr/bin/chromium"
+    chromedriver: str = "/usr/bin/chromedriver"
+    selenium_grid_url: str | None = Field(None, description="Remote WebDriver URL; local Chromium when unset")
+    politeness_delay_s: float = Field(1.0, ge=0)
+    download_concurrency: int = Field(16, ge=1, le=512)
+    per_host_concurrency: int = Field(4, ge=1, le=128)
+    timeout_s: float = Field(20.0, gt=0)
+    retries: int = Field(3, ge=0, le=20)
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=10_000)
+    min_side: int = Field(48, ge=1)
+    honour_noai: bool = True
+
+
+class SplitFractions(_Section):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.2, ge=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError("split fractions must add up to 1")
+        return self
+
+
+class CurationSettings(_Section):
+    """The seed's rules, made configurable."""
+
+    min_per_identity: int = Field(30, ge=1, description="clean crops needed before an identity is used")
+    per_identity: int = Field(50, ge=1, description="source photos kept per identity")
+    augment_factor: int = Field(10, ge=1, le=100, description="train samples per source photo, original included")
+    split: SplitFractions = Field(default_factory=SplitFractions)
+    crop_size: int = Field(128, ge=32, le=1024, description="stored crop side in pixels")
+    seed: int = 0
+    ray_address: str | None = Field(None, description="existing Ray cluster; local ray.init() when unset")
+
+    @model_validator(mode="after")
+    def _enough(self) -> CurationSettings:
+        if self.min_per_identity > self.per_identity:
+            raise ValueError("min_per_identity must not exceed per_identity")
+        return self
+
+
+class TrainingSettings(_Section):
+    """Inception V3 training."""
+
+    image_size: int = Field(96, ge=75, le=512, description="model input side (Inception V3 needs >= 75)")
+    batch_size: int = Field(64, ge=1)
+    max_epochs: int = Field(60, ge=1)
+    min_epochs: int = Field(1, ge=0)
+    stop_metric: str = "val_accuracy"
+    stop_threshold: float = Field(0.97, gt=0, le=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    weights: str | None = Field(None, description="local weights file; train from scratch when unset")
+    seed: int = 0
+
+
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=10_000)
+
+
+class Settings(BaseSettings):
+    """The effective configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FACESCALE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    scraper: ScraperSettings = Field(default_factory=ScraperSettings)
+    curation: CurationSettings = Field(default_factory=CurationSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init values come from the YAML file: the environment overrides them.
+        return (env_settings, init_settings)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The YAML file in effect: explicit > $FACESCALE_CONFIG > ./facescale.yaml if present."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load and validate the configuration, or raise ConfigError with one clear line."""
+    file = config_path(path)
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {file}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise ConfigError(f"config file {file} is not valid YAML{where}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file} must hold a mapping of sections")
+        data = loaded or {}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file)) from exc
+
+
+def _describe(exc: ValidationError, file: Path | None) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        env = "FACESCALE_" + "__".join(str(p) for p in err["loc"]).upper()
+        got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+        origin = f" [from ${env}]" if env in os.environ else (f" [from {file}]" if file else "")
+        parts.append(f"{key}: {err['msg']}{got}{origin}")
+    return "invalid configuration: " + "; ".join(parts)

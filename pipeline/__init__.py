@@ -1,0 +1,1 @@
+"""Curation on Ray Data: face crop, dedup, cleaning, balance, split, augment, validation."""

@@ -1,0 +1,37 @@
+"""Dataset storage: layout, RAW/CURATED Parquet shards, versioned manifests, identity registry.
+
+Imports nothing of facescale but `facescale.errors`. Every path is an fsspec URI, so the
+same code serves a local directory and an object store.
+"""
+
+from .fs import Location
+from .identities import Identity, IdentityRegistry, make_slug, normalize_name
+from .manifest import IdentityEntry, Manifest, ValidationSummary
+from .raw import RawRunWriter, RawStore, RunRecord
+from .schemas import CURATED_SCHEMA, RAW_SCHEMA, SPLITS
+from .shards import ShardInfo, ShardSizing, ShardWriter, iter_batches, read_table
+from .versions import DatasetStore, VersionWriter, new_version_id
+
+__all__ = [
+    "CURATED_SCHEMA",
+    "RAW_SCHEMA",
+    "SPLITS",
+    "DatasetStore",
+    "Identity",
+    "IdentityEntry",
+    "IdentityRegistry",
+    "Location",
+    "Manifest",
+    "RawRunWriter",
+    "RawStore",
+    "RunRecord",
+    "ShardInfo",
+    "ShardSizing",
+    "ShardWriter",
+    "ValidationSummary",
+    "VersionWriter",
+    "iter_batches",
+    "make_slug",
+    "normalize_name",
+    "read_table",
+]

@@ -1,0 +1,209 @@
+"""Filesystem access for every stored artefact: fsspec URIs, atomic writes, OS errors mapped.
+
+Everything facescale stores goes through an fsspec filesystem, so a local directory and
+an object store (``s3://bucket/prefix``, ``memory://`` in tests) behave the same.
+Atomicity follows each backend's own guarantee: on a local disk a file is written under a
+temporary name and renamed into place (POSIX rename is atomic); on an object store a
+single PUT / completed multipart upload is atomic, so the object is written directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from facescale.errors import NotFoundError, StorageError
+
+TMP_PREFIX = "_tmp-"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A filesystem plus a root path on it: the handle every store is built on."""
+
+    fs: fsspec.AbstractFileSystem
+    root: str
+    uri: str = ""
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_uri(cls, uri: str, storage_options: Mapping[str, Any] | None = None) -> Location:
+        """Resolve ``uri`` (a local path or any fsspec URL) to a filesystem and root path."""
+        if not uri or not str(uri).strip():
+            raise StorageError("storage root is empty: set storage.root to a path or URI")
+        opts = dict(storage_options or {})
+        try:
+            fs, root = fsspec.core.url_to_fs(str(uri), **opts)
+        except (ImportError, ValueError) as exc:
+            raise StorageError(f"cannot open storage {uri!r}: {exc}") from exc
+        if isinstance(fs, LocalFileSystem):
+            root = os.path.abspath(root)
+        return cls(fs=fs, root=root.rstrip("/") or "/", uri=str(uri), storage_options=opts)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        """Join ``parts`` under the root with forward slashes (valid for every backend)."""
+        return posixpath.join(self.root, *parts)
+
+    def child(self, *parts: str) -> Location:
+        """A Location rooted at a sub-directory of this one."""
+        return Location(self.fs, self.path(*parts), self.uri, self.storage_options)
+
+    def display(self, path: str) -> str:
+        """``path`` as a user would type it (with the protocol for remote stores)."""
+        return path if self.is_local else self.fs.unstrip_protocol(path)
+
+    # -- reading ---------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        with os_errors(path, self):
+            return bool(self.fs.exists(path))
+
+    def read_bytes(self, path: str) -> bytes:
+        with os_errors(path, self):
+            try:
+                return bytes(self.fs.cat_file(path))
+            except FileNotFoundError as exc:
+                raise NotFoundError(f"not found: {self.display(path)}") from exc
+
+    def list_dirs(self, path: str) -> list[str]:
+        """Names of the sub-directories of ``path`` (empty when it does not exist)."""
+        with os_errors(path, self):
+            if not self.fs.exists(path):
+                return []
+            entries = self.fs.ls(path, detail=True)
+        return sorted(
+            posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory"
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+    def makedirs(self, path: str) -> None:
+        with os_errors(path, self):
+            self.fs.makedirs(path, exist_ok=True)
+
+    def write_bytes_atomic(self, path: str, data: bytes) -> None:
+        """Replace ``path`` with ``data`` so that readers see the old or the new file, never half."""
+        with self.open_atomic(path) as fh:
+            fh.write(data)
+
+    @contextlib.contextmanager
+    def open_atomic(self, path: str) -> Iterator[IO[bytes]]:
+        """Open ``path`` for writing; it appears (whole) only if the block exits cleanly."""
+        parent = posixpath.dirname(path)
+        self.makedirs(parent)
+        if not self.is_local:
+            # Object stores publish an object only when its upload is committed; with
+            # autocommit off, fsspec backends hold the data until commit() / discard().
+            with os_errors(path, self):
+                fh = self.fs.open(path, "wb", autocommit=False)
+            try:
+                yield fh
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    fh.discard()
+                raise
+            with os_errors(path, self):
+                fh.close()
+                fh.commit()
+            return
+        tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        try:
+            with os_errors(path, self), open(tmp, "wb") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            with os_errors(path, self):
+                os.replace(tmp, path)
+                _fsync_dir(parent)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def remove_tree(self, path: str) -> None:
+        with os_errors(path, self):
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+
+
+def sha256_file(location: Location, path: str, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a stored file, streamed."""
+    digest = hashlib.sha256()
+    with os_errors(path, location), location.fs.open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HashingWriter:
+    """A write-only file wrapper that counts bytes and hashes them on the way through."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._digest = hashlib.sha256()
+        self.bytes_written = 0
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._digest.update(data)
+        self.bytes_written += len(data)
+        self._raw.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.bytes_written
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def close(self) -> None:  # the owner of the raw file closes it (it may be atomic)
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    @property
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+@contextlib.contextmanager
+def os_errors(path: str, location: Location | None = None) -> Iterator[None]:
+    """Turn low-level OS errors into a one-line StorageError naming the path."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (PermissionError, NotADirectoryError, IsADirectoryError, OSError) as exc:
+        shown = location.display(path) if location else path
+        reason = exc.strerror or exc.__class__.__name__
+        raise StorageError(f"cannot access {shown}: {reason}") from exc
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

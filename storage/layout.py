@@ -1,0 +1,15 @@
+"""Where each artefact lives under the storage root (one place for the path scheme).
+
+    <root>/registry/identities.json          identity registry (names, slugs, labels)
+    <root>/raw/<run_id>/run.json              RAW run record: committed shards, finished units
+    <root>/raw/<run_id>/part-NNNNN.parquet    RAW shards
+    <root>/datasets/<version>/manifest.json   CURATED version manifest (its presence = committed)
+    <root>/datasets/<version>/shards/...      CURATED shards
+"""
+
+REGISTRY_FILE = "registry/identities.json"
+RAW_DIR = "raw"
+RUN_FILE = "run.json"
+DATASETS_DIR = "datasets"
+MANIFEST_FILE = "manifest.json"
+SHARDS_DIR = "shards"

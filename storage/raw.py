@@ -1,0 +1,167 @@
+"""RAW runs: append-only shards of scraped (or ingested) images with provenance.
+
+A run is a directory ``raw/<run_id>/`` with numbered shards and ``run.json``, the record
+of what is committed. `RawRunWriter.commit` makes buffered rows durable *together with*
+the units of work they complete (for example the keywords a scraper finished), in one
+atomic replace of ``run.json``. A writer that dies loses only uncommitted rows, and its
+unfinished units are redone on restart: shard files not named in ``run.json`` are
+overwritten, never read. So a rerun neither loses nor duplicates rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from facescale.errors import ConflictError, ManifestError, NotFoundError
+
+from . import layout
+from .fs import Location
+from .manifest import VERSION_ID_PATTERN, check_id, is_valid_id, utcnow
+from .schemas import RAW_SCHEMA
+from .shards import ShardInfo, ShardSizing, ShardWriter, iter_batches, verify_shard
+
+log = logging.getLogger(__name__)
+
+
+class RunRecord(BaseModel):
+    """The committed state of one RAW run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = 1
+    run_id: str = Field(pattern=VERSION_ID_PATTERN)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished: bool = False
+    shards: list[ShardInfo] = Field(default_factory=list)
+    completed: list[str] = Field(default_factory=list, description="units of work done, e.g. keywords")
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+
+class RawStore:
+    """All RAW runs under ``<root>/raw``."""
+
+    def __init__(self, location: Location, sizing: ShardSizing | None = None) -> None:
+        self.location = location.child(layout.RAW_DIR)
+        self.sizing = sizing or ShardSizing()
+
+    def run_dir(self, run_id: str) -> str:
+        return self.location.path(check_id(run_id, "raw run"))
+
+    def run_ids(self) -> list[str]:
+        return [
+            r
+            for r in self.location.list_dirs(self.location.root)
+            if is_valid_id(r) and self.location.exists(posixpath.join(self.location.path(r), layout.RUN_FILE))
+        ]
+
+    def get(self, run_id: str) -> RunRecord:
+        path = posixpath.join(self.run_dir(run_id), layout.RUN_FILE)
+        try:
+            data = self.location.read_bytes(path)
+        except NotFoundError:
+            raise NotFoundError(f"unknown raw run {run_id!r}") from None
+        try:
+            return RunRecord.model_validate_json(data)
+        except ValidationError as exc:
+            raise ManifestError(f"malformed run record {self.location.display(path)}: {exc.errors()[0]['msg']}") from exc
+
+    def list(self) -> list[RunRecord]:
+        return sorted((self.get(r) for r in self.run_ids()), key=lambda r: (r.created_at, r.run_id))
+
+    def shard_paths(self, run_ids: Iterable[str] | None = None) -> list[str]:
+        paths = []
+        for run_id in run_ids if run_ids is not None else self.run_ids():
+            record = self.get(run_id)
+            paths += [posixpath.join(self.run_dir(run_id), s.path) for s in record.shards]
+        return paths
+
+    def iter_batches(
+        self, run_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None, batch_size: int = 256
+    ) -> Iterator[pa.RecordBatch]:
+        yield from iter_batches(self.location, self.shard_paths(run_ids), columns, batch_size)
+
+    def verify(self, run_id: str) -> RunRecord:
+        record = self.get(run_id)
+        for shard in record.shards:
+            verify_shard(self.location, self.run_dir(run_id), shard)
+        return record
+
+    def open(self, run_id: str, meta: Mapping[str, Any] | None = None) -> RawRunWriter:
+        """Open a run for appending: a new one, or an unfinished one to resume."""
+        try:
+            record = self.get(run_id)
+        except NotFoundError:
+            record = RunRecord(run_id=run_id, meta=dict(meta or {}))
+        if record.finished:
+            raise ConflictError(f"raw run {run_id!r} is finished; start a new run id")
+        return RawRunWriter(self, record)
+
+
+class RawRunWriter:
+    """Appends rows to one run; `commit` makes rows and completed units durable together."""
+
+    def __init__(self, store: RawStore, record: RunRecord) -> None:
+        self.store = store
+        self.record = record
+        self.directory = store.run_dir(record.run_id)
+        self._writer: ShardWriter | None = None
+        self._completed = set(record.completed)
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
+
+    def is_completed(self, unit: str) -> bool:
+        return unit in self._completed
+
+    def write(self, rows: Iterable[Mapping[str, Any]] | pa.Table) -> None:
+        if self._writer is None:
+            self._writer = ShardWriter(
+                self.store.location, self.directory, RAW_SCHEMA, self.store.sizing, start_index=len(self.record.shards)
+            )
+        self._writer.write(rows)
+
+    def commit(self, completed: Iterable[str] = (), *, finished: bool = False, meta: Mapping[str, Any] | None = None) -> RunRecord:
+        """Close the open shard(s) and record them, plus ``completed`` units, atomically."""
+        shards = list(self.record.shards)
+        if self._writer is not None:
+            shards += self._writer.close()
+            self._writer = None
+        new_units = [u for u in dict.fromkeys(completed) if u not in self._completed]
+        record = self.record.model_copy(
+            update={
+                "shards": shards,
+                "completed": [*self.record.completed, *new_units],
+                "finished": finished or self.record.finished,
+                "updated_at": utcnow(),
+                "meta": {**self.record.meta, **(meta or {})},
+            }
+        )
+        path = posixpath.join(self.directory, layout.RUN_FILE)
+        self.store.location.write_bytes_atomic(path, record.model_dump_json(indent=2).encode())
+        self.record = record
+        self._completed.update(new_units)
+        return record
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+    def __enter__(self) -> RawRunWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.abort()  # rows not committed explicitly are dropped

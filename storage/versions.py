@@ -1,0 +1,189 @@
+"""CURATED dataset versions: write shards, then commit the manifest atomically.
+
+A version directory without ``manifest.json`` is an unfinished write: readers never list
+it, and the next write of the same version id clears it first. Committed versions are
+immutable, except that `DatasetStore.publish` records the validation outcome (an atomic
+replace of the manifest, shards untouched).
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import secrets
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from facescale.errors import ConflictError, NotFoundError, StorageError
+
+from . import layout
+from .fs import Location
+from .manifest import IdentityEntry, Manifest, ValidationSummary, check_id, is_valid_id, utcnow
+from .schemas import CURATED_SCHEMA
+from .shards import ShardSizing, ShardWriter, iter_batches, verify_shard
+
+log = logging.getLogger(__name__)
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    """A sortable, unique version id such as ``20261123T180501Z-3fa9c1``."""
+    stamp = (now or utcnow()).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+class DatasetStore:
+    """The CURATED dataset versions under ``<root>/datasets``."""
+
+    def __init__(self, location: Location, sizing: ShardSizing | None = None) -> None:
+        self.root = location
+        self.location = location.child(layout.DATASETS_DIR)
+        self.sizing = sizing or ShardSizing()
+
+    # -- reading ---------------------------------------------------------------------------
+    def version_dir(self, version_id: str) -> str:
+        return self.location.path(check_id(version_id, "dataset version"))
+
+    def manifest_path(self, version_id: str) -> str:
+        return posixpath.join(self.version_dir(version_id), layout.MANIFEST_FILE)
+
+    def version_ids(self) -> list[str]:
+        """Ids of committed versions (those whose manifest exists), sorted."""
+        return [
+            v
+            for v in self.location.list_dirs(self.location.root)
+            if is_valid_id(v) and self.location.exists(self.manifest_path(v))
+        ]
+
+    def list(self) -> list[Manifest]:
+        """Committed versions, oldest first."""
+        return sorted((self.get(v) for v in self.version_ids()), key=lambda m: (m.created_at, m.version_id))
+
+    def get(self, version_id: str) -> Manifest:
+        path = self.manifest_path(version_id)
+        try:
+            data = self.location.read_bytes(path)
+        except NotFoundError:
+            raise NotFoundError(f"unknown dataset version {version_id!r}") from None
+        manifest = Manifest.from_json(data, self.location.display(path))
+        if manifest.version_id != version_id:
+            raise StorageError(
+                f"manifest {self.location.display(path)} names version {manifest.version_id!r}"
+            )
+        return manifest
+
+    def latest(self, published_only: bool = True) -> Manifest | None:
+        versions = [m for m in self.list() if m.published or not published_only]
+        return versions[-1] if versions else None
+
+    def shard_paths(self, manifest: Manifest) -> list[str]:
+        base = self.version_dir(manifest.version_id)
+        return [posixpath.join(base, s.path) for s in manifest.shards]
+
+    def iter_batches(
+        self, version_id: str, columns: Sequence[str] | None = None, batch_size: int = 256
+    ) -> Iterator[pa.RecordBatch]:
+        manifest = self.get(version_id)
+        yield from iter_batches(self.location, self.shard_paths(manifest), columns, batch_size)
+
+    def verify(self, version_id: str) -> Manifest:
+        """Check every shard of a version against its manifest; raise IntegrityError if off."""
+        manifest = self.get(version_id)
+        base = self.version_dir(version_id)
+        for shard in manifest.shards:
+            verify_shard(self.location, base, shard)
+        return manifest
+
+    # -- writing ---------------------------------------------------------------------------
+    def create(
+        self,
+        version_id: str | None = None,
+        *,
+        parent: str | None = ...,  # type: ignore[assignment]
+        config: Mapping[str, Any] | None = None,
+    ) -> VersionWriter:
+        """Start writing a new version. Nothing is visible until `VersionWriter.commit`.
+
+        ``parent`` defaults to the newest committed version.
+        """
+        version_id = version_id or new_version_id()
+        if self.location.exists(self.manifest_path(version_id)):
+            raise ConflictError(f"dataset version {version_id!r} already exists")
+        if parent is ...:
+            newest = self.latest(published_only=False)
+            parent = newest.version_id if newest else None
+        if parent is not None:
+            self.get(parent)  # must exist
+        directory = self.version_dir(version_id)
+        if self.location.exists(directory):
+            log.warning("clearing unfinished write of version %s", version_id)
+            self.location.remove_tree(directory)
+        self.location.makedirs(directory)
+        return VersionWriter(self, version_id, parent, dict(config or {}))
+
+    def publish(self, version_id: str, validation: ValidationSummary) -> Manifest:
+        """Record the validation outcome; a successful one makes the version published."""
+        manifest = self.get(version_id)
+        updated = manifest.model_copy(
+            update={"validation": validation, "published_at": utcnow() if validation.success else None}
+        )
+        self.location.write_bytes_atomic(self.manifest_path(version_id), updated.to_json())
+        return updated
+
+    def uncommitted(self) -> list[str]:
+        """Version directories left behind by writes that never committed."""
+        return [
+            v
+            for v in self.location.list_dirs(self.location.root)
+            if not self.location.exists(posixpath.join(self.location.path(v), layout.MANIFEST_FILE))
+        ]
+
+
+class VersionWriter:
+    """Writes the shards of one version, then commits its manifest (context manager)."""
+
+    def __init__(self, store: DatasetStore, version_id: str, parent: str | None, config: dict[str, Any]) -> None:
+        self.store = store
+        self.version_id = version_id
+        self.parent = parent
+        self.config = config
+        self.directory = store.version_dir(version_id)
+        self._shards = ShardWriter(
+            store.location, posixpath.join(self.directory, layout.SHARDS_DIR), CURATED_SCHEMA, store.sizing
+        )
+        self.manifest: Manifest | None = None
+
+    def __enter__(self) -> VersionWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None or self.manifest is None:
+            self._shards.abort()
+
+    def write(self, rows: Iterable[Mapping[str, Any]] | pa.Table) -> None:
+        self._shards.write(rows)
+
+    def commit(
+        self, identities: Sequence[IdentityEntry], notes: Mapping[str, Any] | None = None
+    ) -> Manifest:
+        """Finish the shards and atomically write the manifest: the version now exists."""
+        infos = self._shards.close()
+        shard_infos = [
+            info.model_copy(update={"path": posixpath.join(layout.SHARDS_DIR, info.path)}) for info in infos
+        ]
+        manifest = Manifest(
+            version_id=self.version_id,
+            parent=self.parent,
+            config=self.config,
+            identities=list(identities),
+            shards=shard_infos,
+            notes=dict(notes or {}),
+        )
+        self.store.location.write_bytes_atomic(self.store.manifest_path(self.version_id), manifest.to_json())
+        self.manifest = manifest
+        log.info("committed dataset version %s (%d rows, %d shards)", self.version_id, manifest.rows, len(shard_infos))
+        return manifest
+
+
