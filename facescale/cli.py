@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 import yaml
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import track
+from rich.progress import Progress, track
 from rich.table import Table
+from rich.text import Text
 
 from facescale import __version__
 from facescale.config import Settings, config_path, load_settings
@@ -26,7 +26,7 @@ from facescale.errors import FacescaleError
 from facescale.storage import DatasetStore, IdentityRegistry, Location, RawStore, ShardSizing
 
 log = logging.getLogger("facescale")
-out = Console()
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 app = typer.Typer(
@@ -37,7 +37,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 datasets_app = typer.Typer(help="CURATED dataset versions.", no_args_is_help=True)
-identities_app = typer.Typer(help="The identity registry (names, slugs, stable labels).", no_args_is_help=True)
+identities_app = typer.Typer(
+    help="The identity registry (names, slugs, stable labels).", no_args_is_help=True
+)
 runs_app = typer.Typer(help="RAW runs (scraped or ingested images).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(datasets_app, name="datasets")
@@ -84,12 +86,18 @@ def _state(ctx: typer.Context) -> State:
 def root(
     ctx: typer.Context,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML config file (default: $FACESCALE_CONFIG or ./facescale.yaml)")
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="YAML config file (default: $FACESCALE_CONFIG or ./facescale.yaml)"
+        ),
     ] = None,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug")
+    ] = 0,
 ) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
+    handler = RichHandler(console=err, show_path=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
     ctx.obj = State(config)
 
 
@@ -125,7 +133,8 @@ def datasets_list(
     """List committed dataset versions, oldest first."""
     manifests = _state(ctx).datasets().list()
     if as_json:
-        out.print_json(json.dumps([m.model_dump(mode="json", exclude={"shards", "config"}) for m in manifests]))
+        rows = [m.model_dump(mode="json", exclude={"shards", "config"}) for m in manifests]
+        out.print_json(json.dumps(rows))
         return
     if not manifests:
         out.print("no dataset versions yet")
@@ -135,7 +144,7 @@ def datasets_list(
         table.add_row(
             m.version_id,
             m.created_at.strftime("%Y-%m-%d %H:%M"),
-            m.parent or "-",
+            Text(m.parent or "-"),
             str(len(m.identities)),
             str(m.rows),
             str(len(m.shards)),
@@ -148,7 +157,9 @@ def datasets_list(
 def datasets_show(
     ctx: typer.Context,
     version_id: Annotated[str, typer.Argument(metavar="VERSION", help="a version id, or 'latest'")],
-    verify: Annotated[bool, typer.Option("--verify", help="check every shard's checksum and row count")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="check every shard's checksum and row count")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show one dataset version: identities, split counts, shards, validation."""
@@ -162,25 +173,29 @@ def datasets_show(
     if verify:
         from facescale.storage.shards import verify_shard
 
-        for shard in track(manifest.shards, description="verifying shards", console=err, transient=True):
+        shards = track(manifest.shards, description="verifying shards", console=err, transient=True)
+        for shard in shards:
             verify_shard(store.location, store.version_dir(version_id), shard)
     if as_json:
         out.print_json(manifest.model_dump_json())
         return
     out.print(f"[bold]{manifest.version_id}[/]  {_status(manifest)}")
-    out.print(f"created {manifest.created_at:%Y-%m-%d %H:%M:%S} UTC, parent {manifest.parent or '-'}")
-    counts = manifest.split_counts()
-    out.print(f"{manifest.rows} rows in {len(manifest.shards)} shards; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    created = f"{manifest.created_at:%Y-%m-%d %H:%M:%S}"
+    out.print(Text(f"created {created} UTC, parent {manifest.parent or '-'}"))
+    counts = ", ".join(f"{k} {v}" for k, v in manifest.split_counts().items())
+    out.print(f"{manifest.rows} rows in {len(manifest.shards)} shards; {counts}")
     if verify:
         out.print("[green]all shards verified[/]")
     if manifest.validation is not None:
         v = manifest.validation
-        out.print(f"validation ({v.suite}): {'passed' if v.success else 'FAILED'} at {v.validated_at:%Y-%m-%d %H:%M}")
+        outcome = "passed" if v.success else "FAILED"
+        out.print(Text(f"validation ({v.suite}): {outcome} at {v.validated_at:%Y-%m-%d %H:%M}"))
         for failure in v.failures:
-            out.print(f"  - {failure}")
+            out.print(Text(f"  - {failure}"))
     table = Table("label", "identity", "slug", "train", "val", "test")
     for ident in sorted(manifest.identities, key=lambda i: i.label):
-        table.add_row(str(ident.label), ident.name, ident.slug, *(str(ident.counts.get(s, 0)) for s in ("train", "val", "test")))
+        counts_by_split = (str(ident.counts.get(s, 0)) for s in ("train", "val", "test"))
+        table.add_row(str(ident.label), Text(ident.name), ident.slug, *counts_by_split)
     out.print(table)
 
 
@@ -197,8 +212,12 @@ def _status(manifest: object) -> str:
 @identities_app.command("add")
 def identities_add(
     ctx: typer.Context,
-    names: Annotated[list[str] | None, typer.Argument(help="display names, e.g. 'Ada Lovelace'")] = None,
-    from_file: Annotated[Path | None, typer.Option("--from-file", "-f", help="one name per line ('#' comments)")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="display names, e.g. 'Ada Lovelace'")
+    ] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from-file", "-f", help="one name per line ('#' comments)")
+    ] = None,
 ) -> None:
     """Register identities; each gets a slug and a label that never changes."""
     wanted = list(names or [])
@@ -212,13 +231,15 @@ def identities_add(
         raise FacescaleError("no names given: pass NAME... or --from-file FILE")
     for identity, changed in _state(ctx).registry().add(wanted):
         verb = "added" if changed else "exists"
-        out.print(f"{verb:7} {identity.label:>5}  {identity.slug}  {identity.name}")
+        out.print(Text(f"{verb:7} {identity.label:>5}  {identity.slug}  {identity.name}"))
 
 
 @identities_app.command("list")
 def identities_list(
     ctx: typer.Context,
-    include_removed: Annotated[bool, typer.Option("--all", help="include removed identities")] = False,
+    include_removed: Annotated[
+        bool, typer.Option("--all", help="include removed identities")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List registered identities in label order."""
@@ -231,7 +252,8 @@ def identities_list(
         return
     table = Table("label", "slug", "name", "status", "added (UTC)")
     for i in identities:
-        table.add_row(str(i.label), i.slug, i.name, i.status, i.added_at.strftime("%Y-%m-%d %H:%M"))
+        added = i.added_at.strftime("%Y-%m-%d %H:%M")
+        table.add_row(str(i.label), i.slug, Text(i.name), i.status, added)
     out.print(table)
 
 
@@ -242,7 +264,7 @@ def identities_remove(
 ) -> None:
     """Retire identities: they leave future datasets; their labels stay reserved."""
     for identity in _state(ctx).registry().remove(names):
-        out.print(f"removed {identity.label:>5}  {identity.slug}  {identity.name}")
+        out.print(Text(f"removed {identity.label:>5}  {identity.slug}  {identity.name}"))
 
 
 # -- runs ------------------------------------------------------------------------------------
@@ -255,26 +277,80 @@ def runs_list(ctx: typer.Context) -> None:
         return
     table = Table("run", "created (UTC)", "rows", "shards", "units done", "finished")
     for r in records:
-        table.add_row(r.run_id, r.created_at.strftime("%Y-%m-%d %H:%M"), str(r.rows), str(len(r.shards)), str(len(r.completed)), "yes" if r.finished else "no")
+        table.add_row(
+            r.run_id,
+            r.created_at.strftime("%Y-%m-%d %H:%M"),
+            str(r.rows),
+            str(len(r.shards)),
+            str(len(r.completed)),
+            "yes" if r.finished else "no",
+        )
     out.print(table)
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="a folder with one sub-folder of photos per identity")],
+    run_id: Annotated[str | None, typer.Option(help="RAW run id (default: ingest-<folder>-<UTC date>); rerun it to resume")] = None,
+    min_images: Annotated[int, typer.Option(min=1, help="skip folders with fewer photos")] = 1,
+    limit: Annotated[int | None, typer.Option(min=1, help="at most this many identities (first by name)")] = None,
+) -> None:
+    """Store a folder of photos as a RAW run (registering its identities)."""
+    from datetime import UTC, datetime
+
+    from facescale.scraper.ingest import identity_folders, ingest as run_ingest
+    from facescale.storage import make_slug
+
+    state = _state(ctx)
+    run_id = run_id or f"ingest-{make_slug(directory.resolve().name)}-{datetime.now(UTC):%Y%m%d}"
+    total = len(identity_folders(directory, min_images, limit))
+    scraper = state.settings.scraper
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("ingesting identities", total=total)
+        summary = run_ingest(
+            directory,
+            state.raw(),
+            state.registry(),
+            run_id,
+            min_images=min_images,
+            limit=limit,
+            max_pixels=scraper.max_pixels,
+            min_side=scraper.min_side,
+            on_folder=lambda _name: progress.advance(task),
+        )
+    rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
+    out.print(
+        f"run {summary.run_id}: {summary.identities} identities "
+        f"({summary.skipped_identities} already done), {summary.accepted} images accepted, rejected: {rejected}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning expected errors into one line and exit status 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Typer (>= 0.23) runs on its own copy of click: its usage errors, Abort and Exit
+        # are typer's classes, not the `click` package's.
+        status = app(args=argv, standalone_mode=False)
     except FacescaleError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # One line, and the message is text, not rich markup (names may hold "[...]").
+        message = " ".join(str(exc).split("\n")) or type(exc).__name__
+        err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.TyperException as exc:  # usage errors: usage line, hint and message
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            err.print(Text(f"error: {exc.format_message()}"), highlight=False, soft_wrap=True)
         return exc.exit_code
-    return 0
+    # Without standalone mode an Exit raised inside (e.g. by --help) comes back as its code.
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

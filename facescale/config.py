@@ -10,15 +10,22 @@ Everything is validated when loaded; a bad value raises ConfigError naming the k
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from facescale.errors import ConfigError
 
+ENV_PREFIX = "FACESCALE_"
 CONFIG_ENV = "FACESCALE_CONFIG"
 DEFAULT_CONFIG_FILE = "facescale.yaml"
 
@@ -30,18 +37,28 @@ class _Section(BaseModel):
 class StorageSettings(_Section):
     """Where datasets, runs, the registry and models live."""
 
-    root: str = Field("./facescale-data", description="local directory or fsspec URI (s3://bucket/prefix)")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="passed to fsspec (credentials, endpoint)")
+    root: str = Field(
+        "./facescale-data", description="local directory or fsspec URI (s3://bucket/prefix)"
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="passed to fsspec (credentials, endpoint)"
+    )
     rows_per_row_group: int = Field(256, ge=1, le=100_000)
     max_rows_per_shard: int = Field(4096, ge=1)
     max_bytes_per_shard: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+
+    @field_validator("root")
+    @classmethod
+    def _root_given(cls, value: str) -> str:
+        # A field validator (not the model one below), so the error names storage.root.
+        if not value.strip():
+            raise ValueError("root must not be empty")
+        return value
 
     @model_validator(mode="after")
     def _groups_fit(self) -> StorageSettings:
         if self.rows_per_row_group > self.max_rows_per_shard:
             raise ValueError("rows_per_row_group must not exceed max_rows_per_shard")
-        if not self.root.strip():
-            raise ValueError("root must not be empty")
         return self
 
 
@@ -53,7 +70,9 @@ class ScraperSettings(_Section):
     workers: int = Field(4, ge=1, le=64, description="parallel browser workers")
     chromium_binary: str = "/usr/bin/chromium"
     chromedriver: str = "/usr/bin/chromedriver"
-    selenium_grid_url: str | None = Field(None, description="Remote WebDriver URL; local Chromium when unset")
+    selenium_grid_url: str | None = Field(
+        None, description="Remote WebDriver URL; local Chromium when unset"
+    )
     politeness_delay_s: float = Field(1.0, ge=0)
     download_concurrency: int = Field(16, ge=1, le=512)
     per_host_concurrency: int = Field(4, ge=1, le=128)
@@ -80,13 +99,19 @@ class SplitFractions(_Section):
 class CurationSettings(_Section):
     """The seed's rules, made configurable."""
 
-    min_per_identity: int = Field(30, ge=1, description="clean crops needed before an identity is used")
+    min_per_identity: int = Field(
+        30, ge=1, description="clean crops needed before an identity is used"
+    )
     per_identity: int = Field(50, ge=1, description="source photos kept per identity")
-    augment_factor: int = Field(10, ge=1, le=100, description="train samples per source photo, original included")
+    augment_factor: int = Field(
+        10, ge=1, le=100, description="train samples per source photo, original included"
+    )
     split: SplitFractions = Field(default_factory=SplitFractions)
     crop_size: int = Field(128, ge=32, le=1024, description="stored crop side in pixels")
     seed: int = 0
-    ray_address: str | None = Field(None, description="existing Ray cluster; local ray.init() when unset")
+    ray_address: str | None = Field(
+        None, description="existing Ray cluster; local ray.init() when unset"
+    )
 
     @model_validator(mode="after")
     def _enough(self) -> CurationSettings:
@@ -98,7 +123,9 @@ class CurationSettings(_Section):
 class TrainingSettings(_Section):
     """Inception V3 training."""
 
-    image_size: int = Field(96, ge=75, le=512, description="model input side (Inception V3 needs >= 75)")
+    image_size: int = Field(
+        96, ge=75, le=512, description="model input side (Inception V3 needs >= 75)"
+    )
     batch_size: int = Field(64, ge=1)
     max_epochs: int = Field(60, ge=1)
     min_epochs: int = Field(1, ge=0)
@@ -106,7 +133,9 @@ class TrainingSettings(_Section):
     stop_threshold: float = Field(0.97, gt=0, le=1)
     learning_rate: float = Field(1e-3, gt=0)
     mixed_precision: Literal["auto", "on", "off"] = "auto"
-    weights: str | None = Field(None, description="local weights file; train from scratch when unset")
+    weights: str | None = Field(
+        None, description="local weights file; train from scratch when unset"
+    )
     seed: int = 0
 
 
@@ -121,7 +150,7 @@ class Settings(BaseSettings):
     """The effective configuration."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FACESCALE_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -174,18 +203,54 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {file} must hold a mapping of sections")
         data = loaded or {}
+        odd = [k for k in data if not isinstance(k, str)]
+        if odd:  # Settings(**data) would fail with a bare TypeError
+            raise ConfigError(f"config file {file}: section names must be text, got {odd[0]!r}")
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, file)) from exc
+    except SettingsError as exc:  # an environment value that does not parse (JSON for dicts)
+        names = ", ".join(f"${n}" for n in _env_names_under(_settings_field(exc))) or "environment"
+        raise ConfigError(f"invalid configuration: {exc} [from {names}]") from exc
 
 
 def _describe(exc: ValidationError, file: Path | None) -> str:
     parts = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(root)"
-        env = "FACESCALE_" + "__".join(str(p) for p in err["loc"]).upper()
-        got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
-        origin = f" [from ${env}]" if env in os.environ else (f" [from {file}]" if file else "")
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc) or "(root)"
+        shown = err["type"] != "missing" and not isinstance(err["input"], dict)
+        got = f" (got {err['input']!r})" if shown else ""
+        envs = _env_names_under(loc)
+        if envs:
+            origin = " [from " + ", ".join(f"${n}" for n in envs) + "]"
+        else:
+            origin = f" [from {file}]" if file else ""
         parts.append(f"{key}: {err['msg']}{got}{origin}")
     return "invalid configuration: " + "; ".join(parts)
+
+
+def _env_names_under(loc: list[str]) -> list[str]:
+    """The FACESCALE_* variables that set ``loc``, a section holding it, or a key inside it.
+
+    pydantic-settings matches names case-insensitively, and a model-level error (e.g. split
+    fractions not adding up) sits on the section, while the variable names one of its keys.
+    """
+    if not loc:
+        return []
+    target = (ENV_PREFIX + "__".join(loc)).upper()
+    found = []
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
+            continue
+        if upper == target or upper.startswith(target + "__") or target.startswith(upper + "__"):
+            found.append(name)
+    return sorted(found)
+
+
+def _settings_field(exc: SettingsError) -> list[str]:
+    """The top-level field a SettingsError is about (pydantic-settings names it in quotes)."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    return [match.group(1)] if match else []

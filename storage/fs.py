@@ -3,8 +3,10 @@
 Everything facescale stores goes through an fsspec filesystem, so a local directory and
 an object store (``s3://bucket/prefix``, ``memory://`` in tests) behave the same.
 Atomicity follows each backend's own guarantee: on a local disk a file is written under a
-temporary name and renamed into place (POSIX rename is atomic); on an object store a
-single PUT / completed multipart upload is atomic, so the object is written directly.
+temporary name and renamed into place (POSIX rename is atomic); on S3 a single PUT /
+completed multipart upload is atomic, so the object is written directly with its commit
+deferred. Any other backend (``memory://`` among them) may ignore deferred commits, so a
+file is written there under a temporary name and moved into place once complete.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from fsspec.implementations.local import LocalFileSystem
 from facescale.errors import NotFoundError, StorageError
 
 TMP_PREFIX = "_tmp-"
+
+# Object stores whose uploads stay invisible until ``commit()`` when a file is opened with
+# ``autocommit=False`` (checked against a real S3 API in tests/storage/test_s3.py). Other
+# fsspec backends may accept the flag and ignore it: the memory filesystem publishes a
+# file the moment it is opened and cannot discard it.
+DEFERRED_COMMIT_PROTOCOLS = frozenset({"s3", "s3a"})
 
 
 @dataclass(frozen=True)
@@ -102,22 +110,33 @@ class Location:
         """Open ``path`` for writing; it appears (whole) only if the block exits cleanly."""
         parent = posixpath.dirname(path)
         self.makedirs(parent)
+        tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        if not self.is_local and not self._defers_commit():
+            try:
+                with os_errors(path, self), self.fs.open(tmp, "wb") as fh:
+                    yield fh
+                with os_errors(path, self):
+                    self.fs.mv(tmp, path)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.fs.rm_file(tmp)
+                raise
+            return
         if not self.is_local:
-            # Object stores publish an object only when its upload is committed; with
-            # autocommit off, fsspec backends hold the data until commit() / discard().
+            # S3 publishes an object only when its upload is committed; with autocommit
+            # off, s3fs holds the data until commit() / discard().
             with os_errors(path, self):
                 fh = self.fs.open(path, "wb", autocommit=False)
             try:
                 yield fh
+                with os_errors(path, self):
+                    fh.close()
+                    fh.commit()
             except BaseException:
                 with contextlib.suppress(Exception):
                     fh.discard()
                 raise
-            with os_errors(path, self):
-                fh.close()
-                fh.commit()
             return
-        tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
         try:
             with os_errors(path, self), open(tmp, "wb") as fh:
                 yield fh
@@ -129,6 +148,12 @@ class Location:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def _defers_commit(self) -> bool:
+        protocols = self.fs.protocol
+        if isinstance(protocols, str):
+            protocols = (protocols,)
+        return not DEFERRED_COMMIT_PROTOCOLS.isdisjoint(protocols)
 
     def remove_tree(self, path: str) -> None:
         with os_errors(path, self):
@@ -153,18 +178,26 @@ class HashingWriter:
         self._digest = hashlib.sha256()
         self.bytes_written = 0
         self.closed = False
+        self._detached = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._detached:  # an aborted file: drop late writes (a writer's footer)
+            return len(data)
         self._digest.update(data)
         self.bytes_written += len(data)
         self._raw.write(data)
         return len(data)
 
+    def detach(self) -> None:
+        """Stop passing writes through to the raw file (it is being discarded)."""
+        self._detached = True
+
     def tell(self) -> int:
         return self.bytes_written
 
     def flush(self) -> None:
-        self._raw.flush()
+        if not self._detached:
+            self._raw.flush()
 
     def close(self) -> None:  # the owner of the raw file closes it (it may be atomic)
         self.closed = True

@@ -25,7 +25,7 @@ import filelock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slugify import slugify
 
-from facescale.errors import InvalidIdentityError, ManifestError, NotFoundError
+from facescale.errors import InvalidIdentityError, ManifestError, NotFoundError, StorageError
 
 from . import layout
 from .fs import Location
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 200
 MAX_SLUG_LENGTH = 64
+LOCK_TIMEOUT_S = 60.0
 SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
@@ -44,7 +45,9 @@ def normalize_name(name: str) -> str:
         raise InvalidIdentityError(f"identity name must be text, got {type(name).__name__}")
     text = unicodedata.normalize("NFC", name)
     if any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") for ch in text if not ch.isspace()):
-        raise InvalidIdentityError(f"identity name {name!r} contains control or unassigned characters")
+        raise InvalidIdentityError(
+            f"identity name {name!r} contains control or unassigned characters"
+        )
     text = " ".join(text.split())
     if not text:
         raise InvalidIdentityError("identity name is empty")
@@ -60,9 +63,11 @@ def name_key(name: str) -> str:
 
 def make_slug(name: str) -> str:
     """The base slug of a (valid) name, before collision handling."""
-    text = normalize_name(name)
-    digest = hashlib.sha256(text.casefold().encode()).hexdigest()
-    slug = slugify(text, separator="-", lowercase=True)
+    # Built from the comparison key, so names that are one identity get one slug
+    # (lower() and casefold() disagree: "ᾈ" and "ἀι" are one name, slugify gave "a" and "ai").
+    key = name_key(name)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    slug = slugify(key, separator="-", lowercase=True)
     slug = re.sub(r"[^a-z0-9-]+", "", slug).strip("-")
     slug = re.sub(r"-{2,}", "-", slug)
     if not slug:
@@ -127,7 +132,9 @@ class IdentityRegistry:
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-            raise ManifestError(f"malformed identity registry {self.location.display(self.path)}: {loc}: {err['msg']}") from exc
+            where = self.location.display(self.path)
+            msg = f"malformed identity registry {where}: {loc}: {err['msg']}"
+            raise ManifestError(msg) from exc
         _check_consistent(parsed.identities, self.location.display(self.path))
         return sorted(parsed.identities, key=lambda i: i.label)
 
@@ -154,7 +161,9 @@ class IdentityRegistry:
         results: list[tuple[Identity, bool]] = []
         with self._edit() as identities:
             for name in wanted:
-                existing = _find(identities, name)
+                # By name only: a new name that happens to equal another identity's slug
+                # (e.g. "jose-marti" next to "José Martí") is a different identity.
+                existing = _find(identities, name, by_slug=False)
                 if existing is not None and existing.active:
                     results.append((existing, False))
                     continue
@@ -176,6 +185,10 @@ class IdentityRegistry:
     def remove(self, names: Iterable[str]) -> list[Identity]:
         """Mark identities removed (their labels stay reserved). Unknown names are an error."""
         names = list(names)
+        current = self.load()
+        for name in names:  # fail before touching the disk (no registry directory, no lock file)
+            if _find(current, name) is None:
+                raise NotFoundError(f"unknown identity {name!r}")
         removed: list[Identity] = []
         with self._edit() as identities:
             for name in names:
@@ -183,7 +196,9 @@ class IdentityRegistry:
                 if existing is None:
                     raise NotFoundError(f"unknown identity {name!r}")
                 if existing.active:
-                    updated = existing.model_copy(update={"status": "removed", "removed_at": utcnow()})
+                    updated = existing.model_copy(
+                        update={"status": "removed", "removed_at": utcnow()}
+                    )
                     identities[identities.index(existing)] = updated
                     removed.append(updated)
         return removed
@@ -192,31 +207,54 @@ class IdentityRegistry:
     def _edit(self) -> Iterator[list[Identity]]:
         """Load under a lock, let the caller mutate the list, then save atomically.
 
-        If the caller raises, nothing is written.
+        If the caller raises, nothing is written. A malformed registry is reported before
+        anything (directory, lock file) is created.
         """
+        self.load()
         lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if self.location.is_local:
             self.location.makedirs(self.location.path(layout.REGISTRY_FILE.rsplit("/", 1)[0]))
-            lock = filelock.FileLock(self.path + ".lock", timeout=60)
+            lock = _locked(self.path + ".lock", self.location.display(self.path))
         with lock:
             identities = self.load()
             before = list(identities)
             yield identities
             if identities != before:
                 _check_consistent(identities, self.path)
-                data = RegistryFile(identities=identities).model_dump_json(indent=2).encode() + b"\n"
-                self.location.write_bytes_atomic(self.path, data)
+                data = RegistryFile(identities=identities).model_dump_json(indent=2)
+                self.location.write_bytes_atomic(self.path, data.encode() + b"\n")
 
 
-def _find(identities: Iterable[Identity], name_or_slug: str) -> Identity | None:
+@contextlib.contextmanager
+def _locked(lock_path: str, shown: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the registry's file lock; failures to take it are StorageErrors, not tracebacks."""
+    lock = filelock.FileLock(lock_path, timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise StorageError(
+            f"identity registry {shown} is locked by another process (waited {timeout:g} s)"
+        ) from None
+    except OSError as exc:
+        raise StorageError(f"cannot lock identity registry {shown}: {exc.strerror or exc}") from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _find(
+    identities: Iterable[Identity], name_or_slug: str, by_slug: bool = True
+) -> Identity | None:
     try:
         key = name_key(name_or_slug)
     except InvalidIdentityError:
         return None
     identities = list(identities)
-    by_name = (i for i in identities if i.name.casefold() == key)
-    by_slug = (i for i in identities if i.slug == name_or_slug)
-    return next(by_name, None) or next(by_slug, None)
+    found = next((i for i in identities if i.name.casefold() == key), None)
+    if found is None and by_slug:
+        found = next((i for i in identities if i.slug == name_or_slug), None)
+    return found
 
 
 def _check_consistent(identities: list[Identity], where: str) -> None:

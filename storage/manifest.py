@@ -113,6 +113,8 @@ class Manifest(BaseModel):
             return cls.model_validate(json.loads(data))
         except json.JSONDecodeError as exc:
             raise ManifestError(f"malformed manifest {where}: not JSON ({exc.msg}, line {exc.lineno})") from exc
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"malformed manifest {where}: not JSON (not UTF-8 text)") from exc
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"]) or "(root)"

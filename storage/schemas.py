@@ -103,9 +103,23 @@ def to_table(rows: Iterable[Mapping[str, Any]] | pa.Table, schema: pa.Schema) ->
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
             raise StorageError(f"rows do not fit the {_name(schema)} schema: {exc}") from exc
     for field in schema:
-        if not field.nullable and table.column(field.name).null_count:
-            raise StorageError(f"{_name(schema)} rows have nulls in required field {field.name!r}")
+        _check_required(table.column(field.name), field, field.name, schema)
     return table
+
+
+def _check_required(
+    column: pa.ChunkedArray | pa.Array, field: pa.Field, where: str, schema: pa.Schema
+) -> None:
+    """Raise if a required field, or a required member of a struct field, holds a null."""
+    if not field.nullable and column.null_count:
+        raise StorageError(f"{_name(schema)} rows have nulls in required field {where!r}")
+    if pa.types.is_struct(field.type):
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        # Members of a null struct are not values: only those of present structs count.
+        present = [c.filter(c.is_valid()).flatten() for c in chunks]
+        for i, child in enumerate(field.type):
+            members = pa.chunked_array([p[i] for p in present], child.type)
+            _check_required(members, child, f"{where}.{child.name}", schema)
 
 
 def _name(schema: pa.Schema) -> str:

@@ -115,12 +115,23 @@ class ShardWriter:
         """Drop the open shard (its temporary file is removed) and buffered rows."""
         self._pending, self._pending_rows = [], 0
         if self._stack is not None:
-            stack, self._stack, self._writer = self._stack, None, None
+            stack, writer, sink = self._stack, self._writer, self._sink
+            self._stack = self._writer = self._sink = None
+            self._rows_in_shard = 0
+            if sink is not None:
+                sink.detach()
+            if writer is not None:
+                # Close it now, into the detached sink: left open, the Parquet writer
+                # would write its footer into the discarded file when garbage collected.
+                with contextlib.suppress(Exception):
+                    writer.close()
             with contextlib.suppress(Exception):
                 stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
     # -- internals ---------------------------------------------------------------------------
     def _flush_row_group(self, n: int) -> None:
+        # Never overfill a shard: a row group ends where the shard's row budget does.
+        n = min(n, self.sizing.max_rows_per_shard - self._rows_in_shard)
         table = pa.concat_tables(self._pending)
         head, rest = table.slice(0, n), table.slice(n)
         self._pending = [rest] if len(rest) else []
@@ -170,14 +181,28 @@ class ShardWriter:
             )
         )
         self._writer = self._stack = self._sink = None
+        self._rows_in_shard = 0
         self._index += 1
 
 
 def read_table(
-    location: Location, paths: Sequence[str], columns: Sequence[str] | None = None
+    location: Location,
+    paths: Sequence[str],
+    columns: Sequence[str] | None = None,
+    schema: pa.Schema | None = None,
 ) -> pa.Table:
-    """Read whole shards into one table (small data: tests, manifests' companions)."""
-    return pa.Table.from_batches(list(iter_batches(location, paths, columns=columns)))
+    """Read whole shards into one table (small data: tests, manifests' companions).
+
+    ``schema`` gives the result its columns when there are no shards to read (an empty
+    version); without it, reading no shards at all is an error.
+    """
+    batches = list(iter_batches(location, paths, columns=columns))
+    if batches:
+        return pa.Table.from_batches(batches)
+    if schema is None:
+        raise StorageError("no shards to read and no schema given for an empty table")
+    empty = schema.empty_table()
+    return empty.select(list(columns)) if columns is not None else empty
 
 
 def iter_batches(
@@ -188,9 +213,14 @@ def iter_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Stream record batches from shards, one row group at a time."""
     for path in paths:
-        with os_errors(path, location), location.fs.open(path, "rb") as fh:
-            parquet = pq.ParquetFile(fh)
-            yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+        try:
+            with os_errors(path, location), location.fs.open(path, "rb") as fh:
+                parquet = pq.ParquetFile(fh)
+                yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"shard missing: {location.display(path)}") from exc
+        except pa.ArrowInvalid as exc:
+            raise IntegrityError(f"shard {location.display(path)} is unreadable: {exc}") from exc
 
 
 def verify_shard(location: Location, directory: str, info: ShardInfo) -> None:

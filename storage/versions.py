@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from facescale.errors import ConflictError, NotFoundError, StorageError
+from facescale.errors import ConflictError, ManifestError, NotFoundError
 
 from . import layout
 from .fs import Location
@@ -69,8 +69,9 @@ class DatasetStore:
             raise NotFoundError(f"unknown dataset version {version_id!r}") from None
         manifest = Manifest.from_json(data, self.location.display(path))
         if manifest.version_id != version_id:
-            raise StorageError(
-                f"manifest {self.location.display(path)} names version {manifest.version_id!r}"
+            raise ManifestError(
+                f"malformed manifest {self.location.display(path)}: "
+                f"it names version {manifest.version_id!r}"
             )
         return manifest
 

@@ -1,0 +1,26 @@
+# facescale: the commands in README.md. Every target sets itself up first (idempotent).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-all lint clean
+
+setup:          ## apt packages + .venv with facescale installed (fast when done)
+	@scripts/setup.sh
+
+demo: setup     ## run every stage that exists on the embedded defaults (local storage, lfw-dev)
+	@scripts/demo.sh
+
+test: setup     ## lint + the default test tiers (what CI runs)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup ## every tier, slow ones included
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:          ## remove the demo data and caches (keeps .venv)
+	rm -rf var/demo .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Set up a development/runtime environment for facescale, idempotently:
+#   1. Debian packages: chromium + chromium-driver (the scraper's headless browser);
+#   2. a virtualenv in .venv (Python 3.11) with facescale installed editable, [dev] extras.
+# Fast when already done: apt is skipped if the packages are present, pip if pyproject.toml
+# has not changed since the last successful install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(chromium chromium-driver)
+VENV=.venv
+STAMP="$VENV/.facescale-install-stamp"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if ! command -v apt-get >/dev/null; then
+    log "warning: no apt-get; install ${missing[*]} yourself (needed by the scraper)"
+  else
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    log "installing ${missing[*]} (apt)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      PYTHON=$candidate; break
+    fi
+  done
+fi
+[ -n "$PYTHON" ] || { log "error: Python 3.11 not found (set PYTHON=/path/to/python3.11)"; exit 1; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV with $("$PYTHON" --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+  log "installing facescale and its pinned dependencies into $VENV (a few minutes the first time)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  "$VENV/bin/python" -m pip check
+  echo "$want" > "$STAMP"
+fi
+log "ready: $VENV ($("$VENV/bin/python" --version)), facescale $("$VENV/bin/python" -c 'import facescale; print(facescale.__version__)')"

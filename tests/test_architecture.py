@@ -1,0 +1,138 @@
+"""The dependency direction of docs/ARCHITECTURE.md, enforced on the source tree.
+
+storage imports nothing of ours (but facescale.errors); stages import storage and config;
+serving may also load models from training; the CLI wires everything; dags import
+everything and nothing imports dags.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# directory -> the import name it installs as
+PACKAGES = {
+    "facescale": "facescale",
+    "storage": "facescale.storage",
+    "scraper": "facescale.scraper",
+    "pipeline": "facescale.pipeline",
+    "training": "facescale.training",
+    "serving": "facescale.serving",
+}
+BASE = {"facescale.errors"}
+STAGE = BASE | {"facescale.storage", "facescale.config"}
+# importer (longest prefix wins) -> our modules it may import (prefixes)
+ALLOWED: dict[str, set[str]] = {
+    "facescale.errors": set(),
+    "facescale.config": BASE,
+    "facescale": set(),  # facescale/__init__.py imports nothing of ours
+    "facescale.storage": BASE,
+    "facescale.scraper": STAGE,
+    "facescale.pipeline": STAGE,
+    "facescale.training": STAGE,
+    "facescale.serving": STAGE | {"facescale.training"},
+    "facescale.cli": {"facescale"},  # everything of ours, but never dags
+    "dags": {"facescale"},
+}
+HEAVY = ("tensorflow", "ray", "selenium", "cv2", "keras")
+
+
+def _modules() -> list[tuple[str, Path]]:
+    found = []
+    for directory, name in PACKAGES.items():
+        for path in sorted((REPO / directory).rglob("*.py")):
+            rel = path.relative_to(REPO / directory).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            found.append((".".join([name, *parts]), path))
+    for path in sorted((REPO / "dags").rglob("*.py")):
+        found.append(("dags." + path.stem, path))
+    return found
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names.add(target)
+            names.update(f"{target}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _ours(name: str) -> bool:
+    return name == "facescale" or name.startswith(("facescale.", "dags"))
+
+
+def _rule(module: str) -> set[str]:
+    keys = [k for k in ALLOWED if module == k or module.startswith(k + ".")]
+    return ALLOWED[max(keys, key=len)]
+
+
+def _allowed(importer: str, imported: str, rule: set[str]) -> bool:
+    """Whether ``importer`` may import ``imported``: inside its own package, or by rule."""
+    parts = importer.split(".")
+    if parts[0] == "facescale" and len(parts) >= 2:  # e.g. facescale.storage.shards
+        own = ".".join(parts[:2])
+        if imported == own or imported.startswith(own + "."):
+            return True
+    return any(imported == r or imported.startswith(r + ".") for r in rule)
+
+
+MODULES = _modules()
+
+
+def test_every_package_has_modules() -> None:
+    names = {m for m, _ in MODULES}
+    for package in PACKAGES.values():
+        assert package in names, f"{package} is missing its __init__.py"
+
+
+@pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
+def test_import_direction(module: str, path: Path) -> None:
+    rule = _rule(module)
+    bad = sorted(
+        name
+        for name in _imports(module, path)
+        if _ours(name) and not (name.startswith("dags") and module.startswith("dags")) and not _allowed(module, name, rule)
+    )
+    if not module.startswith("dags"):
+        bad += sorted(n for n in _imports(module, path) if n == "dags" or n.startswith("dags."))
+    assert not bad, f"{module} may not import {bad}"
+
+
+def test_rule_checker_catches_violations(tmp_path: Path) -> None:
+    """The checker itself must fail on a storage module importing a stage, or on dags."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from facescale.training import model\nimport dags.nightly\n")
+    names = _imports("facescale.storage.bad", bad)
+    rule = _rule("facescale.storage.bad")
+    assert not _allowed("facescale.storage.bad", "facescale.training.model", rule)
+    assert "dags.nightly" in names
+    assert _allowed("facescale.storage.bad", "facescale.storage.fs", rule)
+    assert not _allowed("facescale.serving.api", "facescale.pipeline.dedup", _rule("facescale.serving.api"))
+    assert _allowed("facescale.serving.api", "facescale.training.artifacts", _rule("facescale.serving.api"))
+
+
+def test_storage_and_cli_import_no_heavy_libraries() -> None:
+    """The storage layer and the CLI start without tensorflow, ray, selenium or cv2."""
+    code = (
+        "import sys, facescale.storage, facescale.cli, facescale.config\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
