@@ -173,7 +173,10 @@ def datasets_show(
     if verify:
         from facescale.storage.shards import verify_shard
 
-        shards = track(manifest.shards, description="verifying shards", console=err, transient=True)
+        # Progress only on a terminal: elsewhere rich leaves a blank line on stderr when it stops.
+        shards = track(
+            manifest.shards, description="verifying shards", console=err, transient=True, disable=not err.is_terminal
+        )
         for shard in shards:
             verify_shard(store.location, store.version_dir(version_id), shard)
     if as_json:
@@ -292,21 +295,24 @@ def runs_list(ctx: typer.Context) -> None:
 def ingest(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="a folder with one sub-folder of photos per identity")],
-    run_id: Annotated[str | None, typer.Option(help="RAW run id (default: ingest-<folder>-<UTC date>); rerun it to resume")] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="RAW run id (default: ingest-<folder>-<UTC date>); rerun it to resume")
+    ] = None,
     min_images: Annotated[int, typer.Option(min=1, help="skip folders with fewer photos")] = 1,
     limit: Annotated[int | None, typer.Option(min=1, help="at most this many identities (first by name)")] = None,
 ) -> None:
     """Store a folder of photos as a RAW run (registering its identities)."""
     from datetime import UTC, datetime
 
-    from facescale.scraper.ingest import identity_folders, ingest as run_ingest
+    from facescale.scraper.ingest import identity_folders
+    from facescale.scraper.ingest import ingest as run_ingest
     from facescale.storage import make_slug
 
     state = _state(ctx)
     run_id = run_id or f"ingest-{make_slug(directory.resolve().name)}-{datetime.now(UTC):%Y%m%d}"
     total = len(identity_folders(directory, min_images, limit))
     scraper = state.settings.scraper
-    with Progress(console=err, transient=True) as progress:
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("ingesting identities", total=total)
         summary = run_ingest(
             directory,

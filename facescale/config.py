@@ -222,11 +222,9 @@ def _describe(exc: ValidationError, file: Path | None) -> str:
         key = ".".join(loc) or "(root)"
         shown = err["type"] != "missing" and not isinstance(err["input"], dict)
         got = f" (got {err['input']!r})" if shown else ""
-        envs = _env_names_under(loc)
-        if envs:
-            origin = " [from " + ", ".join(f"${n}" for n in envs) + "]"
-        else:
-            origin = f" [from {file}]" if file else ""
+        envs = ", ".join(f"${n}" for n in _env_names_under(loc))
+        source = envs or (str(file) if file else "")
+        origin = f" [from {source}]" if source else ""
         parts.append(f"{key}: {err['msg']}{got}{origin}")
     return "invalid configuration: " + "; ".join(parts)
 

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
-
-from facescale.errors import FacescaleError
 from facescale.storage import IdentityRegistry, RawStore, RunRecord
 
+from facescale.errors import FacescaleError
+
+from .history import History
 from .imagecheck import check_image
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,6 @@ def display_name(folder: Path) -> str:
     return folder.name.replace("_", " ")
 
 
-def known_image_ids(store: RawStore) -> set[str]:
-    """image_id of every accepted row in every RAW run (one column read, streamed)."""
-    ids: set[str] = set()
-    for batch in store.iter_batches(columns=["image_id", "error"], batch_size=4096):
-        accepted = batch.filter(pc.is_null(batch.column("error")))
-        ids.update(x for x in accepted.column("image_id").to_pylist() if x)
-    return ids
-
-
 def ingest(
     root: Path,
     store: RawStore,
@@ -89,7 +80,7 @@ def ingest(
         log.info("run %s already finished", run_id)
         return _summarise(store, store.get(run_id), summary)
     identities = {i.name: i for i, _ in registry.add(display_name(f) for f in folders)}
-    seen = known_image_ids(store)
+    seen = History.load(store).image_ids
     with store.open(run_id, meta={"source": str(root), "engine": "local"}) as writer:
         pending_units: list[str] = []
         pending_rows = 0

@@ -107,7 +107,9 @@ def test_import_direction(module: str, path: Path) -> None:
     bad = sorted(
         name
         for name in _imports(module, path)
-        if _ours(name) and not (name.startswith("dags") and module.startswith("dags")) and not _allowed(module, name, rule)
+        if _ours(name)
+        and not (name.startswith("dags") and module.startswith("dags"))
+        and not _allowed(module, name, rule)
     )
     if not module.startswith("dags"):
         bad += sorted(n for n in _imports(module, path) if n == "dags" or n.startswith("dags."))

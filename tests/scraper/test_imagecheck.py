@@ -8,9 +8,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from facescale.scraper.imagecheck import check_image
+from PIL import Image
 
 
 def _encode(fmt: str, size: tuple[int, int] = (64, 64)) -> bytes:
