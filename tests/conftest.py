@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The machine is shared and has two cores: a per-example deadline only makes tests flaky.
+settings.register_profile("facescale", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("facescale")
 
 REPO = Path(__file__).resolve().parents[1]
 LFW_DEV = Path(os.environ.get("FACESCALE_TEST_DATA", REPO.parent / "shared" / "data" / "lfw-dev"))
