@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from facescale.storage import IdentityRegistry, RawStore, RunRecord
-
 from facescale.errors import FacescaleError
+from facescale.storage import IdentityRegistry, RawStore, RunRecord
 
 from .history import History
 from .imagecheck import check_image

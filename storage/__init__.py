@@ -32,6 +32,7 @@ __all__ = [
     "VersionWriter",
     "iter_batches",
     "make_slug",
+    "new_version_id",
     "normalize_name",
     "read_table",
 ]

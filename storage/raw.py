@@ -75,7 +75,8 @@ class RawStore:
         try:
             return RunRecord.model_validate_json(data)
         except ValidationError as exc:
-            raise ManifestError(f"malformed run record {self.location.display(path)}: {exc.errors()[0]['msg']}") from exc
+            where = self.location.display(path)
+            raise ManifestError(f"malformed run record {where}: {exc.errors()[0]['msg']}") from exc
 
     def list(self) -> list[RunRecord]:
         return sorted((self.get(r) for r in self.run_ids()), key=lambda r: (r.created_at, r.run_id))
@@ -100,6 +101,7 @@ class RawStore:
 
     def open(self, run_id: str, meta: Mapping[str, Any] | None = None) -> RawRunWriter:
         """Open a run for appending: a new one, or an unfinished one to resume."""
+        check_id(run_id, "raw run")
         try:
             record = self.get(run_id)
         except NotFoundError:
@@ -133,7 +135,9 @@ class RawRunWriter:
             )
         self._writer.write(rows)
 
-    def commit(self, completed: Iterable[str] = (), *, finished: bool = False, meta: Mapping[str, Any] | None = None) -> RunRecord:
+    def commit(
+        self, completed: Iterable[str] = (), *, finished: bool = False, meta: Mapping[str, Any] | None = None
+    ) -> RunRecord:
         """Close the open shard(s) and record them, plus ``completed`` units, atomically."""
         shards = list(self.record.shards)
         if self._writer is not None:

@@ -215,12 +215,13 @@ def iter_batches(
     for path in paths:
         try:
             with os_errors(path, location), location.fs.open(path, "rb") as fh:
-                parquet = pq.ParquetFile(fh)
+                try:
+                    parquet = pq.ParquetFile(fh)
+                except pa.ArrowInvalid as exc:  # no Parquet footer: truncated or not a shard
+                    raise IntegrityError(f"shard {location.display(path)} is unreadable: {exc}") from exc
                 yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
         except FileNotFoundError as exc:
             raise IntegrityError(f"shard missing: {location.display(path)}") from exc
-        except pa.ArrowInvalid as exc:
-            raise IntegrityError(f"shard {location.display(path)} is unreadable: {exc}") from exc
 
 
 def verify_shard(location: Location, directory: str, info: ShardInfo) -> None:

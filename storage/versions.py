@@ -170,6 +170,8 @@ class VersionWriter:
         self, identities: Sequence[IdentityEntry], notes: Mapping[str, Any] | None = None
     ) -> Manifest:
         """Finish the shards and atomically write the manifest: the version now exists."""
+        if self.manifest is not None:  # a second commit would rewrite an immutable manifest
+            raise ConflictError(f"dataset version {self.version_id!r} is already committed")
         infos = self._shards.close()
         shard_infos = [
             info.model_copy(update={"path": posixpath.join(layout.SHARDS_DIR, info.path)}) for info in infos

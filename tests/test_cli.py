@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from facescale.storage import DatasetStore, IdentityEntry, Location, Manifest
 from PIL import Image
 
 from facescale.cli import main
+from facescale.storage import DatasetStore, IdentityEntry, Location, Manifest
 
 BIN = Path(sys.executable).parent
 SCRIPT = shutil.which("facescale", path=str(BIN))

@@ -8,8 +8,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-from facescale.scraper.imagecheck import check_image
 from PIL import Image
+
+from facescale.scraper.imagecheck import check_image
 
 
 def _encode(fmt: str, size: tuple[int, int] = (64, 64)) -> bytes:

@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from facescale.scraper.ingest import ingest
-from facescale.storage import IdentityRegistry, Location, RawStore, read_table
 
 from facescale.errors import FacescaleError
+from facescale.scraper.ingest import ingest
+from facescale.storage import IdentityRegistry, Location, RawStore, read_table
 
 PEOPLE = ["Abdullah_Gul", "Adam_Sandler", "Alejandro_Toledo"]  # 4+ photos each
 

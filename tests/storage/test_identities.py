@@ -12,12 +12,12 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
-from facescale.storage import IdentityRegistry, Location, make_slug, normalize_name
-from facescale.storage.identities import name_key
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from facescale.errors import InvalidIdentityError, ManifestError, NotFoundError
+from facescale.storage import IdentityRegistry, Location, make_slug, normalize_name
+from facescale.storage.identities import name_key
 
 SLUG_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
