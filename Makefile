@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup demo test test-all lint clean constraints
 
 setup:          ## apt packages + .venv with facescale installed (fast when done)
 	@scripts/setup.sh
@@ -21,6 +21,10 @@ test-all: setup ## every tier, slow ones included
 
 lint: setup
 	$(BIN)/ruff check .
+
+constraints: setup ## re-pin constraints.txt from the current .venv (after changing pyproject.toml)
+	@{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^facescale'; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt
 
 clean:          ## remove the demo data and caches (keeps .venv)
 	rm -rf var/demo .pytest_cache .ruff_cache .hypothesis

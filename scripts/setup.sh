@@ -3,7 +3,7 @@
 #   1. Debian packages: chromium + chromium-driver (the scraper's headless browser);
 #   2. a virtualenv in .venv (Python 3.11) with facescale installed editable, [dev] extras.
 # Fast when already done: apt is skipped if the packages are present, pip if pyproject.toml
-# has not changed since the last successful install.
+# and constraints.txt (the exact tested versions) have not changed since the last install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,11 +44,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   log "installing facescale and its pinned dependencies into $VENV (a few minutes the first time)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
   "$VENV/bin/python" -m pip check
   echo "$want" > "$STAMP"
 fi
