@@ -332,6 +332,95 @@ def ingest(
     )
 
 
+@app.command()
+def scrape(
+    ctx: typer.Context,
+    keywords: Annotated[
+        Path | None, typer.Option("--keywords", "-k", help="file with one identity name per line ('#' comments)")
+    ] = None,
+    identity: Annotated[
+        list[str] | None, typer.Option("--identity", "-i", help="an identity name (repeatable)")
+    ] = None,
+    per_keyword: Annotated[int | None, typer.Option(min=1, help="candidate images per keyword")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="parallel browser workers")] = None,
+    engine: Annotated[str | None, typer.Option(help="search engine adapter: demo, bing")] = None,
+    base_url: Annotated[str | None, typer.Option(help="engine base URL (the demo web's URL for 'demo')")] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="RAW run id (default: scrape-<engine>-<UTC date>); rerun to resume")
+    ] = None,
+) -> None:
+    """Search the engine for each identity, download what it finds, and store a RAW run."""
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    from facescale.scraper.engines import get_engine
+    from facescale.scraper.keywords import KeywordList, parse_keywords, read_keywords
+    from facescale.scraper.scrape import KeywordOutcome
+    from facescale.scraper.scrape import scrape as run_scrape
+
+    state = _state(ctx)
+    settings = state.settings.scraper
+    wanted = read_keywords(keywords) if keywords is not None else KeywordList()
+    if identity:
+        extra = parse_keywords(identity)
+        wanted.rejected += extra.rejected
+        known = {n.casefold() for n in wanted.names}
+        wanted.names += [n for n in extra.names if n.casefold() not in known]
+    for line, reason in wanted.rejected:
+        err.print(f"skipped keyword on line {line}: {reason}", markup=False, highlight=False)
+    if not wanted.names:
+        raise FacescaleError("no keywords: pass --keywords FILE or --identity NAME")
+    engine_name = engine or settings.engine
+    search_engine = get_engine(engine_name, base_url or settings.base_url)
+    run_id = run_id or f"scrape-{engine_name}-{datetime.now(UTC):%Y%m%d}"
+    rejected: Counter[str] = Counter()
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task(f"scraping {len(wanted.names)} keywords", total=len(wanted.names))
+
+        def advance(outcome: KeywordOutcome) -> None:
+            rejected.update(outcome.rejected)
+            progress.advance(task)
+
+        summary = run_scrape(
+            wanted.names,
+            engine=search_engine,
+            store=state.raw(),
+            registry=state.registry(),
+            run_id=run_id,
+            settings=settings,
+            per_keyword=per_keyword,
+            workers=workers,
+            on_keyword=advance,
+        )
+    reasons = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
+    out.print(
+        f"run {summary.run_id}: {summary.keywords} keywords ({summary.skipped} already done, "
+        f"{len(summary.failed)} failed), {summary.accepted} images accepted, rejected: {reasons}",
+        markup=False,
+        highlight=False,
+    )
+    for name, why in summary.failed.items():
+        err.print(f"search failed for {name!r}: {why} (rerun the same --run-id to retry)", markup=False)
+    if not summary.finished:
+        raise typer.Exit(1)
+
+
+@app.command("demo-web")
+def demo_web(
+    photos: Annotated[Path, typer.Argument(help="a folder with one sub-folder of photos per person (e.g. lfw-dev)")],
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="0 picks a free port")] = 8080,
+    hostile: Annotated[bool, typer.Option(help="mix broken and malicious URLs into every result list")] = False,
+    seed: Annotated[int, typer.Option(help="varies which trouble images each name gets")] = 0,
+) -> None:
+    """Serve the local demo image-search site (for the demo engine, tests and people)."""
+    from facescale.scraper.demoweb import serve
+
+    if not photos.is_dir():
+        raise FacescaleError(f"not a directory: {photos}")
+    serve(photos, host=host, port=port, hostile=hostile, seed=seed)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning expected errors into one line and exit status 2."""
     try:

@@ -66,6 +66,7 @@ class ScraperSettings(_Section):
     """Search workers and the downloader."""
 
     engine: str = "demo"
+    base_url: str | None = Field(None, description="engine base URL override (the demo web's URL for 'demo')")
     per_keyword: int = Field(100, ge=1, le=10_000, description="candidate images per keyword")
     workers: int = Field(4, ge=1, le=64, description="parallel browser workers")
     chromium_binary: str = "/usr/bin/chromium"

@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
 # The main job on the embedded defaults: everything on this machine, storage in var/demo.
-# It grows as stages land; today: register identities and ingest the photos of
-# ../shared/data/lfw-dev (people with >= 20 photos) as a RAW run, then report.
+# It grows as stages land. Today: start the demo web (a local image-search site over
+# ../shared/data/lfw-dev), scrape it with headless Chromium for the identities in
+# examples/demo-keywords.txt (nightly growth), then report what was stored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export FACESCALE_STORAGE__ROOT=${FACESCALE_STORAGE__ROOT:-$PWD/var/demo}
 PHOTOS=${FACESCALE_DEMO_PHOTOS:-$PWD/../shared/data/lfw-dev}
-MIN_IMAGES=${FACESCALE_DEMO_MIN_IMAGES:-20}
+KEYWORDS=${FACESCALE_DEMO_KEYWORDS:-$PWD/examples/demo-keywords.txt}
+PER_KEYWORD=${FACESCALE_DEMO_PER_KEYWORD:-60}
+RUN_ID=${FACESCALE_DEMO_RUN_ID:-demo-$(date -u +%Y%m%d)}
 fs=.venv/bin/facescale
 
 [ -d "$PHOTOS" ] || { echo "demo photos not found at $PHOTOS (set FACESCALE_DEMO_PHOTOS)" >&2; exit 1; }
+mkdir -p "$FACESCALE_STORAGE__ROOT"
 
-echo "== ingest: $PHOTOS (identities with >= $MIN_IMAGES photos) -> RAW run"
-$fs ingest "$PHOTOS" --min-images "$MIN_IMAGES" --run-id "demo-lfw-min$MIN_IMAGES"
+echo "== demo web: a local image-search site over $PHOTOS"
+weblog="$FACESCALE_STORAGE__ROOT/demo-web.log"
+$fs demo-web "$PHOTOS" --port 0 > "$weblog" 2>&1 &
+web_pid=$!
+trap 'kill $web_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do
+  url=$(sed -n 's/^listening on //p' "$weblog")
+  [ -n "$url" ] && break
+  kill -0 $web_pid 2>/dev/null || { cat "$weblog" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "demo web did not start" >&2; exit 1; }
+echo "   $url"
+
+echo "== scrape: $(grep -cv '^#' "$KEYWORDS") identities, $PER_KEYWORD results each, headless Chromium -> RAW run $RUN_ID"
+$fs scrape --keywords "$KEYWORDS" --engine demo --base-url "$url" --per-keyword "$PER_KEYWORD" --run-id "$RUN_ID"
 echo "== identity registry"
 $fs identities list
 echo "== RAW runs"

@@ -1,0 +1,313 @@
+"""Search-engine adapters: open an image-search page in a browser and yield candidate image URLs.
+
+An adapter knows one engine's URLs and page structure; the browser pool (`browser.py`) owns
+the browsers, retries and politeness. Adapters are stateless and shared by all workers.
+
+Engines
+-------
+``demo``
+    Our offline demo web site (``scraper/demoweb.py``): ``GET {base}/search?q=<keyword>``;
+    results are ``<a class="fs-result" href=PAGE data-full=IMAGE data-rank=N><img src=THUMB></a>``
+    inside ``<div id="results">``; scrolling near the bottom loads more; ``<div id="fs-end">``
+    appears when nothing more will come (at once for unknown names).
+``bing``
+    Bing Images. Microsoft documents no HTML structure for its result pages (its Image Search
+    API, the documented route, was retired in 2025), so this adapter follows the structure
+    observed on the live site and relied on by open-source scrapers: each result is an
+    ``a.iusc`` element whose ``m`` attribute is JSON with ``murl`` (the full image), ``purl``
+    (the page it is on) and ``turl`` (Bing's thumbnail); scrolling loads more, and after a few
+    pages a "See more images" button (``div.mm_seemore a.btn_seemore``) must be clicked; a
+    cookie-consent banner (``#bnp_btn_accept``) may cover the page in some regions. Bing shows
+    no reliable end-of-results marker, so the adapter stops when ``dry_rounds`` scrolls in a
+    row bring nothing new.
+
+When an engine changes its pages (it will)
+------------------------------------------
+Symptoms: a keyword that obviously has images returns zero or very few candidates, or an
+``engine_error``. To fix an adapter, open the engine's result page in a browser, inspect one
+result, and update the class attributes of its adapter: ``result_selector`` (one element per
+result), ``extract_js`` and ``parse`` (where the full image and page URLs live), and
+``more_selector`` / ``end_selector`` / ``consent_selectors`` (buttons and markers). Then
+update the fixture page in ``tests/scraper/conftest.py`` to the new shape and run
+``pytest tests/scraper/test_engines.py``: the tests drive real headless Chromium against that
+local copy, never the live site. A new engine is a subclass of `ScrollingEngine` (or any class
+with the `SearchEngine` protocol) registered in `ENGINES`, with a fixture page and tests.
+
+Every adapter yields candidates in rank order, makes URLs absolute against the page URL,
+keeps only http(s) image URLs, drops repeats of an image URL within a keyword, and stops at
+``limit``, at an end marker, or after ``dry_rounds`` rounds of scrolling bring no new
+candidates (each round waits at most ``scroll_wait_s``), so it never loops without bound.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from facescale.errors import ConfigError
+
+from .candidates import Candidate
+
+if TYPE_CHECKING:  # selenium is imported only by code that drives a browser
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ENGINES",
+    "BingEngine",
+    "DemoEngine",
+    "ScrollingEngine",
+    "SearchEngine",
+    "get_engine",
+]
+
+
+@runtime_checkable
+class SearchEngine(Protocol):
+    """What the browser pool needs from an engine adapter."""
+
+    name: str
+    max_concurrency: int  # browsers that may search this engine at once (the pool caps its workers)
+
+    def search_url(self, keyword: str) -> str:
+        """The result page for ``keyword``."""
+        ...
+
+    def collect(self, driver: WebDriver, keyword: str, limit: int) -> Iterator[Candidate]:
+        """Open the result page and yield at most ``limit`` candidates in rank order."""
+        ...
+
+
+# One round trip reads the results not seen yet, and whether the end marker is there; JS is
+# single-threaded, so no result can be added between reading the list and reading the marker.
+_READ_JS = """
+const [start, resultSel, endSel] = arguments;
+const extract = (el) => (EXTRACT);
+const els = document.querySelectorAll(resultSel);
+const items = [];
+for (let i = start; i < els.length; i++) {
+  try { items.push(extract(els[i])); } catch (e) { items.push(null); }
+}
+return {items: items, total: els.length, end: !!(endSel && document.querySelector(endSel)),
+        base: document.baseURI};
+"""
+
+# Dismiss a consent banner and click a visible "more" button if there are any, then scroll to
+# the bottom. The synthetic scroll event also wakes pages whose results fit the window.
+_MORE_JS = """
+const [consentSels, moreSel] = arguments;
+const visible = (b) => b && b.offsetParent !== null && !b.disabled;
+for (const sel of consentSels) {
+  const b = document.querySelector(sel);
+  if (visible(b)) { b.click(); break; }
+}
+let clicked = false;
+if (moreSel) {
+  for (const b of document.querySelectorAll(moreSel)) {
+    if (visible(b)) { b.click(); clicked = true; break; }
+  }
+}
+const root = document.scrollingElement || document.documentElement;
+window.scrollTo(0, root.scrollHeight);
+window.dispatchEvent(new Event('scroll'));
+return clicked;
+"""
+
+_PROGRESS_JS = """
+const [resultSel, endSel, moreSel] = arguments;
+const more = moreSel ? Array.from(document.querySelectorAll(moreSel)).some((b) => b.offsetParent !== null) : false;
+return {total: document.querySelectorAll(resultSel).length,
+        end: !!(endSel && document.querySelector(endSel)), more: more};
+"""
+
+_CONSENT_JS = """
+for (const sel of arguments[0]) {
+  const b = document.querySelector(sel);
+  if (b && b.offsetParent !== null) { b.click(); return sel; }
+}
+return null;
+"""
+
+
+@dataclass(frozen=True)
+class ScrollingEngine:
+    """An engine whose result page grows as it is scrolled (optionally with a "more" button).
+
+    Subclasses set the selectors, ``search_url`` and, when a result's URLs are not in the
+    ``{full, page}`` object ``extract_js`` returns, ``parse``. The tunables are fields so
+    tests and callers can tighten them per instance.
+    """
+
+    base_url: str
+    scroll_wait_s: float = 4.0  # longest wait for new results after one scroll / click
+    dry_rounds: int = 3  # rounds in a row without a new candidate before giving up (>= 2 with a "more" button)
+    poll_s: float = 0.1
+
+    name: ClassVar[str] = "scrolling"
+    max_concurrency: ClassVar[int] = 4
+    result_selector: ClassVar[str] = ""
+    end_selector: ClassVar[str | None] = None
+    more_selector: ClassVar[str | None] = None
+    consent_selectors: ClassVar[tuple[str, ...]] = ()
+    # A JS expression over `el` (one result element) evaluated in the page.
+    extract_js: ClassVar[str] = "({full: el.getAttribute('data-full'), page: el.getAttribute('href')})"
+
+    def search_url(self, keyword: str) -> str:
+        raise NotImplementedError
+
+    def parse(self, raw: Any) -> tuple[str | None, str | None]:
+        """(full image URL, page URL) of one result as ``extract_js`` returned it; relative is fine."""
+        if not isinstance(raw, dict):
+            return None, None
+        return _text(raw.get("full")), _text(raw.get("page"))
+
+    def collect(self, driver: WebDriver, keyword: str, limit: int) -> Iterator[Candidate]:
+        if limit <= 0:
+            return
+        url = self.search_url(keyword)
+        read_js = _READ_JS.replace("EXTRACT", self.extract_js)  # spliced in, not eval'd: pages' CSP may forbid eval
+        driver.get(url)
+        self._accept_consent(driver)
+        seen: set[str] = set()
+        yielded = 0
+        position = 0  # result elements read so far; the rank of the next one
+        dry = 0
+        while True:
+            page = driver.execute_script(read_js, position, self.result_selector, self.end_selector) or {}
+            items: list[Any] = page.get("items") or []
+            base = page.get("base") or url
+            fresh = 0
+            for rank, raw in enumerate(items, start=position):
+                candidate = self._candidate(keyword, raw, rank, base, seen)
+                if candidate is None:
+                    continue
+                fresh += 1
+                yielded += 1
+                yield candidate
+                if yielded >= limit:
+                    return
+            position += len(items)
+            if page.get("end"):
+                log.debug("%s %r: end of results after %d", self.name, keyword, position)
+                return
+            dry = 0 if fresh else dry + 1
+            if dry >= self.dry_rounds:
+                log.debug("%s %r: no new results after %d rounds, stopping at %d", self.name, keyword, dry, position)
+                return
+            clicked = driver.execute_script(_MORE_JS, list(self.consent_selectors), self.more_selector)
+            self._wait_for_more(driver, position, wait_for_button=not clicked)
+
+    def _candidate(self, keyword: str, raw: Any, rank: int, base: str, seen: set[str]) -> Candidate | None:
+        try:
+            full, page = self.parse(raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # one odd result, not the keyword
+            log.debug("%s: unreadable result %d for %r: %s", self.name, rank, keyword, exc)
+            return None
+        source = _absolute(base, full)
+        if source is None or source in seen:
+            return None
+        seen.add(source)
+        return Candidate(keyword=keyword, source_url=source, page_url=_absolute(base, page), rank=rank)
+
+    def _accept_consent(self, driver: WebDriver) -> None:
+        if self.consent_selectors:
+            clicked = driver.execute_script(_CONSENT_JS, list(self.consent_selectors))
+            if clicked:
+                log.info("%s: accepted the consent banner (%s)", self.name, clicked)
+
+    def _wait_for_more(self, driver: WebDriver, seen_total: int, wait_for_button: bool) -> None:
+        """Wait (bounded) until more results, the end marker, or (unless one was just clicked) a "more" button."""
+        deadline = time.monotonic() + self.scroll_wait_s
+        more_selector = self.more_selector if wait_for_button else None
+        while time.monotonic() < deadline:
+            state = driver.execute_script(_PROGRESS_JS, self.result_selector, self.end_selector, more_selector)
+            if state.get("end") or state.get("more") or int(state.get("total", 0)) > seen_total:
+                return
+            time.sleep(self.poll_s)
+
+
+@dataclass(frozen=True)
+class DemoEngine(ScrollingEngine):
+    """Our offline demo web site (see the module docstring for its markup)."""
+
+    scroll_wait_s: float = 3.0
+    name: ClassVar[str] = "demo"
+    max_concurrency: ClassVar[int] = 16
+    result_selector: ClassVar[str] = "#results a.fs-result"
+    end_selector: ClassVar[str | None] = "#fs-end"
+    extract_js: ClassVar[str] = "({full: el.getAttribute('data-full'), page: el.getAttribute('href')})"
+
+    def search_url(self, keyword: str) -> str:
+        return f"{self.base_url.rstrip('/')}/search?{urlencode({'q': keyword})}"
+
+
+@dataclass(frozen=True)
+class BingEngine(ScrollingEngine):
+    """Bing Images, by the page structure observed on the live site (see the module docstring)."""
+
+    base_url: str = "https://www.bing.com"
+    name: ClassVar[str] = "bing"
+    max_concurrency: ClassVar[int] = 4
+    result_selector: ClassVar[str] = "a.iusc"
+    end_selector: ClassVar[str | None] = None
+    more_selector: ClassVar[str | None] = "div.mm_seemore a.btn_seemore, a.btn_seemore, input.btn_seemore"
+    consent_selectors: ClassVar[tuple[str, ...]] = ("#bnp_btn_accept", "#bnp_container button[id*='accept']")
+    extract_js: ClassVar[str] = "({m: el.getAttribute('m')})"
+
+    def search_url(self, keyword: str) -> str:
+        query = urlencode({"q": keyword, "form": "HDRSC2", "first": 1})
+        return f"{self.base_url.rstrip('/')}/images/search?{query}"
+
+    def parse(self, raw: Any) -> tuple[str | None, str | None]:
+        if not isinstance(raw, dict) or not raw.get("m"):
+            return None, None
+        meta = json.loads(raw["m"])
+        if not isinstance(meta, dict):
+            return None, None
+        return _text(meta.get("murl")), _text(meta.get("purl"))
+
+
+def _text(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return value.strip() or None
+
+
+def _absolute(base: str, url: str | None) -> str | None:
+    """``url`` made absolute against ``base``, or None unless it is http(s) with a host."""
+    if not url:
+        return None
+    joined = urljoin(base, url)
+    parts = urlsplit(joined)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return joined
+
+
+def _demo(base_url: str | None) -> SearchEngine:
+    if not base_url:
+        raise ConfigError("the demo engine needs a base URL: the address of the demo web site")
+    return DemoEngine(base_url)
+
+
+def _bing(base_url: str | None) -> SearchEngine:
+    return BingEngine(base_url) if base_url else BingEngine()
+
+
+# name -> factory(base_url): base_url overrides the engine's address (tests, mirrors).
+ENGINES: dict[str, Callable[[str | None], SearchEngine]] = {"demo": _demo, "bing": _bing}
+
+
+def get_engine(name: str, base_url: str | None = None) -> SearchEngine:
+    """The adapter called ``name`` (case-insensitive); ConfigError names the known ones."""
+    factory = ENGINES.get(name.strip().lower())
+    if factory is None:
+        known = ", ".join(sorted(ENGINES))
+        raise ConfigError(f"unknown search engine {name!r} (known: {known})")
+    return factory(base_url)

@@ -1,0 +1,225 @@
+"""A scrape run: search keywords with the browser pool, download with the downloader, commit RAW rows.
+
+One identity is one keyword and one unit of work. Browsers only find URLs; downloads run
+concurrently in the downloader while other keywords are still being searched. Keywords are
+committed to the RAW run strictly in input order (a small window of keywords downloads ahead),
+and every decision that depends on what was seen before (``duplicate``, ``already_fetched``)
+is taken at commit time against the committed history. So a run killed at any point and
+started again commits exactly the rows an uninterrupted run would have (bar timestamps):
+nothing is lost, nothing is stored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from facescale.config import ScraperSettings
+from facescale.errors import FacescaleError
+from facescale.storage import Identity, IdentityRegistry, RawStore
+
+from .browser import BrowserPool, SearchResult, make_driver
+from .candidates import Candidate
+from .downloader import Downloader, DownloadLimits, FetchResult
+from .engines import SearchEngine
+from .history import History
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KeywordOutcome:
+    """What one keyword produced (reported to progress callbacks)."""
+
+    keyword: str
+    candidates: int
+    accepted: int
+    rejected: Counter[str]
+    error: str | None = None
+
+
+@dataclass
+class ScrapeSummary:
+    run_id: str
+    keywords: int = 0
+    skipped: int = 0  # completed by an earlier attempt of this run
+    failed: dict[str, str] = field(default_factory=dict)  # keyword -> why its search failed
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    finished: bool = False
+
+
+def scrape(
+    names: Sequence[str],
+    *,
+    engine: SearchEngine,
+    store: RawStore,
+    registry: IdentityRegistry,
+    run_id: str,
+    settings: ScraperSettings,
+    per_keyword: int | None = None,
+    workers: int | None = None,
+    on_keyword: Callable[[KeywordOutcome], None] | None = None,
+) -> ScrapeSummary:
+    """Scrape ``names`` into RAW run ``run_id`` (resuming it if it was interrupted)."""
+    if not names:
+        raise FacescaleError("no keywords to scrape")
+    per_keyword = per_keyword or settings.per_keyword
+    workers = workers or settings.workers
+    summary = ScrapeSummary(run_id, keywords=len(names))
+    if run_id in store.run_ids() and store.get(run_id).finished:
+        log.info("run %s already finished", run_id)
+        return _count(store, summary, finished=True)
+    identities = [identity for identity, _ in registry.add(names)]
+    history = History.load(store)
+    driver_factory = partial(
+        make_driver,
+        settings.chromium_binary,
+        settings.chromedriver,
+        grid_url=settings.selenium_grid_url,
+        page_load_timeout_s=settings.timeout_s,
+    )
+    with store.open(run_id, meta={"engine": engine.name, "per_keyword": per_keyword}) as writer:
+        todo = [i for i in identities if not writer.is_completed(i.slug)]
+        summary.skipped = len(identities) - len(todo)
+        with (
+            Downloader(DownloadLimits.from_settings(settings)) as downloader,
+            BrowserPool(
+                engine,
+                workers=workers,
+                make_driver=driver_factory,
+                politeness_delay_s=settings.politeness_delay_s,
+                keyword_timeout_s=max(60.0, settings.timeout_s * 6),
+            ) as pool,
+        ):
+            for identity, result, fetched in _in_order(todo, pool, downloader, per_keyword, history, workers):
+                if result.error is not None:
+                    summary.failed[identity.name] = result.error
+                    log.warning("search failed for %r: %s", identity.name, result.error)
+                    if on_keyword:
+                        on_keyword(KeywordOutcome(identity.name, 0, 0, Counter(), result.error))
+                    continue
+                rows = build_rows(identity, run_id, engine.name, result.candidates, fetched, history)
+                writer.write(rows)
+                writer.commit([identity.slug])
+                if on_keyword:
+                    outcome = Counter(r["error"] for r in rows if r["error"])
+                    accepted = sum(1 for r in rows if r["error"] is None)
+                    on_keyword(KeywordOutcome(identity.name, len(rows), accepted, outcome))
+        record = writer.commit(finished=not summary.failed)
+    return _count(store, summary, finished=record.finished)
+
+
+def _in_order(
+    todo: list[Identity],
+    pool: BrowserPool,
+    downloader: Downloader,
+    per_keyword: int,
+    history: History,
+    window: int,
+) -> Iterator[tuple[Identity, SearchResult, dict[str, FetchResult]]]:
+    """Search everything, download a window ahead, and yield keywords in input order."""
+    results: queue.Queue[SearchResult | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+
+    def feed() -> None:
+        try:
+            for result in pool.search([i.name for i in todo], per_keyword):
+                if stop.is_set():
+                    return
+                results.put(result)
+            results.put(None)
+        except BaseException as exc:  # handed to the consumer, which re-raises
+            results.put(exc)
+
+    feeder = threading.Thread(target=feed, name="facescale-search-feed", daemon=True)
+    feeder.start()
+    searched: dict[str, SearchResult] = {}
+    downloads: dict[str, Future[list[FetchResult]]] = {}
+    ahead = max(2, window + 1)
+    try:
+        for index, identity in enumerate(todo):
+            while True:
+                for later in todo[index : index + ahead]:
+                    found = searched.get(later.name)
+                    if found is not None and later.name not in downloads and found.error is None:
+                        urls = [c.source_url for c in found.candidates if not history.fetched(c.source_url)]
+                        downloads[later.name] = downloader.submit(urls)
+                if identity.name in searched:
+                    break
+                item = results.get()
+                if item is None:
+                    raise FacescaleError(f"search finished without a result for {identity.name!r}")
+                if isinstance(item, BaseException):
+                    raise item
+                searched[item.keyword] = item
+            result = searched.pop(identity.name)
+            future = downloads.pop(identity.name, None)
+            fetched = {r.url: r for r in future.result()} if future is not None else {}
+            yield identity, result, fetched
+    finally:
+        stop.set()
+        for future in downloads.values():
+            future.cancel()
+
+
+def build_rows(
+    identity: Identity,
+    run_id: str,
+    engine: str,
+    candidates: Sequence[Candidate],
+    fetched: dict[str, FetchResult],
+    history: History,
+) -> list[dict[str, Any]]:
+    """RAW rows for one keyword, in rank order; updates ``history`` as it goes."""
+    rows = []
+    for candidate in candidates:
+        row: dict[str, Any] = {
+            "run_id": run_id,
+            "identity": identity.name,
+            "identity_slug": identity.slug,
+            "keyword": candidate.keyword,
+            "engine": engine,
+            "source_url": candidate.source_url,
+            "page_url": candidate.page_url,
+            "rank": candidate.rank,
+        }
+        result = fetched.get(candidate.source_url)
+        if result is None or history.fetched(candidate.source_url):
+            row.update(fetched_at=datetime.now(UTC), error="already_fetched")
+        else:
+            error = result.error
+            if error is None and history.stored(result.image_id):
+                error = "duplicate"
+            row.update(
+                image_id=result.image_id,
+                fetched_at=result.fetched_at,
+                http_status=result.http_status,
+                content_type=result.content_type,
+                image=result.data if error is None else None,
+                width=result.width,
+                height=result.height,
+                error=error,
+            )
+        history.add_rows([row])
+        rows.append(row)
+    return rows
+
+
+def _count(store: RawStore, summary: ScrapeSummary, finished: bool) -> ScrapeSummary:
+    summary.finished = finished
+    for batch in store.iter_batches([summary.run_id], columns=["error"], batch_size=8192):
+        for error in batch.column("error").to_pylist():
+            if error is None:
+                summary.accepted += 1
+            else:
+                summary.rejected[error] += 1
+    return summary

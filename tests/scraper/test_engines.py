@@ -1,0 +1,156 @@
+"""Engine adapters: the registry, URLs, and real headless Chromium on local demo- and Bing-shaped sites."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
+
+import pytest
+
+from facescale.errors import ConfigError
+from facescale.scraper.browser import ManagedDriver, make_driver
+from facescale.scraper.candidates import Candidate
+from facescale.scraper.demoweb import DemoWeb, truth
+from facescale.scraper.engines import ENGINES, BingEngine, DemoEngine, SearchEngine, get_engine
+
+if TYPE_CHECKING:
+    from conftest import SearchSite
+
+
+def _rows(candidates: list[Candidate]) -> list[tuple[str, str | None, int]]:
+    return [(c.source_url, c.page_url, c.rank) for c in candidates]
+
+
+# --------------------------------------------------------------------------- no browser
+
+
+def test_registry_and_unknown_engine() -> None:
+    assert set(ENGINES) >= {"demo", "bing"}
+    demo = get_engine("demo", "http://127.0.0.1:9")
+    assert isinstance(demo, DemoEngine) and isinstance(demo, SearchEngine)
+    assert get_engine(" Bing ").name == "bing"
+    with pytest.raises(ConfigError, match=r"unknown search engine 'gogle' \(known: bing, demo\)"):
+        get_engine("gogle")
+    with pytest.raises(ConfigError, match="demo engine needs a base URL"):
+        get_engine("demo")
+
+
+def test_search_urls_encode_the_keyword() -> None:
+    demo = get_engine("demo", "http://127.0.0.1:8765/")
+    assert demo.search_url("Zoë Saldaña & co") == "http://127.0.0.1:8765/search?q=Zo%C3%AB+Salda%C3%B1a+%26+co"
+    assert get_engine("bing").search_url("Ada Lovelace") == (
+        "https://www.bing.com/images/search?q=Ada+Lovelace&form=HDRSC2&first=1"
+    )
+    assert get_engine("bing", "http://127.0.0.1:1").search_url("x").startswith("http://127.0.0.1:1/images/search?q=x")
+
+
+def test_bing_parses_the_m_attribute_and_tolerates_junk() -> None:
+    bing = BingEngine()
+    assert bing.parse({"m": '{"murl": "https://a/b.jpg", "purl": "https://a/", "turl": "t"}'}) == (
+        "https://a/b.jpg",
+        "https://a/",
+    )
+    assert bing.parse({"m": None}) == (None, None)
+    assert bing.parse(None) == (None, None)
+    assert bing.parse({"m": "[1, 2]"}) == (None, None)
+    seen: set[str] = set()
+    assert bing._candidate("k", {"m": '{"murl": "broken'}, 0, "https://x/", seen) is None
+    c = bing._candidate("k", {"m": '{"murl": "/i.jpg", "purl": "javascript:void(0)"}'}, 4, "https://x/p", seen)
+    assert c == Candidate("k", "https://x/i.jpg", None, 4)
+
+
+def test_zero_limit_yields_nothing_without_touching_the_browser() -> None:
+    assert list(DemoEngine("http://127.0.0.1:9").collect(None, "x", 0)) == []  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- real browser
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[ManagedDriver]:
+    browser = make_driver(page_load_timeout_s=15)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+@pytest.mark.browser
+def test_demo_collects_everything_in_rank_order(driver: ManagedDriver, search_site: SearchSite) -> None:
+    engine = DemoEngine(search_site.base_url)
+    found = list(engine.collect(driver, "Ada Lovelace", 100))
+    expected = search_site.expected("Ada Lovelace")
+    assert _rows(found) == expected  # absolute, http(s) only, repeats dropped, engine ranks kept
+    assert len(found) == 20 and all(c.keyword == "Ada Lovelace" for c in found)
+    assert [c.rank for c in found] == sorted(c.rank for c in found)
+    assert {c.source_url.split("://")[0] for c in found} == {"http"}
+    assert any(c.source_url.startswith("http://cdn.example.test/") for c in found)
+    assert any(c.source_url.startswith(search_site.base_url + "/img/") for c in found)
+    assert [offset for _, _, offset in search_site.api_calls] == [10, 20]  # loaded by scrolling, then #fs-end
+
+
+@pytest.mark.browser
+def test_demo_respects_the_limit(driver: ManagedDriver, search_site: SearchSite) -> None:
+    engine = DemoEngine(search_site.base_url)
+    found = list(engine.collect(driver, "Ada Lovelace", 7))
+    assert _rows(found) == search_site.expected("Ada Lovelace")[:7]
+    assert search_site.api_calls == []  # the first page was enough
+    found = list(engine.collect(driver, "Ada Lovelace", 12))
+    assert _rows(found) == search_site.expected("Ada Lovelace")[:12]
+
+
+@pytest.mark.browser
+def test_demo_unknown_keyword_is_empty_at_once(driver: ManagedDriver, search_site: SearchSite) -> None:
+    engine = DemoEngine(search_site.base_url, scroll_wait_s=5.0)
+    started = time.monotonic()
+    assert list(engine.collect(driver, "Nobody At All", 50)) == []
+    assert time.monotonic() - started < 3.0  # the end marker, not the dry-round timeout
+
+
+@pytest.mark.browser
+def test_demo_without_end_marker_stops_when_dry(driver: ManagedDriver, search_site: SearchSite) -> None:
+    search_site.no_end.add("Alan Turing")
+    engine = DemoEngine(search_site.base_url, scroll_wait_s=0.5, dry_rounds=2)
+    started = time.monotonic()
+    found = list(engine.collect(driver, "Alan Turing", 100))
+    elapsed = time.monotonic() - started
+    assert _rows(found) == search_site.expected("Alan Turing")
+    assert elapsed < 4.0  # two bounded waits after the last page, not a loop
+
+
+@pytest.mark.browser
+def test_bing_shape_with_consent_scrolling_and_see_more(driver: ManagedDriver, search_site: SearchSite) -> None:
+    engine = BingEngine(search_site.base_url, scroll_wait_s=0.5, dry_rounds=2)
+    found = list(engine.collect(driver, "Ada Lovelace", 100))
+    assert _rows(found) == search_site.expected("Ada Lovelace")
+    assert search_site.consents == 1
+    # 10..19 came by scrolling; 20.. only after clicking "See more images".
+    assert [first for _, _, first in search_site.api_calls] == [10, 20]
+    assert search_site.hits[0].path == "/images/search"
+
+
+@pytest.mark.browser
+def test_bing_shape_limit_and_unknown_keyword(driver: ManagedDriver, search_site: SearchSite) -> None:
+    engine = BingEngine(search_site.base_url, scroll_wait_s=0.5, dry_rounds=2)
+    found = list(engine.collect(driver, "Katherine Johnson", 9))
+    assert _rows(found) == search_site.expected("Katherine Johnson")[:9]
+    started = time.monotonic()
+    assert list(engine.collect(driver, "Nobody At All", 20)) == []
+    assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.browser
+def test_demo_engine_on_the_real_demo_web(driver: ManagedDriver, lfw_dev: Path) -> None:
+    """The adapter against scraper/demoweb.py itself: every result in rank order, as its ground truth says."""
+    name = "Abdullah Gul"
+    with DemoWeb(lfw_dev, hostile=True, page_size=10, max_results=45) as web:
+        base = web.url
+        found = list(DemoEngine(base).collect(driver, name, 1000))
+        unknown = list(DemoEngine(base).collect(driver, "Nobody At All", 10))
+    rows = truth(lfw_dev, name, hostile=True, max_results=45)
+    assert len(rows) == 45
+    assert _rows(found) == [(urljoin(base, r["full"]), urljoin(base, r["page"]), r["rank"]) for r in rows]
+    assert unknown == []
