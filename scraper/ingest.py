@@ -138,10 +138,7 @@ def _images(folder: Path) -> Iterator[Path]:
 def _summarise(store: RawStore, record: RunRecord, summary: IngestSummary) -> IngestSummary:
     """Fill ``summary`` from what the run has committed (accepted rows, rejections by reason)."""
     summary.identities = len(record.completed)
-    for batch in store.iter_batches([record.run_id], columns=["error"], batch_size=4096):
-        for error in batch.column("error").to_pylist():
-            if error is None:
-                summary.accepted += 1
-            else:
-                summary.rejected[error] += 1
+    verdicts = store.verdicts([record.run_id])
+    summary.accepted = verdicts.pop(None, 0)
+    summary.rejected.update(verdicts)
     return summary

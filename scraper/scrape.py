@@ -216,10 +216,7 @@ def build_rows(
 
 def _count(store: RawStore, summary: ScrapeSummary, finished: bool) -> ScrapeSummary:
     summary.finished = finished
-    for batch in store.iter_batches([summary.run_id], columns=["error"], batch_size=8192):
-        for error in batch.column("error").to_pylist():
-            if error is None:
-                summary.accepted += 1
-            else:
-                summary.rejected[error] += 1
+    verdicts = store.verdicts([summary.run_id])
+    summary.accepted = verdicts.pop(None, 0)
+    summary.rejected.update(verdicts)
     return summary

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -92,6 +93,13 @@ class RawStore:
         self, run_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None, batch_size: int = 256
     ) -> Iterator[pa.RecordBatch]:
         yield from iter_batches(self.location, self.shard_paths(run_ids), columns, batch_size)
+
+    def verdicts(self, run_ids: Iterable[str] | None = None) -> Counter[str | None]:
+        """Committed rows by ``error`` (None counts the accepted ones), from one column."""
+        counts: Counter[str | None] = Counter()
+        for batch in self.iter_batches(run_ids, columns=["error"], batch_size=8192):
+            counts.update(batch.column("error").to_pylist())
+        return counts
 
     def verify(self, run_id: str) -> RunRecord:
         record = self.get(run_id)
