@@ -14,6 +14,11 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+# Our own pixel guard (max_pixels, checked from the header before decoding) replaces
+# Pillow's warning. It is silenced once, at import: `warnings.catch_warnings()` per call is
+# not thread-safe, and the downloader calls check_image from several threads at once.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 ACCEPTED_FORMATS = {
     "JPEG": "image/jpeg",
     "PNG": "image/png",
@@ -45,26 +50,24 @@ def check_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 48
     """
     if not data:
         return ImageCheck("empty")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))  # reads the header only
-        except UnidentifiedImageError:
-            return ImageCheck("not_an_image")
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            return ImageCheck("too_many_pixels")
-        except (OSError, SyntaxError, ValueError):
-            return ImageCheck("corrupt")
-        content_type = ACCEPTED_FORMATS.get(img.format or "")
-        width, height = img.size
-        if content_type is None:
-            return ImageCheck("unsupported_format", Image.MIME.get(img.format or ""), width, height)
-        if width * height > max_pixels:
-            return ImageCheck("too_many_pixels", content_type, width, height)
-        if min(width, height) < min_side:
-            return ImageCheck("too_small", content_type, width, height)
-        try:
-            img.load()  # full decode: truncated or corrupt data fails here
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-            return ImageCheck("corrupt", content_type, width, height)
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except UnidentifiedImageError:
+        return ImageCheck("not_an_image")
+    except Image.DecompressionBombError:
+        return ImageCheck("too_many_pixels")
+    except (OSError, SyntaxError, ValueError):
+        return ImageCheck("corrupt")
+    content_type = ACCEPTED_FORMATS.get(img.format or "")
+    width, height = img.size
+    if content_type is None:
+        return ImageCheck("unsupported_format", Image.MIME.get(img.format or ""), width, height)
+    if width * height > max_pixels:
+        return ImageCheck("too_many_pixels", content_type, width, height)
+    if min(width, height) < min_side:
+        return ImageCheck("too_small", content_type, width, height)
+    try:
+        img.load()  # full decode: truncated or corrupt data fails here
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return ImageCheck("corrupt", content_type, width, height)
     return ImageCheck(None, content_type, width, height)
