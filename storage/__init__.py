@@ -4,6 +4,7 @@ Imports nothing of facescale but `facescale.errors`. Every path is an fsspec URI
 same code serves a local directory and an object store.
 """
 
+from .exclusions import Exclusion, ExclusionList
 from .fs import Location
 from .identities import Identity, IdentityRegistry, make_slug, normalize_name
 from .manifest import IdentityEntry, Manifest, ValidationSummary
@@ -17,6 +18,8 @@ __all__ = [
     "RAW_SCHEMA",
     "SPLITS",
     "DatasetStore",
+    "Exclusion",
+    "ExclusionList",
     "Identity",
     "IdentityEntry",
     "IdentityRegistry",

@@ -5,6 +5,7 @@
     <root>/raw/<run_id>/part-NNNNN.parquet    RAW shards
     <root>/datasets/<version>/manifest.json   CURATED version manifest (its presence = committed)
     <root>/datasets/<version>/shards/...      CURATED shards
+    <root>/curation/exclusions.json           photos later versions must leave out (auto and manual)
 """
 
 REGISTRY_FILE = "registry/identities.json"
@@ -13,3 +14,4 @@ RUN_FILE = "run.json"
 DATASETS_DIR = "datasets"
 MANIFEST_FILE = "manifest.json"
 SHARDS_DIR = "shards"
+EXCLUSIONS_FILE = "curation/exclusions.json"

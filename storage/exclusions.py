@@ -1,0 +1,213 @@
+"""The persistent exclusion list: source images that curation must leave out, and why.
+
+``<root>/curation/exclusions.json`` holds one entry per (identity, source image): the
+automated wrong-person cleaning adds ``source="auto"`` entries, people add ``"manual"``
+ones from the review contact sheets. Every later dataset version drops the listed images
+of an identity before anything else looks at them, so a decision made once stays made
+while the identity grows.
+
+Rules, checked on every edit:
+
+* One entry per ``(identity_slug, source_image_id)``; adding an existing one again changes
+  nothing (idempotent; the first ``added_at`` and reason stay).
+* A manual entry is never replaced by an automatic one; a manual entry replaces an
+  automatic one (a person confirmed or overruled the machine).
+* ``reason="reviewed_keep"`` (manual only) records that a person looked at an image the
+  cleaner removed and kept it: it is not an exclusion (``excluded()`` leaves it out), but
+  being manual it stops the cleaner from excluding that image again (``reviewed_keep()``).
+
+Edits take a file lock on local disks and replace the file atomically (write to a
+temporary name, rename); on object stores run one writer at a time, as for the registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import posixpath
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Literal
+
+import filelock
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from facescale.errors import ManifestError, StorageError
+
+from . import layout
+from .fs import Location
+from .identities import MAX_SLUG_LENGTH, SLUG_PATTERN
+from .manifest import utcnow
+
+log = logging.getLogger(__name__)
+
+#: Where the list lives under the storage root (to move into layout.py).
+#: Manual reason that marks an image as reviewed and kept (not excluded).
+REVIEWED_KEEP = "reviewed_keep"
+LOCK_TIMEOUT_S = 60.0
+
+Source = Literal["auto", "manual"]
+
+
+class Exclusion(BaseModel):
+    """One excluded (or, with ``reason="reviewed_keep"``, reviewed and kept) source image."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    identity_slug: str = Field(pattern=SLUG_PATTERN.pattern, max_length=MAX_SLUG_LENGTH)
+    source_image_id: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=200)
+    added_at: datetime = Field(default_factory=utcnow)
+    source: Source = "manual"
+
+    @field_validator("source_image_id", "reason")
+    @classmethod
+    def _no_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("added_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("added_at must carry a timezone")
+        return value
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.identity_slug, self.source_image_id)
+
+    @property
+    def excludes(self) -> bool:
+        """True unless this entry records a reviewed-and-kept image."""
+        return self.reason != REVIEWED_KEEP
+
+
+class ExclusionsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal[1] = 1
+    entries: list[Exclusion] = Field(default_factory=list)
+
+
+class ExclusionList:
+    """The exclusion list file under a storage root (locked for edits on local disks)."""
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self.path = location.path(layout.EXCLUSIONS_FILE)
+
+    # -- reading ---------------------------------------------------------------------------
+    def load(self) -> list[Exclusion]:
+        """Every entry, sorted by (identity_slug, source_image_id); empty when there is no file."""
+        if not self.location.exists(self.path):
+            return []
+        data = self.location.read_bytes(self.path)
+        where = self.location.display(self.path)
+        try:
+            parsed = ExclusionsFile.model_validate_json(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+            raise ManifestError(f"malformed exclusion list {where}: {loc}: {err['msg']}") from exc
+        keys = [e.key for e in parsed.entries]
+        if len(keys) != len(set(keys)):
+            raise ManifestError(f"malformed exclusion list {where}: duplicate (identity_slug, source_image_id)")
+        return sorted(parsed.entries, key=lambda e: e.key)
+
+    def entries(self, identity_slug: str) -> list[Exclusion]:
+        """All entries of one identity (exclusions and reviewed-keep marks)."""
+        return [e for e in self.load() if e.identity_slug == identity_slug]
+
+    def excluded(self, identity_slug: str) -> set[str]:
+        """Source image ids that curation must leave out for this identity."""
+        return {e.source_image_id for e in self.entries(identity_slug) if e.excludes}
+
+    def reviewed_keep(self, identity_slug: str) -> set[str]:
+        """Source image ids a person reviewed and kept: the cleaner must not remove them."""
+        return {e.source_image_id for e in self.entries(identity_slug) if not e.excludes}
+
+    # -- editing ---------------------------------------------------------------------------
+    def add(self, entries: Iterable[Exclusion]) -> list[Exclusion]:
+        """Add entries; returns those that changed the file (new, or manual replacing auto).
+
+        Adding an entry that exists changes nothing; an automatic entry never replaces a
+        manual one (it is ignored and logged at debug level).
+        """
+        wanted = list(entries)
+        for entry in wanted:
+            if entry.reason == REVIEWED_KEEP and entry.source != "manual":
+                raise ValueError(f"{REVIEWED_KEEP!r} entries are manual only")
+        changed: list[Exclusion] = []
+        with self._edit() as current:
+            for entry in wanted:
+                existing = current.get(entry.key)
+                if existing is None or (existing.source == "auto" and entry.source == "manual"):
+                    current[entry.key] = entry
+                    changed.append(entry)
+                elif existing.source == "manual" and entry.source == "auto":
+                    log.debug("kept manual exclusion entry over automatic one for %s/%s", *entry.key)
+        return changed
+
+    def keep(self, identity_slug: str, source_image_ids: Iterable[str]) -> list[Exclusion]:
+        """Record that a person reviewed these images and keeps them (replacing any entry)."""
+        marks = [
+            Exclusion(identity_slug=identity_slug, source_image_id=i, reason=REVIEWED_KEEP, source="manual")
+            for i in source_image_ids
+        ]
+        changed: list[Exclusion] = []
+        with self._edit() as current:
+            for mark in marks:
+                existing = current.get(mark.key)
+                if existing is None or existing.excludes:
+                    current[mark.key] = mark
+                    changed.append(mark)
+        return changed
+
+    def remove(self, identity_slug: str, source_image_ids: Iterable[str]) -> list[Exclusion]:
+        """Delete the entries of these images (whatever their source); returns the deleted ones."""
+        ids = list(source_image_ids)
+        removed: list[Exclusion] = []
+        with self._edit() as current:
+            for image_id in ids:
+                entry = current.pop((identity_slug, image_id), None)
+                if entry is not None:
+                    removed.append(entry)
+        return removed
+
+    @contextlib.contextmanager
+    def _edit(self) -> Iterator[dict[tuple[str, str], Exclusion]]:
+        """Load under a lock, let the caller edit the entries by key, then save atomically if changed.
+
+        A malformed file is reported before anything (directory, lock file) is created; if
+        the caller raises, nothing is written.
+        """
+        self.load()
+        lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if self.location.is_local:
+            self.location.makedirs(posixpath.dirname(self.path))
+            lock = _locked(self.path + ".lock", self.location.display(self.path))
+        with lock:
+            before = {e.key: e for e in self.load()}
+            current = dict(before)
+            yield current
+            if current != before:
+                doc = ExclusionsFile(entries=sorted(current.values(), key=lambda e: e.key))
+                self.location.write_bytes_atomic(self.path, doc.model_dump_json(indent=2).encode() + b"\n")
+
+
+@contextlib.contextmanager
+def _locked(lock_path: str, shown: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the list's file lock; failures to take it are StorageErrors, not tracebacks."""
+    lock = filelock.FileLock(lock_path, timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise StorageError(f"exclusion list {shown} is locked by another process (waited {timeout:g} s)") from None
+    except OSError as exc:
+        raise StorageError(f"cannot lock exclusion list {shown}: {exc.strerror or exc}") from exc
+    try:
+        yield
+    finally:
+        lock.release()
