@@ -83,6 +83,9 @@ class ScraperSettings(_Section):
     max_pixels: int = Field(40_000_000, ge=10_000)
     min_side: int = Field(48, ge=1)
     honour_noai: bool = True
+    commit_rows: int = Field(
+        1000, ge=1, description="commit a RAW run after about this many rows (whole keywords): shard size vs redo"
+    )
 
 
 class SplitFractions(_Section):

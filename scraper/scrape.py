@@ -2,7 +2,8 @@
 
 One identity is one keyword and one unit of work. Browsers only find URLs; downloads run
 concurrently in the downloader while other keywords are still being searched. Keywords are
-committed to the RAW run strictly in input order (a small window of keywords downloads ahead),
+committed to the RAW run strictly in input order, whole keywords at a time in commits of about
+``commit_rows`` rows (a small window of keywords downloads ahead),
 and every decision that depends on what was seen before (``duplicate``, ``already_fetched``)
 is taken at commit time against the committed history. So a run killed at any point and
 started again commits exactly the rows an uninterrupted run would have (bar timestamps):
@@ -86,6 +87,7 @@ def scrape(
         settings.chromedriver,
         grid_url=settings.selenium_grid_url,
         page_load_timeout_s=settings.timeout_s,
+        extra_args=getattr(engine, "browser_args", ()),
     )
     with store.open(run_id, meta={"engine": engine.name, "per_keyword": per_keyword}) as writer:
         todo = [i for i in identities if not writer.is_completed(i.slug)]
@@ -100,6 +102,8 @@ def scrape(
                 keyword_timeout_s=max(60.0, settings.timeout_s * 6),
             ) as pool,
         ):
+            pending: list[str] = []  # keywords written but not yet committed
+            pending_rows = 0
             for identity, result, fetched in _in_order(todo, pool, downloader, per_keyword, history, workers):
                 if result.error is not None:
                     summary.failed[identity.name] = result.error
@@ -109,12 +113,16 @@ def scrape(
                     continue
                 rows = build_rows(identity, run_id, engine.name, result.candidates, fetched, history)
                 writer.write(rows)
-                writer.commit([identity.slug])
+                pending.append(identity.slug)
+                pending_rows += len(rows)
+                if pending_rows >= settings.commit_rows:  # rows and their keywords become durable together
+                    writer.commit(pending)
+                    pending, pending_rows = [], 0
                 if on_keyword:
                     outcome = Counter(r["error"] for r in rows if r["error"])
                     accepted = sum(1 for r in rows if r["error"] is None)
                     on_keyword(KeywordOutcome(identity.name, len(rows), accepted, outcome))
-        record = writer.commit(finished=not summary.failed)
+        record = writer.commit(pending, finished=not summary.failed)
     return _count(store, summary, finished=record.finished)
 
 

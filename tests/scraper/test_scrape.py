@@ -59,6 +59,7 @@ def test_scrape_collects_every_result_with_provenance_and_reasons(tmp_path: Path
         run_id="night-1", settings=SETTINGS, per_keyword=PER_KEYWORD, workers=2,
     )  # fmt: skip
     assert summary.finished and not summary.failed
+    assert len(store.get("night-1").shards) == 1  # whole keywords batched into commits of ~commit_rows
     rows = _rows(store)
     assert summary.accepted == sum(r["error"] is None for r in rows)
     for name in NAMES:
@@ -122,6 +123,7 @@ def _cli(root: Path, base_url: str, run_id: str, names: list[str]) -> subprocess
         "FACESCALE_STORAGE__ROOT": str(root),
         "FACESCALE_SCRAPER__POLITENESS_DELAY_S": "0",
         "FACESCALE_SCRAPER__TIMEOUT_S": "5",
+        "FACESCALE_SCRAPER__COMMIT_ROWS": "1",  # commit after every keyword: many points to kill at
     }
     args = [sys.executable, "-m", "facescale.cli", "scrape", "--engine", "demo", "--base-url", base_url,
             "--per-keyword", str(PER_KEYWORD), "--workers", "1", "--run-id", run_id]  # fmt: skip
