@@ -122,7 +122,9 @@ def main() -> None:
                         "--chromium-arg=--blink-settings=imagesEnabled=false")  # fmt: skip
     args = parser.parse_args()
     names = NAMES[: args.keywords]
-    factory = partial(make_driver, page_load_timeout_s=20.0, extra_args=tuple(args.chromium_arg))
+    # the engine's own flags (as scrape() uses them) plus any given here
+    flags = (*get_engine("demo", "http://127.0.0.1").browser_args, *args.chromium_arg)
+    factory = partial(make_driver, page_load_timeout_s=20.0, extra_args=flags)
     cpus = len(os.sched_getaffinity(0))
     rows = []
     with DemoWeb(args.photos, page_size=args.page_size) as web:
