@@ -132,7 +132,7 @@ def main() -> None:
         warm_server(args.photos, web.url, names)
         print(f"demo web warmed in {time.perf_counter() - start:.1f} s; {len(names)} keywords, per_keyword "
               f"{args.per_keyword}, page size {args.page_size}, politeness 0, extra Chromium flags "
-              f"{args.chromium_arg or 'none'}; {cpus} CPUs")  # fmt: skip
+              f"{' '.join(flags) or 'none'}; {cpus} CPUs")  # fmt: skip
         engine = get_engine("demo", web.url)
         print(f"{'workers':>7} {'URLs/s':>8} {'per worker':>11} {'vs 1st':>7} {'efficiency':>11} "
               f"{'candidates':>11} {'search s':>9} {'start-up s':>11} {'CPU s/keyword':>14} "
