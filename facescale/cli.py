@@ -405,6 +405,110 @@ def scrape(
         raise typer.Exit(1)
 
 
+class _Bars:
+    """`facescale.pipeline.curate.Progress` shown as rich progress bars (only on a terminal)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: object | None = None
+
+    def start(self, step: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, visible=False)  # type: ignore[arg-type]
+        self.task = self.progress.add_task(step, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)  # type: ignore[arg-type]
+
+
+@app.command()
+def curate(
+    ctx: typer.Context,
+    version_id: Annotated[
+        str | None, typer.Option("--version-id", help="id of the new version (default: UTC time + random suffix)")
+    ] = None,
+    validate: Annotated[bool, typer.Option(help="run the Great Expectations gate and publish on success")] = True,
+    ray_address: Annotated[
+        str | None, typer.Option(help="existing Ray cluster (default: curation.ray_address, $RAY_ADDRESS, local)")
+    ] = None,
+) -> None:
+    """Crop, dedup, clean, balance, split and augment every RAW run into a new dataset version."""
+    from facescale.pipeline.curate import curate as run_curate
+
+    state = _state(ctx)
+    settings = state.settings.curation
+    if ray_address:
+        settings = settings.model_copy(update={"ray_address": ray_address})
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        summary = run_curate(
+            state.location(),
+            settings,
+            sizing=state.sizing(),
+            version_id=version_id,
+            validate=validate,
+            progress=_Bars(progress),  # type: ignore[arg-type]
+        )
+    rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
+    out.print(
+        f"prepared {summary.prepared_rows} photos from {summary.new_raw_shards} new RAW shards; "
+        f"identities: {summary.identities_kept} kept ({summary.identities_changed} changed), "
+        f"{summary.identities_waiting} waiting for more photos; removed: {rejected}",
+        markup=False,
+        highlight=False,
+    )
+    if summary.sheets:
+        out.print(f"contact sheets: {summary.sheets}", markup=False, highlight=False)
+    if summary.version_id is None:
+        out.print(summary.message, markup=False, highlight=False)
+        return
+    what = "new version" if summary.created else f"version ({summary.message})"
+    out.print(f"{what} {summary.version_id}: {summary.rows} samples", markup=False, highlight=False)
+    _print_validation(summary.validation)
+    if summary.validation is not None and not summary.validation.success:
+        raise typer.Exit(1)
+
+
+@app.command("validate")
+def validate_cmd(
+    ctx: typer.Context,
+    version_id: Annotated[str, typer.Argument(help="dataset version id ('latest' for the newest)")],
+    publish: Annotated[bool, typer.Option(help="record the outcome in the manifest (publishes on success)")] = True,
+) -> None:
+    """Run the Great Expectations suite over a dataset version (publishing it if it passes)."""
+    from facescale.pipeline.validate import validate_version
+
+    state = _state(ctx)
+    store = state.datasets()
+    if version_id == "latest":
+        newest = store.latest(published_only=False)
+        if newest is None:
+            raise FacescaleError("no dataset versions yet: run `facescale curate`")
+        version_id = newest.version_id
+    summary = validate_version(
+        store, version_id, publish=publish, max_duplicate_rate=state.settings.curation.max_duplicate_rate
+    )
+    out.print(f"version {version_id}", markup=False, highlight=False)
+    _print_validation(summary)
+    if not summary.success:
+        raise typer.Exit(1)
+
+
+def _print_validation(summary: object) -> None:
+    if summary is None:
+        out.print("validation: skipped (not published)")
+        return
+    stats = getattr(summary, "statistics", {}) or {}
+    ok, total = stats.get("successful_expectations"), stats.get("evaluated_expectations")
+    counted = f" ({ok}/{total} expectations)" if ok is not None and total is not None else ""
+    verdict = "passed, published" if summary.success else "FAILED, not published"  # type: ignore[attr-defined]
+    out.print(f"validation: {verdict}{counted}", markup=False, highlight=False)
+    for line in getattr(summary, "failures", []):
+        out.print(f"  - {line}", markup=False, highlight=False)
+    if getattr(summary, "data_docs", None):
+        out.print(f"data docs: {summary.data_docs}", markup=False, highlight=False)  # type: ignore[attr-defined]
+
+
 @app.command("demo-web")
 def demo_web(
     photos: Annotated[Path, typer.Argument(help="a folder with one sub-folder of photos per person (e.g. lfw-dev)")],

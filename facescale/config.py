@@ -116,11 +116,37 @@ class CurationSettings(_Section):
     ray_address: str | None = Field(
         None, description="existing Ray cluster; local ray.init() when unset"
     )
+    concurrency: int | None = Field(
+        None, ge=1, le=1024, description="Ray actors per stage (default: the cluster's CPUs)"
+    )
+    chunk_rows: int = Field(
+        4096, ge=1, description="RAW rows per crop-cache chunk (the unit a killed run redoes)"
+    )
+    min_face_px: int = Field(48, ge=8, description="smallest accepted face side in the source image")
+    margin: float = Field(0.25, ge=0, le=2, description="crop margin as a fraction of the face side")
+    dominance: float = Field(
+        2.5, ge=1, description="keep the largest of several faces only if this many times the next one's area"
+    )
+    min_sharpness: float = Field(30.0, ge=0, description="variance of the Laplacian of the grey crop")
+    min_brightness: float = Field(40.0, ge=0, le=255)
+    max_brightness: float = Field(215.0, ge=0, le=255)
+    min_contrast: float = Field(20.0, ge=0, description="standard deviation of the grey crop")
+    near_duplicate_distance: int = Field(
+        22, ge=0, le=96, description="Hamming distance of 192-bit keys under which photos are near-duplicates"
+    )
+    cleaning_threshold: float = Field(
+        0.6, gt=0, le=2, description="face-embedding distance above which a crop is another person"
+    )
+    max_duplicate_rate: float = Field(
+        0.0, ge=0, le=1, description="validation: share of originals whose bytes may repeat"
+    )
 
     @model_validator(mode="after")
     def _enough(self) -> CurationSettings:
         if self.min_per_identity > self.per_identity:
             raise ValueError("min_per_identity must not exceed per_identity")
+        if self.min_brightness > self.max_brightness:
+            raise ValueError("min_brightness must not exceed max_brightness")
         return self
 
 

@@ -4,19 +4,24 @@ Imports nothing of facescale but `facescale.errors`. Every path is an fsspec URI
 same code serves a local directory and an object store.
 """
 
+from .crops import ChunkRecord, ChunkWriter, CropStore, chunk_id, raw_shard_key
 from .exclusions import Exclusion, ExclusionList
 from .fs import Location
 from .identities import Identity, IdentityRegistry, make_slug, normalize_name
 from .manifest import IdentityEntry, Manifest, ValidationSummary
 from .raw import RawRunWriter, RawStore, RunRecord
-from .schemas import CURATED_SCHEMA, RAW_SCHEMA, SPLITS
+from .schemas import CROP_SCHEMA, CURATED_SCHEMA, RAW_SCHEMA, SPLITS
 from .shards import ShardInfo, ShardSizing, ShardWriter, iter_batches, read_table
 from .versions import DatasetStore, VersionWriter, new_version_id
 
 __all__ = [
+    "CROP_SCHEMA",
     "CURATED_SCHEMA",
     "RAW_SCHEMA",
     "SPLITS",
+    "ChunkRecord",
+    "ChunkWriter",
+    "CropStore",
     "DatasetStore",
     "Exclusion",
     "ExclusionList",
@@ -33,9 +38,11 @@ __all__ = [
     "ShardWriter",
     "ValidationSummary",
     "VersionWriter",
+    "chunk_id",
     "iter_batches",
     "make_slug",
     "new_version_id",
     "normalize_name",
+    "raw_shard_key",
     "read_table",
 ]

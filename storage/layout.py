@@ -6,6 +6,9 @@
     <root>/datasets/<version>/manifest.json   CURATED version manifest (its presence = committed)
     <root>/datasets/<version>/shards/...      CURATED shards
     <root>/curation/exclusions.json           photos later versions must leave out (auto and manual)
+    <root>/curation/crops/<chunk>/chunk.json  crop cache chunk: the RAW shards it covers (its presence = committed)
+    <root>/curation/crops/<chunk>/part-*.parquet  face crops, hashes and embeddings of those shards
+    <root>/curation/sheets/<slug>.html        contact sheet per identity (kept, removed and why)
 """
 
 REGISTRY_FILE = "registry/identities.json"
@@ -15,3 +18,7 @@ DATASETS_DIR = "datasets"
 MANIFEST_FILE = "manifest.json"
 SHARDS_DIR = "shards"
 EXCLUSIONS_FILE = "curation/exclusions.json"
+CROPS_DIR = "curation/crops"
+CHUNK_FILE = "chunk.json"
+SHEETS_DIR = "curation/sheets"
+VALIDATION_DIR = "validation"

@@ -71,7 +71,31 @@ CURATED_SCHEMA = pa.schema(
     metadata={"facescale.schema": "curated/1"},
 )
 
-SCHEMAS: dict[str, pa.Schema] = {"raw": RAW_SCHEMA, "curated": CURATED_SCHEMA}
+EMBEDDING_DIM = 128
+HASH_BYTES = 24  # a 192-bit perceptual key (pipeline/dedup.py), big-endian
+HASH_WINDOWS = 5  # window keys per image (pipeline/dedup.py)
+
+CROP_SCHEMA = pa.schema(
+    [
+        _f("image_id", pa.string(), False, "image_id of the RAW photo"),
+        _f("run_id", pa.string(), False, "the RAW run the photo came from"),
+        _f("identity", pa.string(), False, "display name"),
+        _f("identity_slug", pa.string(), False, "registry slug"),
+        _f("error", pa.string(), True, "null when the crop is usable, else a reason code (cropping or hashing)"),
+        _f("crop", pa.binary(), True, "encoded face crop (JPEG); null when rejected"),
+        _f("face_box", FACE_BOX, True, "face box in the source image, pixels"),
+        _f("sharpness", pa.float32(), True, "variance of the Laplacian of the grey crop"),
+        _f("brightness", pa.float32(), True, "mean grey level, 0-255"),
+        _f("contrast", pa.float32(), True, "standard deviation of the grey level"),
+        _f("faces", pa.int32(), True, "distinct faces detected in the source image"),
+        _f("phash", pa.binary(HASH_BYTES), True, "192-bit perceptual key of the crop"),
+        _f("phash_windows", pa.binary(HASH_BYTES * HASH_WINDOWS), True, "the keys of its inner windows"),
+        _f("embedding", pa.list_(pa.float32(), EMBEDDING_DIM), True, "128-d face embedding (dlib)"),
+    ],
+    metadata={"facescale.schema": "crops/1"},
+)
+
+SCHEMAS: dict[str, pa.Schema] = {"raw": RAW_SCHEMA, "curated": CURATED_SCHEMA, "crops": CROP_SCHEMA}
 
 
 def to_table(rows: Iterable[Mapping[str, Any]] | pa.Table, schema: pa.Schema) -> pa.Table:

@@ -25,7 +25,7 @@ from facescale.errors import IntegrityError, StorageError
 from .fs import HashingWriter, Location, os_errors, sha256_file
 from .schemas import to_table
 
-UNCOMPRESSED_COLUMNS = ("image",)
+UNCOMPRESSED_COLUMNS = ("image", "crop")  # already-compressed JPEG/PNG bytes
 
 
 class ShardInfo(BaseModel):

@@ -1,0 +1,818 @@
+"""The curation stage on Ray: RAW runs -> crop cache -> decisions per identity -> a CURATED dataset version.
+
+`curate` runs four steps; only the first and third touch image bytes, and both stream through
+Ray Data (local ``ray.init()`` by default, an existing cluster with ``curation.ray_address`` or
+``RAY_ADDRESS``):
+
+1. **Prepare** (Ray): the RAW shards no crop-cache chunk covers yet, in chunks of about
+   ``chunk_rows`` rows, go through `CropPreparer` (face crop + quality gates, perceptual keys,
+   embedding); each chunk is committed to the crop cache (`facescale.storage.CropStore`) as it
+   finishes. A nightly run only prepares what arrived since the last one; a killed run redoes
+   at most the chunk it was in (chunk ids come from their contents, so nothing is duplicated).
+2. **Decide** (driver, metadata only: keys, embeddings, metrics; about 1 KB per photo, never the
+   crops): exact and near-duplicates across all identities (`dedup.resolve`: the same photo
+   under two names is dropped from both), wrong-person cleaning per identity with the
+   persistent exclusion list (`cleaning.clean_identity`), the minimum-per-identity gate and
+   the balance to ``per_identity`` photos (`balance`), the split by source photo (`split`) and
+   the sample plan (`augment.plan_samples`). Each kept identity gets a fingerprint of its
+   plan and of every parameter that shapes its samples.
+3. **Materialise** (Ray): identities whose fingerprint equals the parent version's are copied
+   from the parent's shards unchanged; the others stream their cached crops through
+   `SampleMaker` (originals + deterministic augmented copies) into the new version's shards.
+   If no identity changed, no version is made.
+4. **Gate**: the manifest is committed (the version now exists, unpublished), the Great
+   Expectations suite runs over it (`validate.validate_version`) and publishes it only if it
+   passes; wrong-person removals join the exclusion list; contact sheets are written per
+   touched identity under ``curation/sheets/``.
+
+Rejected photos are counted by reason in the manifest's notes (RAW rejections stay in RAW).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from facescale.config import CurationSettings
+from facescale.errors import FacescaleError
+from facescale.storage import (
+    ChunkRecord,
+    CropStore,
+    DatasetStore,
+    ExclusionList,
+    IdentityEntry,
+    IdentityRegistry,
+    Location,
+    Manifest,
+    RawStore,
+    ShardSizing,
+    ValidationSummary,
+    chunk_id,
+    layout,
+    raw_shard_key,
+)
+from facescale.storage.exclusions import Exclusion
+from facescale.storage.schemas import SPLITS
+
+from .augment import AugmentParams, PlannedSample, extra_train_samples, plan_samples
+from .balance import BalanceParams, Candidate, Selection, balance_identity
+from .cleaning import SheetItem, Verdict, clean_identity, exclusions_for, write_contact_sheet
+from .dedup import Decision, Record, resolve
+from .faces import CropParams
+from .split import SplitParams, split_sources
+
+if TYPE_CHECKING:
+    from facescale.storage.shards import ShardInfo
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the prepare step's output changes meaning (cascades, keys, embedder).
+PREPARE_VERSION = "prepare/1: haar crop, phash192 + 5 windows, dlib resnet v1 (crop margin 0.1)"
+#: Bumped when sample generation changes (augmentation, encoding).
+SAMPLES_VERSION = "samples/1: augment.augmented_copy, JPEG q95"
+JPEG_QUALITY = 95
+
+META_COLUMNS = [
+    "image_id",
+    "identity",
+    "identity_slug",
+    "error",
+    "face_box",
+    "sharpness",
+    "phash",
+    "phash_windows",
+    "embedding",
+]
+
+
+class Progress:
+    """Progress of the long steps; the CLI shows it as bars. The default shows nothing."""
+
+    def start(self, step: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+@dataclass
+class IdentityOutcome:
+    """What curation decided for one identity."""
+
+    slug: str
+    name: str
+    label: int
+    selection: Selection
+    plan: list[PlannedSample]
+    verdicts: dict[
+        str, tuple[str | None, float | None, int | None, bool]
+    ]  # image_id -> reason, distance, group, reviewed
+    removed: Counter[str] = field(default_factory=Counter)
+    fingerprint: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(p.split for p in self.plan)
+        return {s: found.get(s, 0) for s in SPLITS}
+
+
+@dataclass
+class CurateSummary:
+    """The outcome of one `curate` run."""
+
+    version_id: str | None
+    created: bool
+    published: bool
+    validation: ValidationSummary | None
+    new_raw_shards: int
+    prepared_rows: int
+    identities_kept: int
+    identities_waiting: int
+    identities_changed: int
+    rows: int
+    rejected: Counter[str]
+    sheets: str | None = None
+    message: str = ""
+
+
+# -- parameters -----------------------------------------------------------------------------
+
+
+def crop_params(settings: CurationSettings) -> CropParams:
+    """The `CropParams` of the ``curation`` settings (detection internals keep their measured defaults)."""
+    return CropParams(
+        min_face_px=settings.min_face_px,
+        margin=settings.margin,
+        dominance=settings.dominance,
+        crop_size=settings.crop_size,
+        jpeg_quality=JPEG_QUALITY,
+        min_sharpness=settings.min_sharpness,
+        min_brightness=settings.min_brightness,
+        max_brightness=settings.max_brightness,
+        min_contrast=settings.min_contrast,
+    )
+
+
+def _digest(value: Any) -> str:
+    return hashlib.blake2b(json.dumps(value, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
+def prepare_fingerprint(params: CropParams) -> str:
+    """Identifies crop-cache contents: the crops, keys and embeddings these parameters make."""
+    return _digest([PREPARE_VERSION, params.to_dict()])
+
+
+def version_config(settings: CurationSettings, params: CropParams) -> dict[str, Any]:
+    """The configuration recorded in the manifest (environment-specific keys left out)."""
+    config = settings.model_dump(mode="json", exclude={"ray_address", "concurrency", "chunk_rows"})
+    config["crop"] = params.to_dict()
+    config["augment"] = asdict(AugmentParams())
+    return config
+
+
+def quality_score(sharpness: float | None, face_side: int | None, distance: float | None, threshold: float) -> float:
+    """How good a clean crop is, for balancing (higher first): three terms in [0, 1], summed.
+
+    Sharpness (variance of the Laplacian, saturating at 300), face resolution in the source
+    photo (saturating at 200 px: beyond it the 128 px crop gains nothing) and typicality
+    (1 - distance to the identity's core / threshold).
+    """
+    sharp = min(float(sharpness or 0.0), 300.0) / 300.0
+    size = min(float(face_side or 0), 200.0) / 200.0
+    typical = 1.0 - min(float(distance), threshold) / threshold if distance is not None else 0.0
+    return round(sharp + size + typical, 6)
+
+
+# -- Ray --------------------------------------------------------------------------------------
+
+
+class RaySession:
+    """Ray for one curation run, started only when a step has image work to do.
+
+    Uses the running Ray if there is one (tests, an outer job); otherwise connects to
+    ``address`` / ``RAY_ADDRESS``, or starts a local one, and shuts down what it started.
+    """
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+        self.started = False
+
+    def ensure(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user session
+        ray.init(
+            address=self.address or os.environ.get("RAY_ADDRESS") or None,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+        self.started = True
+
+    def __enter__(self) -> RaySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+
+
+def _actors(settings: CurationSettings, work: int) -> Any:
+    """How far each Ray stage scales: the one place that decides it."""
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    size = max(1, min(settings.concurrency or cpus, work))
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=size)
+
+
+def _arrow_fs(location: Location) -> Any:
+    if location.is_local:
+        return None
+    import pyarrow.fs as pafs
+
+    return pafs.PyFileSystem(pafs.FSSpecHandler(location.fs))
+
+
+def _data_context() -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+# -- step 1: prepare --------------------------------------------------------------------------
+
+
+def _plan_chunks(new: Sequence[tuple[str, ShardInfo]], chunk_rows: int) -> list[list[tuple[str, ShardInfo]]]:
+    chunks: list[list[tuple[str, ShardInfo]]] = []
+    rows = 0
+    for item in new:
+        if not chunks or rows + item[1].rows > chunk_rows:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(item)
+        rows += item[1].rows
+    return chunks
+
+
+def prepare(
+    raw: RawStore,
+    crops: CropStore,
+    settings: CurationSettings,
+    params: CropParams,
+    progress: Progress,
+    ray_session: RaySession,
+) -> tuple[int, int, list[str]]:
+    """Step 1: fill the crop cache for every RAW shard it lacks.
+
+    Returns:
+        (new RAW shards, rows prepared, ids of the chunks written).
+    """
+    from .prepare import RAW_COLUMNS, CropPreparer
+
+    fingerprint = prepare_fingerprint(params)
+    covered = crops.covered(fingerprint)
+    new = [(r.run_id, s) for r in raw.list() for s in r.shards if raw_shard_key(r.run_id, s) not in covered]
+    if not new:
+        return 0, 0, []
+    ray_session.ensure()
+    import ray.data
+
+    _data_context()
+    progress.start("preparing crops", sum(s.rows for _, s in new))
+    prepared, written = 0, []
+    for group in _plan_chunks(new, settings.chunk_rows):
+        keys = [raw_shard_key(run_id, s) for run_id, s in group]
+        paths = [raw.location.path(run_id, s.path) for run_id, s in group]
+        rows = sum(s.rows for _, s in group)
+        ds = ray.data.read_parquet(paths, filesystem=_arrow_fs(raw.location), columns=list(RAW_COLUMNS))
+        ds = ds.map_batches(
+            CropPreparer,
+            fn_constructor_args=(params,),
+            batch_format="pyarrow",
+            batch_size=16,
+            compute=_actors(settings, math.ceil(rows / 16)),
+            num_cpus=1,
+        )
+        reasons: Counter[str] = Counter()
+        with crops.open(chunk_id(fingerprint, keys), fingerprint, keys) as writer:
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                writer.write(batch)
+                reasons.update(r or "ok" for r in batch.column("error").to_pylist())
+            record = writer.commit({"rows_in": rows, "outcomes": dict(reasons)})
+        prepared += record.rows
+        written.append(record.chunk_id)
+        progress.advance(rows)
+        log.info("crop chunk %s: %d RAW shards, %s", record.chunk_id, len(group), dict(reasons))
+    return len(new), prepared, written
+
+
+# -- step 2: decide ---------------------------------------------------------------------------
+
+
+def _load_meta(crops: CropStore, chunks: Sequence[ChunkRecord]) -> pa.Table:
+    tables = []
+    for chunk in chunks:
+        for batch in crops.iter_batches([chunk], columns=META_COLUMNS, batch_size=8192):
+            table = pa.Table.from_batches([batch])
+            tables.append(table.append_column("chunk", pa.array([chunk.chunk_id] * len(table), pa.string())))
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in [*META_COLUMNS, "chunk"]})
+    return pa.concat_tables(tables)
+
+
+def decide(
+    meta: pa.Table,
+    names: Mapping[str, tuple[str, int]],
+    exclusions: Sequence[Exclusion],
+    settings: CurationSettings,
+    rejected: Counter[str],
+) -> dict[str, IdentityOutcome]:
+    """Step 2 for every identity with crops: dedup, cleaning, balance, split and the sample plan.
+
+    Args:
+        meta: crop-cache metadata (`META_COLUMNS`) of every prepared photo.
+        names: active identities, slug -> (display name, label).
+        exclusions: the persistent exclusion list.
+        settings: the curation rules.
+        rejected: counts of rejection reasons, updated in place.
+
+    Returns:
+        slug -> outcome, for identities with at least one usable crop (sorted by slug).
+    """
+    slugs = meta.column("identity_slug").to_pylist()
+    image_ids = meta.column("image_id").to_pylist()
+    errors = meta.column("error").to_pylist()
+    sharpness = meta.column("sharpness").to_pylist()
+    boxes = meta.column("face_box").to_pylist()
+    phash = meta.column("phash").to_pylist()
+    windows = meta.column("phash_windows").to_pylist()
+    embeddings_col = meta.column("embedding")
+
+    from .prepare import STORED_DUPLICATE, key_int, window_ints
+
+    # Which identities claim each photo (bytes stored once count for every name they came under).
+    claims: dict[str, set[str]] = defaultdict(set)
+    for slug, image_id, error in zip(slugs, image_ids, errors, strict=True):
+        if slug in names and (error is None or error == STORED_DUPLICATE):
+            claims[image_id].add(slug)
+    rows: list[int] = []
+    seen: set[tuple[str, str]] = set()
+    dropped: dict[str, dict[str, str]] = defaultdict(dict)
+    for i, (slug, image_id, error) in enumerate(zip(slugs, image_ids, errors, strict=True)):
+        if slug not in names:
+            rejected["identity_not_active"] += 1
+        elif (slug, image_id) in seen:  # the same photo stored twice for one identity
+            continue
+        elif len(claims.get(image_id, ())) > 1:  # one photo under two names: label noise, out of both
+            seen.add((slug, image_id))
+            dropped[slug][image_id] = "cross_identity_duplicate"
+            rejected["cross_identity_duplicate"] += 1
+        elif error == STORED_DUPLICATE:
+            continue  # RAW counted it; its bytes are another row of the same identity
+        elif error is not None:
+            rejected[error] += 1
+        else:
+            seen.add((slug, image_id))
+            rows.append(i)
+    records = [
+        Record(
+            key=f"{slugs[i]}/{image_ids[i]}",
+            identity=slugs[i],
+            phash=key_int(phash[i]),
+            quality=float(sharpness[i] or 0.0),
+            sha256=image_ids[i],
+            windows=window_ints(windows[i]),
+        )
+        for i in rows
+    ]
+    decisions: list[Decision] = resolve(records, settings.near_duplicate_distance) if records else []
+    by_identity: dict[str, list[int]] = defaultdict(list)
+    for i, d in zip(rows, decisions, strict=True):
+        if d.keep:
+            by_identity[slugs[i]].append(i)
+        else:
+            dropped[slugs[i]][image_ids[i]] = d.reason or "duplicate"
+            rejected[d.reason or "duplicate"] += 1
+
+    excluded: dict[str, set[str]] = defaultdict(set)
+    keep: dict[str, set[str]] = defaultdict(set)
+    for entry in exclusions:
+        (excluded if entry.excludes else keep)[entry.identity_slug].add(entry.source_image_id)
+
+    balance = BalanceParams.from_settings(settings)
+    split = SplitParams.from_settings(settings)
+    fractions = split.fractions
+    outcomes: dict[str, IdentityOutcome] = {}
+    for slug in sorted(set(by_identity) | set(dropped)):
+        members = by_identity.get(slug, [])
+        ids = [image_ids[i] for i in members]
+        vectors = np.full((len(members), 128), np.nan, dtype=np.float64)
+        for row, i in enumerate(members):
+            value = embeddings_col[i].as_py()
+            if value is not None:
+                vectors[row] = value
+        verdicts: list[Verdict] = (
+            clean_identity(
+                ids,
+                vectors,
+                settings.cleaning_threshold,
+                excluded=excluded.get(slug, ()),
+                reviewed_keep=keep.get(slug, ()),
+            )
+            if members
+            else []
+        )
+        candidates = []
+        outcome_verdicts: dict[str, tuple[str | None, float | None, int | None, bool]] = {}
+        removed: Counter[str] = Counter()
+        for v, i in zip(verdicts, members, strict=True):
+            outcome_verdicts[image_ids[i]] = (v.reason, v.distance, v.group, v.reviewed)
+            if v.kept:
+                face = boxes[i]
+                side = min(face["w"], face["h"]) if face else None
+                candidates.append(
+                    Candidate(image_ids[i], quality_score(sharpness[i], side, v.distance, settings.cleaning_threshold))
+                )
+            else:
+                removed[v.reason or "removed"] += 1
+                rejected[v.reason or "removed"] += 1
+        for image_id, reason in dropped.get(slug, {}).items():
+            outcome_verdicts[image_id] = (reason, None, None, False)
+            removed[reason] += 1
+        selection = balance_identity(candidates, balance)
+        plan: list[PlannedSample] = []
+        if selection.kept:
+            assignment = split_sources(selection.selected, split)
+            extra = extra_train_samples(selection, settings.augment_factor, fractions)
+            plan = plan_samples(selection, assignment, settings.augment_factor, extra)
+        name, label = names[slug]
+        outcomes[slug] = IdentityOutcome(slug, name, label, selection, plan, outcome_verdicts, removed)
+    return outcomes
+
+
+def identity_fingerprint(outcome: IdentityOutcome, config: Mapping[str, Any]) -> str:
+    """Changes whenever anything that shapes the identity's samples does."""
+    plan = sorted((p.source_image_id, p.split, p.aug_index) for p in outcome.plan)
+    return _digest(
+        [SAMPLES_VERSION, outcome.name, outcome.label, plan, config["crop"], config["augment"], config["seed"]]
+    )
+
+
+# -- step 3: materialise ----------------------------------------------------------------------
+
+
+def _write_reused(store: DatasetStore, parent: Manifest, slugs: set[str], sink: Callable[[pa.Table], None]) -> None:
+    if not slugs:
+        return
+    wanted = pa.array(sorted(slugs), pa.string())
+    for batch in store.iter_batches(parent.version_id, batch_size=1024):
+        table = pa.Table.from_batches([batch])
+        table = table.filter(pc.is_in(table.column("identity_slug"), value_set=wanted))
+        if len(table):
+            sink(table)
+
+
+def _write_new(
+    crops: CropStore,
+    chunks: Sequence[ChunkRecord],
+    outcomes: Sequence[IdentityOutcome],
+    settings: CurationSettings,
+    sink: Callable[[pa.Table], None],
+    progress: Progress,
+    ray_session: RaySession,
+) -> None:
+    if not outcomes:
+        return
+    ray_session.ensure()
+    import ray.data
+
+    from .samples import CACHE_COLUMNS, PlannedPhoto, SampleMaker, plan_key
+
+    plan: dict[str, PlannedPhoto] = {}
+    for outcome in outcomes:
+        indices: dict[str, list[int]] = defaultdict(list)
+        splits: dict[str, str] = {}
+        for p in outcome.plan:
+            indices[p.source_image_id].append(p.aug_index)
+            splits[p.source_image_id] = p.split
+        for source, ks in indices.items():
+            plan[plan_key(outcome.slug, source)] = PlannedPhoto(
+                outcome.name, outcome.slug, outcome.label, splits[source], tuple(ks)
+            )
+    _data_context()
+    progress.start("making samples", sum(len(o.plan) for o in outcomes))
+    paths = crops.shard_paths(chunks)
+    ds = ray.data.read_parquet(paths, filesystem=_arrow_fs(crops.location), columns=CACHE_COLUMNS)
+    ds = ds.map_batches(
+        SampleMaker,
+        fn_constructor_args=(plan, settings.seed, JPEG_QUALITY),
+        batch_format="pyarrow",
+        batch_size=64,
+        compute=_actors(settings, max(1, len(plan) // 64)),
+        num_cpus=1,
+    )
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        if batch.num_rows:
+            sink(batch)
+            progress.advance(batch.num_rows)
+
+
+# -- step 4: contact sheets ------------------------------------------------------------------
+
+
+def _write_sheets(
+    location: Location,
+    crops: CropStore,
+    chunks: Sequence[ChunkRecord],
+    meta: pa.Table,
+    outcomes: Mapping[str, IdentityOutcome],
+    touched: set[str],
+    threshold: float,
+    group_rows: int = 4000,
+) -> str:
+    """Contact sheets for the touched identities (read in groups, so memory stays bounded) and an index page."""
+    sheets = location.child(layout.SHEETS_DIR)
+    slugs = meta.column("identity_slug").to_pylist()
+    rows_of = Counter(s for s in slugs if s in touched)
+    groups: list[list[str]] = [[]]
+    size = 0
+    for slug in sorted(rows_of):
+        if groups[-1] and size + rows_of[slug] > group_rows:
+            groups.append([])
+            size = 0
+        groups[-1].append(slug)
+        size += rows_of[slug]
+    needed = _chunks_for(meta, chunks, touched)
+    for group in groups:
+        if not group:
+            continue
+        wanted = pa.array(group, pa.string())
+        images: dict[str, dict[str, bytes | None]] = defaultdict(dict)
+        for batch in crops.iter_batches(needed, columns=["identity_slug", "image_id", "crop"], batch_size=2048):
+            table = pa.Table.from_batches([batch])
+            table = table.filter(pc.is_in(table.column("identity_slug"), value_set=wanted))
+            for slug, image_id, crop in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
+                images[slug].setdefault(image_id, crop)
+        for slug in group:
+            outcome = outcomes.get(slug)
+            if outcome is None:
+                continue
+            selected = set(outcome.selection.selected)
+            items = []
+            for index, (image_id, (reason, distance, group_no, reviewed)) in enumerate(
+                sorted(outcome.verdicts.items())
+            ):
+                if reason is None and image_id not in selected:
+                    reason = "spare" if outcome.selection.kept else "waiting"
+                verdict = Verdict(index, reason is None, reason, distance, group_no, reviewed)
+                items.append(SheetItem(image_id, images[slug].get(image_id), verdict))
+            write_contact_sheet(sheets, outcome.name, items, threshold=threshold, slug=slug)
+    _write_sheet_index(sheets, outcomes)
+    return sheets.display(sheets.path("index.html"))
+
+
+def _write_sheet_index(sheets: Location, outcomes: Mapping[str, IdentityOutcome]) -> None:
+    import html
+
+    rows = []
+    for slug, o in sorted(outcomes.items()):
+        removed = ", ".join(f"{k} {v}" for k, v in o.removed.most_common()) or "-"
+        counts = o.counts()
+        rows.append(
+            f'<tr><td><a href="{html.escape(slug)}.html">{html.escape(o.name)}</a></td>'
+            f"<td>{o.selection.status}</td><td>{o.selection.candidates}</td><td>{len(o.selection.selected)}</td>"
+            f"<td>{counts['train']}/{counts['val']}/{counts['test']}</td><td>{html.escape(removed)}</td></tr>"
+        )
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>facescale contact sheets</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:1.5em}td,th{padding:.2em .8em;text-align:left}"
+        "tr:nth-child(even){background:#f4f4f4}</style><h1>Contact sheets</h1>"
+        "<p>Spare: clean but beyond the per-identity quota. Waiting: too few clean crops yet.</p>"
+        "<table><tr><th>identity</th><th>status</th><th>clean crops</th><th>selected</th>"
+        "<th>train/val/test samples</th><th>removed</th></tr>" + "".join(rows) + "</table>"
+    )
+    sheets.write_bytes_atomic(sheets.path("index.html"), page.encode())
+
+
+# -- the stage --------------------------------------------------------------------------------
+
+
+def curate(
+    location: Location,
+    settings: CurationSettings,
+    *,
+    sizing: ShardSizing | None = None,
+    version_id: str | None = None,
+    validate: bool = True,
+    progress: Progress | None = None,
+) -> CurateSummary:
+    """Run the curation stage over everything in the RAW store; see the module docstring.
+
+    Args:
+        location: the storage root.
+        settings: the ``curation`` section.
+        sizing: shard sizes (storage settings).
+        version_id: id for the new version (e.g. keyed by a schedule's logical date); if a
+            version with this id is already committed, it is returned (validated if it was not).
+        validate: run the Great Expectations gate and publish on success.
+        progress: progress reporting.
+    """
+    progress = progress or Progress()
+    store = DatasetStore(location, sizing)
+    if version_id is not None and version_id in store.version_ids():
+        return _existing(store, store.get(version_id), validate, settings, "version already committed")
+    raw = RawStore(location, sizing)
+    crops = CropStore(location, sizing)
+    params = crop_params(settings)
+    config = version_config(settings, params)
+    rejected: Counter[str] = Counter()
+
+    with RaySession(settings.ray_address) as ray_session:
+        new_shards, prepared, new_chunks = prepare(raw, crops, settings, params, progress, ray_session)
+        chunks = crops.chunks(prepare_fingerprint(params))
+        meta = _load_meta(crops, chunks)
+        names = {i.slug: (i.name, i.label) for i in IdentityRegistry(location).list()}
+        exclusion_list = ExclusionList(location)
+        outcomes = decide(meta, names, exclusion_list.load(), settings, rejected)
+        kept = {slug: o for slug, o in outcomes.items() if o.selection.kept}
+        for o in kept.values():
+            o.fingerprint = identity_fingerprint(o, config)
+        content = _digest(sorted((slug, o.fingerprint) for slug, o in kept.items()))
+
+        parent = store.latest(published_only=False)
+        parent_notes = (parent.notes.get("curation", {}) if parent else {}) or {}
+        parent_fps = {s: e.get("fingerprint") for s, e in parent_notes.get("identities", {}).items()}
+        changed = [o for slug, o in kept.items() if parent_fps.get(slug) != o.fingerprint]
+        reused = {slug for slug, o in kept.items() if parent_fps.get(slug) == o.fingerprint}
+        # contact sheets: every identity on a first run, later those with new photos or a new plan
+        touched = set(outcomes) if parent is None else _slugs_in(meta, set(new_chunks)) | {o.slug for o in changed}
+        touched &= set(outcomes)
+        sheets = None
+        if outcomes:
+            sheets = _write_sheets(location, crops, chunks, meta, outcomes, touched, settings.cleaning_threshold)
+        auto = [e for o in outcomes.values() for e in _auto_exclusions(o)]
+
+        waiting = sum(1 for o in outcomes.values() if not o.selection.kept)
+        base = dict(
+            new_raw_shards=new_shards,
+            prepared_rows=prepared,
+            identities_kept=len(kept),
+            identities_waiting=waiting,
+            rejected=rejected,
+            sheets=sheets,
+        )
+        if not kept:
+            return CurateSummary(
+                None,
+                False,
+                False,
+                None,
+                identities_changed=0,
+                rows=0,
+                message=f"no identity has {settings.min_per_identity} clean crops yet; nothing to version",
+                **base,  # type: ignore[arg-type]
+            )
+        if parent is not None and parent_notes.get("content") == content:
+            if auto:
+                exclusion_list.add(auto)
+            summary = _existing(store, parent, validate, settings, "nothing changed since this version")
+            summary.new_raw_shards, summary.prepared_rows, summary.rejected = new_shards, prepared, rejected
+            summary.identities_waiting, summary.sheets = waiting, sheets
+            return summary
+
+        counts: dict[str, Counter[str]] = defaultdict(Counter)
+        seen: set[str] = set()
+        with store.create(version_id, config=config) as writer:
+
+            def sink(table: pa.Table) -> None:
+                ids = table.column("sample_id").to_pylist()
+                mask = [i not in seen for i in ids]
+                if not all(mask):  # a photo cached twice (two RAW runs): one copy of each sample
+                    table = table.filter(pa.array(mask))
+                seen.update(ids)
+                for slug, split in zip(
+                    table.column("identity_slug").to_pylist(), table.column("split").to_pylist(), strict=True
+                ):
+                    counts[slug][split] += 1
+                writer.write(table)
+
+            if parent is not None:
+                _write_reused(store, parent, reused, sink)
+            needed = _chunks_for(meta, chunks, {o.slug for o in changed})
+            _write_new(crops, needed, changed, settings, sink, progress, ray_session)
+            entries = []
+            for slug, o in sorted(kept.items(), key=lambda kv: kv[1].label):
+                expected = o.counts()
+                got = {s: counts[slug].get(s, 0) for s in SPLITS}
+                if got != expected:
+                    raise FacescaleError(
+                        f"curation wrote {got} samples for {o.name!r} but planned {expected}: the crop cache "
+                        "is missing photos (run `facescale curate` again)"
+                    )
+                entries.append(
+                    IdentityEntry(name=o.name, slug=slug, label=o.label, counts=got, sources=len(o.selection.selected))
+                )
+            notes = {
+                "curation": {
+                    "content": content,
+                    "prepare": prepare_fingerprint(params),
+                    "chunks": [c.chunk_id for c in chunks],
+                    "identities": {
+                        slug: {
+                            **o.selection.to_manifest(),
+                            "fingerprint": o.fingerprint,
+                            "reused": slug in reused,
+                            "removed": dict(o.removed),
+                        }
+                        for slug, o in sorted(kept.items())
+                    },
+                    "waiting": {
+                        slug: {**o.selection.to_manifest(), "removed": dict(o.removed)}
+                        for slug, o in sorted(outcomes.items())
+                        if not o.selection.kept
+                    },
+                    "rejected": dict(sorted(rejected.items())),
+                    "padding": "identities below per_identity photos are never padded with duplicates: "
+                    "their missing train samples are extra augmented copies of their train photos",
+                }
+            }
+            manifest = writer.commit(entries, notes)
+    if auto:  # after the commit: a run killed before it leaves the list as it was
+        exclusion_list.add(auto)
+    validation = _validate(store, manifest.version_id, settings) if validate else None
+    return CurateSummary(
+        manifest.version_id,
+        True,
+        bool(validation and validation.success),
+        validation,
+        identities_changed=len(changed),
+        rows=manifest.rows,
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def _slugs_in(meta: pa.Table, chunk_ids: set[str]) -> set[str]:
+    if not chunk_ids:
+        return set()
+    rows = meta.filter(pc.is_in(meta.column("chunk"), pa.array(sorted(chunk_ids), pa.string())))
+    return set(rows.column("identity_slug").to_pylist())
+
+
+def _chunks_for(meta: pa.Table, chunks: Sequence[ChunkRecord], slugs: set[str]) -> list[ChunkRecord]:
+    if not slugs:
+        return []
+    rows = meta.filter(pc.is_in(meta.column("identity_slug"), pa.array(sorted(slugs), pa.string())))
+    wanted = set(rows.column("chunk").to_pylist())
+    return [c for c in chunks if c.chunk_id in wanted]
+
+
+def _auto_exclusions(outcome: IdentityOutcome) -> list[Exclusion]:
+    ids = [i for i, v in outcome.verdicts.items() if v[0] == "wrong_person"]
+    verdicts = [Verdict(n, False, "wrong_person", None) for n in range(len(ids))]
+    return exclusions_for(outcome.slug, ids, verdicts)
+
+
+def _validate(store: DatasetStore, version_id: str, settings: CurationSettings) -> ValidationSummary:
+    from .validate import validate_version
+
+    return validate_version(store, version_id, publish=True, max_duplicate_rate=settings.max_duplicate_rate)
+
+
+def _existing(
+    store: DatasetStore, manifest: Manifest, validate: bool, settings: CurationSettings, why: str
+) -> CurateSummary:
+    validation = manifest.validation
+    if validate and not manifest.published:
+        validation = _validate(store, manifest.version_id, settings)
+    notes = manifest.notes.get("curation", {}) if manifest.notes else {}
+    return CurateSummary(
+        manifest.version_id,
+        False,
+        bool(validation and validation.success),
+        validation,
+        new_raw_shards=0,
+        prepared_rows=0,
+        identities_kept=len(manifest.identities),
+        identities_waiting=len(notes.get("waiting", {})),
+        identities_changed=0,
+        rows=manifest.rows,
+        rejected=Counter(notes.get("rejected", {})),
+        message=why,
+    )

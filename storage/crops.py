@@ -1,0 +1,161 @@
+"""The crop cache: per chunk of RAW shards, the face crops, perceptual keys and embeddings curation made.
+
+Curation is incremental: the expensive per-photo work (detect, crop, hash, embed) is done once
+per RAW shard and kept here, so a nightly run only processes the RAW shards no chunk covers
+yet. A chunk is a directory ``<root>/curation/crops/<chunk_id>/`` with CROP_SCHEMA shards and a
+``chunk.json`` record naming the RAW shards it covers and the fingerprint of the parameters
+that made it; the record is written last and atomically, so a chunk without one is an
+unfinished write that readers ignore and the next write of the same chunk id clears.
+Chunk ids are derived from their contents (`chunk_id`), so a run killed mid-chunk and started
+again rewrites the same chunk, never a second copy of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from facescale.errors import ConflictError, ManifestError, NotFoundError
+
+from . import layout
+from .fs import Location
+from .manifest import VERSION_ID_PATTERN, check_id, is_valid_id, utcnow
+from .schemas import CROP_SCHEMA
+from .shards import ShardInfo, ShardSizing, ShardWriter, iter_batches
+
+log = logging.getLogger(__name__)
+
+
+class ChunkRecord(BaseModel):
+    """The committed state of one crop-cache chunk."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: int = 1
+    chunk_id: str = Field(pattern=VERSION_ID_PATTERN)
+    params: str = Field(description="fingerprint of the parameters the crops were made with")
+    raw_shards: list[str] = Field(description="keys of the RAW shards covered (`raw_shard_key`)")
+    shards: list[ShardInfo] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+
+def raw_shard_key(run_id: str, shard: ShardInfo) -> str:
+    """A RAW shard's identity: its run, its path in the run and its checksum."""
+    return f"{run_id}/{shard.path}#{shard.sha256[:16]}"
+
+
+def chunk_id(params: str, raw_shards: Iterable[str]) -> str:
+    """The id of the chunk that covers these RAW shards with these parameters (order-free)."""
+    payload = json.dumps([params, sorted(raw_shards)]).encode()
+    return "chunk-" + hashlib.blake2b(payload, digest_size=12).hexdigest()
+
+
+class CropStore:
+    """Crop-cache chunks under ``<root>/curation/crops``."""
+
+    def __init__(self, location: Location, sizing: ShardSizing | None = None) -> None:
+        self.location = location.child(layout.CROPS_DIR)
+        self.sizing = sizing or ShardSizing()
+
+    def chunk_dir(self, chunk: str) -> str:
+        return self.location.path(check_id(chunk, "crop chunk"))
+
+    def _record_path(self, chunk: str) -> str:
+        return posixpath.join(self.chunk_dir(chunk), layout.CHUNK_FILE)
+
+    def chunk_ids(self) -> list[str]:
+        """Ids of committed chunks, sorted."""
+        return [
+            c
+            for c in self.location.list_dirs(self.location.root)
+            if is_valid_id(c) and self.location.exists(self._record_path(c))
+        ]
+
+    def get(self, chunk: str) -> ChunkRecord:
+        path = self._record_path(chunk)
+        try:
+            data = self.location.read_bytes(path)
+        except NotFoundError:
+            raise NotFoundError(f"unknown crop chunk {chunk!r}") from None
+        try:
+            return ChunkRecord.model_validate_json(data)
+        except ValidationError as exc:
+            where = self.location.display(path)
+            raise ManifestError(f"malformed crop chunk record {where}: {exc.errors()[0]['msg']}") from exc
+
+    def chunks(self, params: str) -> list[ChunkRecord]:
+        """Committed chunks made with these parameters, oldest first."""
+        found = [c for c in (self.get(i) for i in self.chunk_ids()) if c.params == params]
+        return sorted(found, key=lambda c: (c.created_at, c.chunk_id))
+
+    def covered(self, params: str) -> set[str]:
+        """Keys of the RAW shards that chunks with these parameters cover."""
+        return {key for c in self.chunks(params) for key in c.raw_shards}
+
+    def shard_paths(self, chunks: Iterable[ChunkRecord]) -> list[str]:
+        return [posixpath.join(self.chunk_dir(c.chunk_id), s.path) for c in chunks for s in c.shards]
+
+    def iter_batches(
+        self, chunks: Iterable[ChunkRecord], columns: Sequence[str] | None = None, batch_size: int = 1024
+    ) -> Iterator[pa.RecordBatch]:
+        yield from iter_batches(self.location, self.shard_paths(chunks), columns, batch_size)
+
+    def open(self, chunk: str, params: str, raw_shards: Sequence[str]) -> ChunkWriter:
+        """Start writing a chunk; an unfinished write of the same id is cleared first."""
+        if self.location.exists(self._record_path(chunk)):
+            raise ConflictError(f"crop chunk {chunk!r} is already committed")
+        directory = self.chunk_dir(chunk)
+        if self.location.exists(directory):
+            log.info("clearing unfinished crop chunk %s", chunk)
+            self.location.remove_tree(directory)
+        self.location.makedirs(directory)
+        return ChunkWriter(self, ChunkRecord(chunk_id=chunk, params=params, raw_shards=list(raw_shards)))
+
+    def uncommitted(self) -> list[str]:
+        """Chunk directories left behind by writes that never committed."""
+        return [
+            c for c in self.location.list_dirs(self.location.root) if not self.location.exists(self._record_path(c))
+        ]
+
+
+class ChunkWriter:
+    """Writes the shards of one chunk, then its record (context manager: not committed = discarded)."""
+
+    def __init__(self, store: CropStore, record: ChunkRecord) -> None:
+        self.store = store
+        self.record = record
+        self._shards = ShardWriter(store.location, store.chunk_dir(record.chunk_id), CROP_SCHEMA, store.sizing)
+        self.committed = False
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self.committed:
+            self._shards.abort()
+
+    def write(self, rows: Iterable[Mapping[str, Any]] | pa.Table) -> None:
+        self._shards.write(rows)
+
+    def commit(self, stats: Mapping[str, Any] | None = None) -> ChunkRecord:
+        if self.committed:
+            raise ConflictError(f"crop chunk {self.record.chunk_id!r} is already committed")
+        record = self.record.model_copy(update={"shards": self._shards.close(), "stats": dict(stats or {})})
+        self.store.location.write_bytes_atomic(
+            self.store._record_path(record.chunk_id), record.model_dump_json(indent=2).encode()
+        )
+        self.record, self.committed = record, True
+        return record
