@@ -252,8 +252,9 @@ def _data_context() -> None:
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = False  # the caller's `Progress` shows progress
     ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines
 
 
 # -- step 1: prepare --------------------------------------------------------------------------

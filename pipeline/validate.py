@@ -1,0 +1,590 @@
+"""The Great Expectations gate over a CURATED dataset version: validate, document, publish.
+
+`validate_version` first checks the shards against the manifest's checksums, then streams them
+once into a frame of under 200 bytes a row (no image bytes: each image is hashed and fully decoded
+with Pillow, then dropped) and runs three GX suites named ``facescale_curated.*``. ``.schema``:
+the shard columns are exactly `CURATED_SCHEMA`'s, in order. ``.rows``: no nulls in required
+columns; unique ``sample_id``; ``split`` in train/val/test; ``aug_index`` >= 0, and 0 in val and
+test (only train is augmented); labels within the manifest's, each ``identity_slug`` carrying its
+manifest label; every source photo in one split only; every image decoding, to its stated
+``width`` x ``height`` and to ``config["crop_size"]``; the manifest's row count; and among the
+originals (``aug_index`` 0) at most ``max_duplicate_rate`` whose image bytes (sha256) repeat
+another's (every row of a repeated group counts). ``.counts``: rows per (identity, split) equal
+the manifest's counts exactly and, when the config names ``per_identity``, ``augment_factor`` and
+``split``, every identity has ``split_counts(per_identity).train * augment_factor`` train rows
+(padded identities are topped up to it). Each failed expectation becomes one readable line in
+``manifest.validation.failures``; nothing about the data raises. The Data Docs site and the raw
+results are written under ``<version>/validation/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import posixpath
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from facescale.errors import IntegrityError
+from facescale.storage import CURATED_SCHEMA, SPLITS, DatasetStore, ValidationSummary
+from facescale.storage.manifest import Manifest
+
+from .split import split_counts
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SUITE_NAME = "facescale_curated"
+VALIDATION_DIR = "validation"
+DATA_DOCS_DIR = f"{VALIDATION_DIR}/data_docs"
+RESULT_FILE = f"{VALIDATION_DIR}/result.json"
+
+REQUIRED_COLUMNS = (
+    "sample_id",
+    "source_image_id",
+    "identity",
+    "identity_slug",
+    "label",
+    "split",
+    "aug_index",
+    "image",
+    "width",
+    "height",
+)
+# The shard columns the rows frame keeps as they are (``image`` becomes its byte length).
+_KEPT = ("sample_id", "source_image_id", "identity", "identity_slug", "label", "split", "aug_index", "width", "height")
+_CATEGORICAL = ("source_image_id", "identity", "identity_slug", "split")  # few distinct values
+_COUNT_INDEX = ["identity_slug", "split"]
+_INDEX = {"rows": ["sample_id", "source_image_id", "identity_slug"], "counts": _COUNT_INDEX}  # identify offending rows
+_EXAMPLES = 3  # offending values quoted per failure line
+_PARTIAL = 10  # offending values kept per expectation in the GX result (and the Data Docs)
+_MAX_PIXELS = 4096 * 4096  # larger images are not decoded (crops are at most 1024 px a side)
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One expectation of the suite and how its failure reads."""
+
+    asset: str  # the frame it runs on: "schema", "rows" or "counts"
+    expectation: Any  # a great_expectations Expectation
+    statement: str  # what must hold; the Data Docs description and the failure line's start
+    show: tuple[str, ...] = ("sample_id",)  # index columns quoted for offending rows
+    percent: bool = False  # quote the offending share as a percentage
+    unit: str = "rows"  # what the frame's rows are
+
+
+def validate_version(
+    store: DatasetStore,
+    version_id: str,
+    *,
+    publish: bool = True,
+    max_duplicate_rate: float = 0.0,
+    batch_size: int = 256,
+) -> ValidationSummary:
+    """Run the suite over one committed version and record the outcome.
+
+    Args:
+        store: the dataset store holding the version.
+        version_id: a committed version.
+        publish: record the outcome with `DatasetStore.publish` (a success publishes the version;
+            a failure leaves it unpublished with the reasons in ``manifest.validation.failures``).
+        max_duplicate_rate: the largest allowed share of original rows (``aug_index`` 0) whose
+            image bytes repeat another original's.
+        batch_size: rows per batch read from the shards.
+
+    Returns:
+        The summary; its ``data_docs`` is the Data Docs index relative to the version directory.
+
+    Raises:
+        NotFoundError: the version does not exist.
+        ValueError: ``max_duplicate_rate`` is not within [0, 1].
+    """
+    if not 0.0 <= max_duplicate_rate <= 1.0:
+        raise ValueError(f"max_duplicate_rate must be within [0, 1], got {max_duplicate_rate}")
+    manifest = store.get(version_id)
+    problems: list[str] = []
+    try:
+        store.verify(version_id)
+    except IntegrityError as exc:
+        problems.append(f"shards: {exc}")
+
+    with _quiet():
+        # Damaged shards: validate no rows rather than half-read ones.
+        rows, columns = _read_rows(iter(()) if problems else store.iter_batches(version_id, batch_size=batch_size))
+        _derive(rows, manifest)
+        counts, target = _counts(rows, manifest, problems)
+        crop_size = _config_int(manifest.config, "crop_size", problems)
+        checks = _suite(manifest, target=target, crop_size=crop_size, max_duplicate_rate=max_duplicate_rate)
+        frames = {"schema": _schema_frame(columns), "rows": rows, "counts": counts}
+        with tempfile.TemporaryDirectory(prefix="facescale-gx-") as tmp:
+            results, raw_results = _run_gx(checks, frames, Path(tmp))
+            _upload_docs(store, version_id, Path(tmp))
+
+    failures = problems + [line for check, result in results if (line := _failure(check, result))]
+    statistics = _statistics(results, rows, max_duplicate_rate)
+    summary = ValidationSummary(
+        success=not failures,
+        suite=SUITE_NAME,
+        statistics=statistics,
+        failures=failures,
+        data_docs=f"{DATA_DOCS_DIR}/index.html",
+    )
+    raw = {
+        "suite": SUITE_NAME,
+        "version_id": version_id,
+        "success": summary.success,
+        "failures": failures,
+        "statistics": statistics,
+        "results": raw_results,
+    }
+    base = store.version_dir(version_id)
+    store.location.write_bytes_atomic(
+        posixpath.join(base, RESULT_FILE), json.dumps(raw, indent=1, default=str).encode() + b"\n"
+    )
+    if publish:
+        store.publish(version_id, summary)
+    log.info(
+        "validated %s: %s (%d of %d expectations met)",
+        version_id,
+        "passed" if summary.success else f"{len(failures)} failure(s)",
+        statistics["successful_expectations"],
+        statistics["evaluated_expectations"],
+    )
+    return summary
+
+
+# -- reading -----------------------------------------------------------------------------------
+def _read_rows(batches: Iterator[pa.RecordBatch]) -> tuple[pd.DataFrame, list[str]]:
+    """The rows frame (no image bytes) and the shard columns (the first list that differs)."""
+    columns: list[str] | None = None
+    parts: list[pa.Table] = []
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers, thread_name_prefix="fs-validate") as pool:
+        for batch in batches:
+            names = batch.schema.names
+            if columns is None or (columns == CURATED_SCHEMA.names and names != columns):
+                columns = names
+            parts.append(_frame_part(batch, pool))
+    table = pa.concat_tables(parts) if parts else _empty_part()
+    for name in _CATEGORICAL:
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, pc.dictionary_encode(table.column(name)))
+    frame = table.to_pandas(types_mapper=_pandas_types().get)
+    return frame, list(columns if columns is not None else CURATED_SCHEMA.names)
+
+
+def _frame_part(batch: pa.RecordBatch, pool: ThreadPoolExecutor | None) -> pa.Table:
+    arrays = {name: _column(batch, name) for name in _KEPT}
+    image = _column(batch, "image")
+    images = image.to_pylist()
+    inspected = list(pool.map(_inspect_image, images, chunksize=32) if pool else map(_inspect_image, images))
+    arrays["image"] = pc.binary_length(image)  # non-null exactly where the bytes are
+    arrays["image_sha256"] = pa.array([digest for digest, _, _ in inspected], pa.string())
+    arrays["decoded_width"] = pa.array([w for _, w, _ in inspected], pa.int32())
+    arrays["decoded_height"] = pa.array([h for _, _, h in inspected], pa.int32())
+    return pa.table(arrays)
+
+
+def _empty_part() -> pa.Table:
+    batch = pa.RecordBatch.from_pylist([], schema=CURATED_SCHEMA)
+    return _frame_part(batch, None)
+
+
+def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
+    """Column ``name`` with its CURATED type; nulls when it is missing or of another type.
+
+    Either case already fails the schema expectation, and the nulls fail the not-null one.
+    """
+    type_ = CURATED_SCHEMA.field(name).type
+    if name not in batch.schema.names:
+        return pa.nulls(batch.num_rows, type_)
+    column = batch.column(name)
+    try:
+        return column.cast(type_)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return pa.nulls(batch.num_rows, type_)
+
+
+def _inspect_image(data: bytes | None) -> tuple[str | None, int, int]:
+    """sha256 hex of the bytes, and the size they fully decode to (-1, -1 when they do not)."""
+    if data is None:
+        return None, -1, -1
+    from PIL import Image
+
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            if img.width * img.height > _MAX_PIXELS:  # no crop is this big: do not spend the memory
+                return digest, -1, -1
+            img.load()  # a full decode: truncated or corrupt data raises here
+            return digest, img.width, img.height
+    except Exception:  # any decoder failure (OSError, SyntaxError, bomb, ...) means undecodable
+        return digest, -1, -1
+
+
+@functools.cache
+def _pandas_types() -> dict[pa.DataType, Any]:
+    """Arrow integer types -> pandas nullable ones (a null label stays a null, not a float NaN)."""
+    import pandas as pd
+
+    return {
+        pa.int8(): pd.Int8Dtype(),
+        pa.int16(): pd.Int16Dtype(),
+        pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(),
+    }
+
+
+# -- derived columns and the counts table -------------------------------------------------------
+def _derive(rows: pd.DataFrame, manifest: Manifest) -> None:
+    """Add the columns GX checks that a single row cannot show (in place)."""
+    import numpy as np
+
+    labels = {entry.slug: entry.label for entry in manifest.identities}
+    slugs = rows["identity_slug"]
+    lookup = np.array([labels.get(s, -1) for s in slugs.cat.categories] + [-1], dtype=np.int32)
+    rows["manifest_label"] = lookup[slugs.cat.codes.to_numpy()]  # code -1 (null) picks the last
+    rows["image_decodes"] = rows["decoded_width"].to_numpy() >= 0
+    per_source = rows.groupby("source_image_id", observed=True)["split"].transform("nunique")
+    rows["source_splits"] = per_source.fillna(1).astype("int8")
+
+
+def _counts(rows: pd.DataFrame, manifest: Manifest, problems: list[str]) -> tuple[pd.DataFrame, int | None]:
+    """Observed vs manifest rows per (identity, split), and the train target where configured."""
+    import pandas as pd
+
+    observed = rows.groupby(["identity_slug", "split"], observed=True).size()
+    found = {(str(slug), str(split)): int(n) for (slug, split), n in observed.items() if n}
+    expected = {(e.slug, s): e.counts.get(s, 0) for e in manifest.identities for s in SPLITS}
+    keys = sorted(set(expected) | set(found))
+    target = _train_target(manifest.config, problems)
+    return (
+        pd.DataFrame(
+            {
+                "identity_slug": pd.Series([k[0] for k in keys], dtype="str"),
+                "split": pd.Series([k[1] for k in keys], dtype="str"),
+                "observed": pd.Series([found.get(k, 0) for k in keys], dtype="int64"),
+                "expected": pd.Series([expected.get(k, 0) for k in keys], dtype="int64"),
+            }
+        ),
+        target,
+    )
+
+
+def _train_target(config: Mapping[str, Any], problems: list[str]) -> int | None:
+    """``split_counts(per_identity, fractions).train * augment_factor``, when the config says."""
+    if not {"per_identity", "augment_factor", "split"} <= set(config):
+        return None
+    per_identity = _config_int(config, "per_identity", problems)
+    factor = _config_int(config, "augment_factor", problems)
+    fractions = config["split"]
+    try:
+        values = tuple(float(fractions[s]) for s in SPLITS)
+        train = split_counts(per_identity, values).train if per_identity is not None else None
+    except (TypeError, KeyError, ValueError) as exc:
+        problems.append(f"config: split must map train/val/test to fractions adding up to 1 ({exc})")
+        return None
+    return None if train is None or factor is None else train * factor
+
+
+def _config_int(config: Mapping[str, Any], key: str, problems: list[str]) -> int | None:
+    if key not in config:
+        return None
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        problems.append(f"config: {key} must be a non-negative integer, got {value!r}")
+        return None
+    return value
+
+
+def _schema_frame(columns: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame({name: pd.Series([], dtype="object") for name in dict.fromkeys(columns)})
+
+
+# -- the suite ----------------------------------------------------------------------------------
+def _suite(manifest: Manifest, *, target: int | None, crop_size: int | None, max_duplicate_rate: float) -> list[_Check]:
+    """The expectations, each with the statement its Data Docs entry and failure line show."""
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    max_label = max((e.label for e in manifest.identities), default=0)
+    slugs = sorted(e.slug for e in manifest.identities)
+    source = ("source_image_id", "sample_id")
+    checks = [
+        _Check(
+            "schema",
+            gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(CURATED_SCHEMA.names)),
+            "shard columns must be exactly CURATED_SCHEMA's, in order",
+        ),
+        _Check("rows", gxe.ExpectTableRowCountToBeBetween(min_value=1), "the version must have rows"),
+        _Check(
+            "rows",
+            gxe.ExpectTableRowCountToEqual(value=manifest.rows),
+            f"the row count must equal the manifest's {manifest.rows} shard rows",
+        ),
+        *(
+            _Check("rows", gxe.ExpectColumnValuesToNotBeNull(column=name), f"{name} must not be null")
+            for name in REQUIRED_COLUMNS
+        ),
+        _Check("rows", gxe.ExpectColumnValuesToBeUnique(column="sample_id"), "sample_id must be unique"),
+        _Check(
+            "rows",
+            gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+            "split must be train, val or test",
+        ),
+        _Check("rows", gxe.ExpectColumnValuesToBeBetween(column="aug_index", min_value=0), "aug_index must be >= 0"),
+        _Check(
+            "rows",
+            gxe.ExpectColumnValuesToBeInSet(
+                column="aug_index", value_set=[0], row_condition=Column("split").is_in(["val", "test"])
+            ),
+            "aug_index must be 0 in val and test (only train is augmented)",
+        ),
+        _Check(
+            "rows",
+            gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=max_label),
+            f"label must be within the manifest's labels 0..{max_label}",
+        ),
+        _Check(
+            "rows",
+            gxe.ExpectColumnValuesToBeInSet(column="identity_slug", value_set=slugs),
+            "identity_slug must be one of the manifest's identities",
+        ),
+        _Check(
+            "rows",
+            gxe.ExpectColumnPairValuesToBeEqual(column_A="label", column_B="manifest_label"),
+            "label must be the manifest's label for the row's identity_slug (manifest_label)",
+            show=("sample_id", "identity_slug"),
+        ),
+        _Check(
+            "rows",
+            gxe.ExpectColumnValuesToBeInSet(column="source_splits", value_set=[1]),
+            "source_image_id must be in one split only (source_splits: splits holding the row's source photo)",
+            show=source,
+        ),
+        _Check(
+            "rows",
+            gxe.ExpectColumnValuesToBeInSet(column="image_decodes", value_set=[True]),
+            "image must decode (image_decodes)",
+        ),
+        _Check(
+            "rows",
+            gxe.ExpectColumnPairValuesToBeEqual(column_A="decoded_width", column_B="width"),
+            "image must decode to its stated width (decoded_width == width)",
+        ),
+        _Check(
+            "rows",
+            gxe.ExpectColumnPairValuesToBeEqual(column_A="decoded_height", column_B="height"),
+            "image must decode to its stated height (decoded_height == height)",
+        ),
+    ]
+    if crop_size is not None:
+        checks += [
+            _Check(
+                "rows",
+                gxe.ExpectColumnValuesToBeInSet(column=name, value_set=[crop_size]),
+                f"{name} must be the configured crop_size {crop_size}",
+            )
+            for name in ("width", "height")
+        ]
+    checks.append(
+        _Check(
+            "rows",
+            gxe.ExpectColumnValuesToBeUnique(
+                column="image_sha256", row_condition=Column("aug_index") == 0, mostly=1.0 - max_duplicate_rate
+            ),
+            f"image_sha256 must repeat in at most {max_duplicate_rate:.2%} of the originals (aug_index 0)",
+            show=source,
+            percent=True,
+        )
+    )
+    checks.append(
+        _Check(
+            "counts",
+            gxe.ExpectColumnPairValuesToBeEqual(column_A="observed", column_B="expected"),
+            "rows per (identity_slug, split) must equal the manifest's identity counts",
+            show=tuple(_COUNT_INDEX),
+            unit="groups",
+        )
+    )
+    if target is not None:
+        checks.append(
+            _Check(
+                "counts",
+                gxe.ExpectColumnValuesToBeInSet(
+                    column="observed", value_set=[target], row_condition=Column("split") == "train"
+                ),
+                f"train rows per identity must be {target} (train photos of per_identity x augment_factor)",
+                show=("identity_slug",),
+                unit="identities",
+            )
+        )
+    for check in checks:
+        check.expectation.description = check.statement
+    return checks
+
+
+def _run_gx(
+    checks: list[_Check], frames: Mapping[str, pd.DataFrame], docs: Path
+) -> tuple[list[tuple[_Check, Any]], dict[str, Any]]:
+    """Run each asset's suite and build the Data Docs site in ``docs``.
+
+    Returns:
+        (check, its expectation result) in suite order, and the raw results per suite name.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),  # no temporary docs site of its own
+        data_docs_sites={
+            "facescale": {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        },
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+    )
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    source = context.data_sources.add_pandas("facescale")
+    by_key: dict[str, _Check] = {}
+    outcomes: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    for asset, frame in frames.items():
+        own = [c for c in checks if c.asset == asset]
+        for i, check in enumerate(own):
+            key = f"{asset}-{i}"  # results do not come back in suite order: match them by key
+            check.expectation.meta = {"facescale_check": key}
+            by_key[key] = check
+        # Passing the expectations at once: add_expectation re-serialises the whole suite each time.
+        suite = context.suites.add(
+            gx.ExpectationSuite(name=f"{SUITE_NAME}.{asset}", expectations=[c.expectation for c in own])
+        )
+        batch = source.add_dataframe_asset(asset).add_batch_definition_whole_dataframe("all")
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=asset, data=batch, suite=suite))
+        result_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": _PARTIAL}
+        if asset in _INDEX:
+            result_format["unexpected_index_column_names"] = _INDEX[asset]
+        run = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
+        raw[suite.name] = run.to_json_dict()
+        for result in run.results:
+            outcomes[result.expectation_config.meta["facescale_check"]] = result
+    context.build_data_docs()
+    return [(by_key[k], outcomes[k]) for k in by_key], raw
+
+
+# -- reporting ----------------------------------------------------------------------------------
+def _failure(check: _Check, result: Any) -> str | None:
+    """One line for a failed expectation: its statement, how much fails, a few offending values."""
+    if result.success:
+        return None
+    info = result.exception_info or {}
+    if info.get("raised_exception"):
+        return f"{check.statement}: could not be evaluated ({info.get('exception_message')})"
+    details = result.result or {}
+    kwargs = result.expectation_config.kwargs
+    kind = result.expectation_config.type
+    if kind == "expect_table_columns_to_match_ordered_list":
+        observed = list(details.get("observed_value") or [])
+        expected = list(kwargs["column_list"])
+        what = []
+        if missing := [c for c in expected if c not in observed]:
+            what.append(f"missing {missing}")
+        if extra := [c for c in observed if c not in expected]:
+            what.append(f"unexpected {extra}")
+        return f"{check.statement}: {'; '.join(what) or 'out of order'} (found {observed})"
+    if kind.startswith("expect_table_row_count"):
+        return f"{check.statement}: found {details.get('observed_value')}"
+    count = details.get("unexpected_count", 0)
+    total = details.get("element_count", 0) - details.get("missing_count", 0)
+    line = f"{check.statement}: {count} of {total} {check.unit} fail"
+    if check.percent:
+        line += f" ({details.get('unexpected_percent_nonmissing', 0.0):.2f}%)"
+    columns = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs]
+    examples: dict[str, str] = {}  # one per value of the first column shown (e.g. per source photo)
+    for item in details.get("partial_unexpected_index_list") or []:
+        key = _plain(item.get(check.show[0])) if isinstance(item, Mapping) and check.show else str(item)
+        examples.setdefault(key, _example(item, check.show, columns))
+    if examples:
+        line += ", e.g. " + "; ".join(list(examples.values())[:_EXAMPLES])
+    return line
+
+
+def _example(item: Any, show: Sequence[str], columns: Sequence[str]) -> str:
+    """``name=value`` for the index columns to show, then the checked columns."""
+    if not isinstance(item, Mapping):
+        return str(item)
+    names = [*show, *(c for c in columns if c not in show)]
+    return " ".join(f"{name}={_plain(item[name])}" for name in names if name in item)
+
+
+def _plain(value: Any) -> str:
+    return str(value.item() if hasattr(value, "item") else value)
+
+
+def _statistics(results: list[tuple[_Check, Any]], rows: pd.DataFrame, max_duplicate_rate: float) -> dict[str, Any]:
+    originals = rows.loc[rows["aug_index"] == 0, "image_sha256"].dropna()
+    duplicate_rate = float(originals.duplicated(keep=False).mean()) if len(originals) else 0.0
+    met = sum(1 for _, r in results if r.success)
+    return {
+        "evaluated_expectations": len(results),
+        "successful_expectations": met,
+        "unsuccessful_expectations": len(results) - met,
+        "rows": len(rows),
+        "identities": int(rows["identity_slug"].nunique()),
+        "split_rows": {s: int((rows["split"] == s).sum()) for s in SPLITS},
+        "undecodable_images": int((~rows["image_decodes"]).sum()),
+        "duplicate_rate": round(duplicate_rate, 6),
+        "max_duplicate_rate": max_duplicate_rate,
+    }
+
+
+# -- Data Docs ----------------------------------------------------------------------------------
+def _upload_docs(store: DatasetStore, version_id: str, site: Path) -> None:
+    """Replace ``<version>/validation/data_docs`` with the site built in ``site``."""
+    target = posixpath.join(store.version_dir(version_id), DATA_DOCS_DIR)
+    store.location.remove_tree(target)
+    for path in sorted(p for p in site.rglob("*") if p.is_file()):
+        rel = path.relative_to(site).as_posix()
+        store.location.write_bytes_atomic(posixpath.join(target, rel), path.read_bytes())
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence GX's logging and warnings (and Pillow's) for the duration of a validation."""
+    logger = logging.getLogger("great_expectations")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+__all__ = ["DATA_DOCS_DIR", "REQUIRED_COLUMNS", "RESULT_FILE", "SUITE_NAME", "validate_version"]
