@@ -464,7 +464,7 @@ def curate(
         return
     what = "new version" if summary.created else f"version ({summary.message})"
     out.print(f"{what} {summary.version_id}: {summary.rows} samples", markup=False, highlight=False)
-    _print_validation(summary.validation)
+    _print_validation(summary.validation, state.datasets().version_dir(summary.version_id))
     if summary.validation is not None and not summary.validation.success:
         raise typer.Exit(1)
 
@@ -489,12 +489,12 @@ def validate_cmd(
         store, version_id, publish=publish, max_duplicate_rate=state.settings.curation.max_duplicate_rate
     )
     out.print(f"version {version_id}", markup=False, highlight=False)
-    _print_validation(summary)
+    _print_validation(summary, store.version_dir(version_id))
     if not summary.success:
         raise typer.Exit(1)
 
 
-def _print_validation(summary: object) -> None:
+def _print_validation(summary: object, version_dir: str) -> None:
     if summary is None:
         out.print("validation: skipped (not published)")
         return
@@ -506,7 +506,8 @@ def _print_validation(summary: object) -> None:
     for line in getattr(summary, "failures", []):
         out.print(f"  - {line}", markup=False, highlight=False)
     if getattr(summary, "data_docs", None):
-        out.print(f"data docs: {summary.data_docs}", markup=False, highlight=False)  # type: ignore[attr-defined]
+        docs = f"{version_dir.rstrip('/')}/{summary.data_docs}"  # type: ignore[attr-defined]
+        out.print(f"data docs: {docs}", markup=False, highlight=False)
 
 
 @app.command("demo-web")

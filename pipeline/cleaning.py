@@ -41,6 +41,7 @@ import numpy as np
 from facescale.storage import Location, make_slug
 from facescale.storage.exclusions import Exclusion
 
+from .dedup import REASONS as DEDUP_REASONS
 from .embeddings import EMBEDDING_DIM, SAME_PERSON_DISTANCE, embedding_distances
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,14 @@ REASONS: dict[str, str] = {
     "no_embedding": "no face embedding: the image did not decode or holds no usable face",
     "ambiguous": "no group of crops clearly dominates this identity: held back for a person to decide",
     "excluded": "on the persistent exclusion list (curation/exclusions.json)",
+}
+
+#: What the contact sheets say for every reason a crop can be shown with (cleaning's, dedup's, balance's).
+SHEET_REASONS: dict[str, str] = {
+    **REASONS,
+    **DEDUP_REASONS,
+    "spare": "clean, but the identity already has its quota of better-quality photos",
+    "waiting": "clean; the identity waits for more photos before it is used",
 }
 
 DEFAULT_MIN_CORE = 3
@@ -307,7 +316,7 @@ def render_contact_sheet(
         )
     parts.append('<dl class="legend">')
     for code in sorted({it.verdict.reason for it in removed if it.verdict.reason}):
-        parts.append(f"<dt>{html.escape(code)}</dt><dd>{html.escape(REASONS.get(code, code))}</dd>")
+        parts.append(f"<dt>{html.escape(code)}</dt><dd>{html.escape(SHEET_REASONS.get(code, code))}</dd>")
     parts.append("</dl>")
     for heading, css, group in (("Removed", "removed", removed), ("Kept", "kept", kept)):
         parts.append(f'<section class="{css}"><h2>{heading} ({len(group)})</h2>')

@@ -254,7 +254,7 @@ def _data_context() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the caller's `Progress` shows progress
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines, "progress bars disabled"
 
 
 # -- step 1: prepare --------------------------------------------------------------------------
