@@ -448,3 +448,30 @@ def test_help_and_version_exit_zero(root: Path, cli: Callable[..., Result]) -> N
     assert result.code == 0 and "identities" in result.out
     result = cli("version")
     assert result.code == 0 and result.out.strip()
+
+
+# -- curate / validate -----------------------------------------------------------------------
+def test_validate_publishes_a_consistent_version(cli: Callable[..., Result], root: Path, version: str) -> None:
+    result = cli("validate", version)
+    assert result.code == 0, result.err
+    assert "validation: passed, published" in result.out
+    assert DatasetStore(Location.from_uri(str(root))).get(version).published
+    docs = next(line for line in result.out.splitlines() if line.startswith("data docs: "))
+    assert Path(docs.removeprefix("data docs: ")).is_file()
+
+
+def test_validate_refuses_unknown_versions_in_one_line(cli: Callable[..., Result], root: Path, version: str) -> None:
+    before = _snapshot(root)
+    assert "unknown dataset version 'nope'" in cli("validate", "nope").single_error_line()
+    assert _snapshot(root) == before
+
+
+def test_validate_latest_without_versions(cli: Callable[..., Result], root: Path) -> None:
+    assert "no dataset versions yet" in cli("validate", "latest").single_error_line()
+
+
+def test_curate_with_nothing_scraped_says_so(cli: Callable[..., Result], root: Path) -> None:
+    result = cli("curate")
+    assert result.code == 0, result.err
+    assert "prepared 0 photos from 0 new RAW shards" in result.out
+    assert "no identity has 30 clean crops yet" in result.out
