@@ -23,7 +23,7 @@ from rich.text import Text
 from facescale import __version__
 from facescale.config import Settings, config_path, load_settings
 from facescale.errors import FacescaleError
-from facescale.storage import DatasetStore, IdentityRegistry, Location, RawStore, ShardSizing
+from facescale.storage import DatasetStore, ExclusionList, IdentityRegistry, Location, RawStore, ShardSizing
 
 log = logging.getLogger("facescale")
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -41,10 +41,15 @@ identities_app = typer.Typer(
     help="The identity registry (names, slugs, stable labels).", no_args_is_help=True
 )
 runs_app = typer.Typer(help="RAW runs (scraped or ingested images).", no_args_is_help=True)
+exclusions_app = typer.Typer(
+    help="The curation exclusion list: photos later versions leave out, or keep after review.",
+    no_args_is_help=True,
+)
 app.add_typer(config_app, name="config")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(identities_app, name="identities")
 app.add_typer(runs_app, name="runs")
+app.add_typer(exclusions_app, name="exclusions")
 
 
 class State:
@@ -76,6 +81,9 @@ class State:
 
     def raw(self) -> RawStore:
         return RawStore(self.location(), self.sizing())
+
+    def exclusions(self) -> ExclusionList:
+        return ExclusionList(self.location())
 
 
 def _state(ctx: typer.Context) -> State:
@@ -268,6 +276,66 @@ def identities_remove(
     """Retire identities: they leave future datasets; their labels stay reserved."""
     for identity in _state(ctx).registry().remove(names):
         out.print(Text(f"removed {identity.label:>5}  {identity.slug}  {identity.name}"))
+
+
+# -- exclusions ------------------------------------------------------------------------------
+IdentityArg = Annotated[str, typer.Argument(help="identity name or slug")]
+ImageIdsArg = Annotated[list[str], typer.Argument(help="source image ids (shown on the contact sheets)")]
+
+
+@exclusions_app.command("list")
+def exclusions_list(
+    ctx: typer.Context,
+    identity: Annotated[str | None, typer.Argument(help="only this identity (name or slug)")] = None,
+) -> None:
+    """Show the exclusion list (automatic wrong-person removals and manual decisions)."""
+    state = _state(ctx)
+    slug = state.registry().get(identity).slug if identity else None
+    entries = [e for e in state.exclusions().load() if slug is None or e.identity_slug == slug]
+    if not entries:
+        out.print("no exclusions")
+        return
+    table = Table("identity", "source image id", "reason", "source", "added (UTC)")
+    for e in entries:
+        table.add_row(e.identity_slug, e.source_image_id, e.reason, e.source, e.added_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+@exclusions_app.command("add")
+def exclusions_add(
+    ctx: typer.Context,
+    identity: IdentityArg,
+    image_ids: ImageIdsArg,
+    reason: Annotated[str, typer.Option(help="why (shown to reviewers)")] = "manual",
+) -> None:
+    """Leave photos out of this identity in every later version."""
+    from facescale.storage import Exclusion
+
+    state = _state(ctx)
+    slug = state.registry().get(identity).slug
+    if reason == "reviewed_keep":
+        raise FacescaleError("use `facescale exclusions keep` to keep a photo")
+    entries = [Exclusion(identity_slug=slug, source_image_id=i, reason=reason, source="manual") for i in image_ids]
+    changed = state.exclusions().add(entries)
+    out.print(f"{len(changed)} of {len(entries)} photos newly excluded from {slug}; run `facescale curate` to apply")
+
+
+@exclusions_app.command("keep")
+def exclusions_keep(ctx: typer.Context, identity: IdentityArg, image_ids: ImageIdsArg) -> None:
+    """Mark photos as reviewed and kept: the automatic cleaner will not remove them again."""
+    state = _state(ctx)
+    slug = state.registry().get(identity).slug
+    changed = state.exclusions().keep(slug, image_ids)
+    out.print(f"{len(changed)} of {len(image_ids)} photos marked reviewed-and-kept for {slug}")
+
+
+@exclusions_app.command("remove")
+def exclusions_remove(ctx: typer.Context, identity: IdentityArg, image_ids: ImageIdsArg) -> None:
+    """Forget the entries of these photos (the cleaner decides about them again)."""
+    state = _state(ctx)
+    slug = state.registry().get(identity).slug
+    removed = state.exclusions().remove(slug, image_ids)
+    out.print(f"{len(removed)} entries removed for {slug}")
 
 
 # -- runs ------------------------------------------------------------------------------------

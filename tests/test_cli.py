@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from facescale.cli import main
-from facescale.storage import DatasetStore, IdentityEntry, Location, Manifest
+from facescale.storage import DatasetStore, ExclusionList, IdentityEntry, Location, Manifest
 
 BIN = Path(sys.executable).parent
 SCRIPT = shutil.which("facescale", path=str(BIN))
@@ -475,3 +475,17 @@ def test_curate_with_nothing_scraped_says_so(cli: Callable[..., Result], root: P
     assert result.code == 0, result.err
     assert "prepared 0 photos from 0 new RAW shards" in result.out
     assert "no identity has 30 clean crops yet" in result.out
+
+
+def test_exclusions_add_keep_list_remove(cli: Callable[..., Result], root: Path) -> None:
+    assert cli("identities", "add", "Ada Lovelace").code == 0
+    assert cli("exclusions", "list").out.strip() == "no exclusions"
+    result = cli("exclusions", "add", "Ada Lovelace", "aaa", "bbb", "--reason", "not her")
+    assert result.code == 0 and "2 of 2 photos newly excluded" in result.out
+    assert cli("exclusions", "keep", "ada-lovelace", "bbb").code == 0
+    listed = cli("exclusions", "list", "Ada Lovelace").out
+    assert "not her" in listed and "reviewed_keep" in listed
+    excluded = ExclusionList(Location.from_uri(str(root)))
+    assert excluded.excluded("ada-lovelace") == {"aaa"} and excluded.reviewed_keep("ada-lovelace") == {"bbb"}
+    assert "2 entries removed" in cli("exclusions", "remove", "Ada Lovelace", "aaa", "bbb").out
+    assert "unknown identity 'Nobody'" in cli("exclusions", "add", "Nobody", "x").single_error_line()
