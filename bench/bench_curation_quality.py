@@ -1,0 +1,120 @@
+"""End-to-end label quality of a curated version built from the demo web, against the demo web's ground truth.
+
+The demo web knows what every result shows (`facescale.scraper.demoweb.truth`: each face's box
+and who it is). This joins a published version's original samples (aug_index 0) back to the
+RAW rows they came from (by ``image_id``) and to the demo web's truth (by URL path), finds
+the true face the crop was taken from (the truth box with the highest IoU with the sample's
+``face_box``, >= 0.3), and reports:
+
+- label precision: share of the version's source photos whose cropped face is the identity
+  it is labelled with; baseline: the same share among the RAW photos the scraper accepted
+  (taking, as a careless pipeline would, the largest face of each), measured in the same run;
+- what the kept photos are (the demo web's kinds: originals, scenes, re-encodes, pairs...)
+  and what the wrong ones are.
+
+Run after ``make demo`` (or any demo-web scrape + ``facescale curate``):
+    .venv/bin/python bench/bench_curation_quality.py [--root var/demo] [--photos ../shared/data/lfw-dev]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlparse
+
+from facescale.scraper.demoweb import truth
+from facescale.storage import DatasetStore, Location, RawStore, read_table
+
+
+def iou(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = w * h
+    return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
+
+
+def who(row: dict, box: tuple[int, ...] | None) -> str | None:
+    """The person whose true face the box covers (None: no face there)."""
+    faces, people = row.get("faces") or [], row.get("identities") or []
+    if box is None:  # a careless pipeline: the largest face
+        if not faces:
+            return None
+        i = max(range(len(faces)), key=lambda k: faces[k][2] * faces[k][3])
+        return people[i] if i < len(people) else None
+    scored = [(iou(box, f), i) for i, f in enumerate(faces)]
+    best = max(scored, default=(0.0, -1))
+    return people[best[1]] if best[0] >= 0.3 and best[1] < len(people) else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="var/demo", help="storage root of the demo run")
+    parser.add_argument("--photos", default=str(Path(__file__).resolve().parents[2] / "shared/data/lfw-dev"))
+    parser.add_argument("--version", default=None, help="dataset version (default: the newest published)")
+    args = parser.parse_args()
+
+    location = Location.from_uri(args.root)
+    store = DatasetStore(location)
+    manifest = store.get(args.version) if args.version else store.latest()
+    if manifest is None:
+        raise SystemExit(f"no published version under {args.root}: run make demo first")
+    names = {e.slug: e.name for e in manifest.identities}
+
+    raw = read_table(
+        RawStore(location).location, RawStore(location).shard_paths(), ["image_id", "identity", "source_url", "error"]
+    )
+    url_of: dict[tuple[str, str], str] = {}
+    accepted: list[tuple[str, str]] = []
+    for image_id, identity, url, error in zip(*(raw.column(c).to_pylist() for c in raw.column_names), strict=True):
+        if image_id and (identity, image_id) not in url_of:
+            url_of[(identity, image_id)] = urlparse(url).path
+        if error is None and identity in names.values():
+            accepted.append((identity, urlparse(url).path))
+    truth_of: dict[str, dict] = {}
+    for name in names.values():
+        for row in truth(Path(args.photos), name, max_results=120):
+            truth_of[row["full"]] = row
+
+    # baseline: every accepted RAW photo, labelled with its keyword, largest face taken
+    base = Counter(who(truth_of[path], None) == name for name, path in accepted if path in truth_of)
+
+    table = read_table(location, store.shard_paths(manifest), ["identity", "source_image_id", "aug_index", "face_box"])
+    ours, kinds, wrong = Counter(), Counter(), Counter()
+    underlying: Counter[tuple[str, ...]] = Counter()  # the lfw photo(s) each kept crop was made from
+    for name, source, k, box in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
+        if k != 0:
+            continue
+        path = url_of.get((name, source))
+        row = truth_of.get(path or "")
+        if row is None:
+            ours["unknown"] += 1
+            continue
+        person = who(row, (box["x"], box["y"], box["w"], box["h"]))
+        underlying[tuple(sorted(row.get("sources") or []))] += 1  # scenes and re-encodes name their photo
+        ours[person == name] += 1
+        kinds[row["kind"]] += 1
+        if person != name:
+            wrong[f"{row['kind']}: {'no face' if person is None else 'someone else'}"] += 1
+
+    def share(c: Counter) -> float:
+        return c[True] / max(1, c[True] + c[False])
+
+    print(f"version {manifest.version_id}: {len(names)} identities, {sum(ours.values())} source photos")
+    print(f"{'':34}{'photos':>8}{'right person':>14}")
+    print(f"{'RAW accepted (largest face)':34}{sum(base.values()):>8}{share(base):>14.3f}")
+    print(f"{'curated version (cropped face)':34}{sum(ours.values()):>8}{share(ours):>14.3f}")
+    print(
+        f"wrong labels: {1 - share(base):.3f} -> {1 - share(ours):.3f} "
+        f"({(1 - share(base)) / max(1e-9, 1 - share(ours)):.1f}x fewer)"
+    )
+    repeats = sum(n - 1 for key, n in underlying.items() if key and n > 1)
+    print(f"near-duplicates left: {repeats} of {sum(underlying.values())} kept photos share an underlying lfw photo")
+    print("kept photos by demo-web kind:", dict(kinds.most_common()))
+    print("wrong ones:", dict(wrong.most_common()) or "none")
+
+
+if __name__ == "__main__":
+    main()
