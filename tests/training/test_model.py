@@ -1,0 +1,89 @@
+"""Inception V3 classifier: shapes at the smallest input, the embedding, weights files, precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from facescale.errors import ConfigError
+from facescale.training.model import (
+    BACKBONE_LAYER,
+    EMBEDDING_LAYER,
+    OUTPUT_LAYER,
+    build_model,
+    embedding_model,
+    use_mixed_precision,
+)
+
+# Work in progress (training issue): about 9 minutes on this machine, outside the default run.
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return build_model(6, image_size=75, embedding_dim=16)
+
+
+def _images(n: int = 3, size: int = 75) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, (n, size, size, 3)).astype("float32")
+
+
+def test_builds_at_75_px_with_a_float32_softmax_head(model: keras.Model) -> None:
+    assert model.input_shape == (None, 75, 75, 3)
+    assert model.output_shape == (None, 6)
+    assert model.get_layer(BACKBONE_LAYER).output_shape == (None, 2048)
+    assert model.get_layer(EMBEDDING_LAYER).output.shape == (None, 16)
+    probabilities = model.predict(_images(), verbose=0)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_embedding_model_is_l2_normalised_and_shares_weights(model: keras.Model) -> None:
+    embed = embedding_model(model)
+    assert embed.output_shape == (None, 16)
+    vectors = embed.predict(_images(), verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert embed.get_layer(BACKBONE_LAYER) is model.get_layer(BACKBONE_LAYER)
+
+
+def test_backbone_starts_from_a_local_weights_file(model: keras.Model, tmp_path: Path) -> None:
+    path = tmp_path / "backbone.weights.h5"
+    model.get_layer(BACKBONE_LAYER).save_weights(path)
+    keras.utils.set_random_seed(1)  # a different initialisation, then overwritten by the file
+    warm = build_model(3, image_size=75, weights=path, embedding_dim=8)
+    for mine, theirs in zip(
+        warm.get_layer(BACKBONE_LAYER).get_weights(), model.get_layer(BACKBONE_LAYER).get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(mine, theirs)
+    assert warm.output_shape == (None, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_size": 74}, "at least 75"),
+        ({"weights": "/nonexistent/inception.h5"}, "weights file not found"),
+        ({"weights": "imagenet"}, "download"),
+        ({"num_classes": 0}, "num_classes"),
+    ],
+)
+def test_bad_arguments_are_config_errors(kwargs: dict, message: str) -> None:
+    arguments = {"num_classes": 3, "image_size": 75} | kwargs
+    with pytest.raises(ConfigError, match=message):
+        build_model(**arguments)
+
+
+def test_mixed_precision_keeps_a_float32_output_and_restores_the_policy() -> None:
+    assert use_mixed_precision("auto") is False  # no GPU on the test machine
+    assert use_mixed_precision("on") and not use_mixed_precision("off")
+    mixed = build_model(4, image_size=75, embedding_dim=8, mixed_precision="on")
+    assert mixed.get_layer("logits").compute_dtype == "float16"
+    assert mixed.get_layer(OUTPUT_LAYER).compute_dtype == "float32"
+    assert mixed.get_layer("logits").kernel.dtype == "float32"  # variables stay float32
+    assert keras.config.dtype_policy().name == "float32"
+    with pytest.raises(ConfigError, match="auto, on or off"):
+        use_mixed_precision("sometimes")  # type: ignore[arg-type]

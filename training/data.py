@@ -1,0 +1,399 @@
+"""Streaming tf.data input from a CURATED version's Parquet shards: read, shuffle, decode, batch.
+
+The unit of reading is one Parquet row group (256 rows by default) of one shard, local or
+behind any fsspec URI; the unit of shuffling is a block of row groups holding about
+``shuffle_buffer`` samples. Nothing loads a whole split: at any moment the pipeline holds
+at most three blocks of encoded JPEG bytes (about 5 KB each) and a few decoded batches.
+
+Training order (``shuffle=True``) is a function of ``(seed, epoch)`` only:
+
+1. the split's row groups are permuted (NumPy's PCG64 keyed by ``(seed, epoch)``) and cut
+   into blocks of consecutive row groups, so a block draws from shards all over the
+   version (curation writes one identity after another: a row group holds one or two);
+2. a block's row groups are read in parallel (threads; pyarrow releases the GIL, which
+   also hides object-store latency), concatenated and permuted as a whole (keyed by
+   ``(seed, epoch, block)``), while the next block is being read;
+3. JPEGs are decoded and resized in a parallel map, batched, scaled to [-1, 1] (what
+   Inception V3 expects) per batch, and prefetched.
+
+No RNG state is involved anywhere (no ``Dataset.shuffle``): the same ``(seed, epoch)``
+gives the same batches in any process, so a resumed training run sees exactly the batches
+an uninterrupted one would. ``deterministic=False`` lets the decode map emit in completion
+order (a little faster, not reproducible). Evaluation order (``shuffle=False``) is the
+shards' own order.
+
+Labels are the stable registry labels stored in the shards; they may have gaps (removed
+identities keep their label), so the class count is the largest label + 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import tensorflow as tf
+
+from facescale.errors import ConfigError, IntegrityError
+from facescale.storage import SPLITS, DatasetStore, IdentityEntry, Location, Manifest
+from facescale.storage.fs import os_errors
+
+log = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_SHUFFLE_BUFFER = 8192  # samples per shuffled block (~50 MB at 128 px; up to 3 blocks held)
+DEFAULT_READ_THREADS = 8  # row groups of a block read at once
+READ_COLUMNS = ("image", "label", "split")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What training needs to know about a CURATED version, from its manifest alone."""
+
+    version_id: str
+    num_classes: int
+    split_counts: Mapping[str, int]
+    identities: tuple[IdentityEntry, ...]
+
+    def labels(self) -> dict[int, dict[str, str]]:
+        """Label -> ``{"name", "slug"}`` of every identity in the version, by label."""
+        return {i.label: {"name": i.name, "slug": i.slug} for i in sorted(self.identities, key=lambda i: i.label)}
+
+
+def version_info(manifest: Manifest) -> VersionInfo:
+    """Class count, examples per split and identities of a version.
+
+    Args:
+        manifest: the version's manifest (``DatasetStore.get``).
+
+    Returns:
+        The `VersionInfo`; ``num_classes`` is the largest label + 1 (labels may have gaps).
+    """
+    if not manifest.identities:
+        raise ConfigError(f"dataset version {manifest.version_id} has no identities to train on")
+    return VersionInfo(
+        version_id=manifest.version_id,
+        num_classes=max(i.label for i in manifest.identities) + 1,
+        split_counts=manifest.split_counts(),
+        identities=tuple(manifest.identities),
+    )
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group of one shard that holds rows of the wanted split."""
+
+    path: str
+    index: int
+    rows: int
+    mixed: bool  # holds rows of other splits too (they are filtered out when read)
+
+
+def resize_image(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Encoded JPEG bytes -> float32 ``(image_size, image_size, 3)`` RGB in [0, 255].
+
+    Per-image work is kept to two ops (decode, resize); scaling happens per batch
+    (`scale_images`). Measured on 128 px crops: the fast integer IDCT decodes about 1.5x
+    faster than the default one; plain bilinear resampling costs half what antialiased
+    bilinear does, and at curation's 128 -> 96 px its aliasing is negligible.
+
+    Args:
+        image: a scalar string tensor holding a JPEG.
+        image_size: the side of the square model input.
+
+    Returns:
+        The decoded, resized image.
+    """
+    pixels = tf.io.decode_jpeg(image, channels=3, dct_method="INTEGER_FAST")
+    resized = tf.image.resize(pixels, (image_size, image_size), method="bilinear")
+    resized.set_shape((image_size, image_size, 3))
+    return resized
+
+
+def scale_images(images: tf.Tensor) -> tf.Tensor:
+    """[0, 255] pixels -> [-1, 1], Inception V3's input range (any leading shape).
+
+    Args:
+        images: float32 pixel values.
+
+    Returns:
+        ``images / 127.5 - 1``, clipped onto [-1, 1] (resampling round-off).
+    """
+    return tf.clip_by_value(images / 127.5 - 1.0, -1.0, 1.0)
+
+
+def decode_image(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Encoded JPEG bytes -> the model's input: float32 ``(S, S, 3)`` RGB in [-1, 1].
+
+    The one preprocessing of training, evaluation and serving (`resize_image`, then
+    `scale_images`).
+
+    Args:
+        image: a scalar string tensor holding a JPEG.
+        image_size: the side of the square model input.
+
+    Returns:
+        The model-ready image.
+    """
+    return scale_images(resize_image(image, image_size))
+
+
+class CuratedInput:
+    """The examples of one split of a CURATED version as tf.data datasets."""
+
+    def __init__(
+        self,
+        store: DatasetStore,
+        version_id: str,
+        split: str,
+        image_size: int = 96,
+        *,
+        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+        read_threads: int = DEFAULT_READ_THREADS,
+    ) -> None:
+        """Index the split's row groups from the shards' footers (no image is read).
+
+        Args:
+            store: the dataset store holding the version.
+            version_id: a committed CURATED version.
+            split: ``train``, ``val`` or ``test``.
+            image_size: side of the square images produced (>= 75 for Inception V3).
+            shuffle_buffer: about how many samples are shuffled together (a block of row
+                groups; up to three blocks are held in memory).
+            read_threads: row groups of a block read at once.
+        """
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+        if image_size < 1 or shuffle_buffer < 1 or read_threads < 1:
+            raise ConfigError("image_size, shuffle_buffer and read_threads must be positive")
+        self.store = store
+        self.manifest = store.get(version_id)
+        self.info = version_info(self.manifest)
+        self.split = split
+        self.image_size = image_size
+        self.shuffle_buffer = shuffle_buffer
+        self.read_threads = read_threads
+        self._location: Location = store.location
+        self._metadata: dict[str, pq.FileMetaData] = {}
+        self._plans: dict[tuple[bool, int, int], list[np.ndarray]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self.row_groups: list[RowGroup] = self._index(store.shard_paths(self.manifest))
+        mean_rows = sum(g.rows for g in self.row_groups) / max(1, len(self.row_groups))
+        self.groups_per_block = max(1, round(shuffle_buffer / max(1.0, mean_rows)))
+        log.debug(
+            "version %s split %s: %d examples in %d row groups",
+            version_id, split, self.num_examples, len(self.row_groups),
+        )
+
+    @property
+    def num_examples(self) -> int:
+        """Examples in the split, from the manifest."""
+        return self.info.split_counts.get(self.split, 0)
+
+    @property
+    def num_classes(self) -> int:
+        """Size of the classifier head: the largest label + 1."""
+        return self.info.num_classes
+
+    def steps(self, batch_size: int, drop_remainder: bool = False) -> int:
+        """Batches in one pass over the split."""
+        full, rest = divmod(self.num_examples, batch_size)
+        return full if drop_remainder or not rest else full + 1
+
+    # -- datasets ------------------------------------------------------------------------
+    def encoded(self, *, shuffle: bool = False, seed: int = 0, epoch: int | tf.Tensor = 0) -> tf.data.Dataset:
+        """One pass over the split as ``(jpeg_bytes, label)`` pairs, before decoding.
+
+        Args:
+            shuffle: training order (row groups permuted per epoch, blocks permuted);
+                otherwise the shards' order.
+            seed: the run's seed; with ``epoch`` it fixes the order.
+            epoch: the epoch whose order to produce (an int or an int64 scalar tensor).
+
+        Returns:
+            An unbatched dataset of ``(tf.string, tf.int32)`` scalars.
+        """
+        blocks = math.ceil(len(self.row_groups) / self.groups_per_block)
+        epoch_tensor = tf.cast(epoch, tf.int64)
+
+        def read(block: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            images, labels = tf.py_function(
+                lambda b, e: self._read_block(int(b), int(e), shuffle, seed),
+                [block, epoch_tensor],
+                (tf.string, tf.int32),
+            )
+            images.set_shape([None])
+            labels.set_shape([None])
+            return images, labels
+
+        # Two blocks in flight: one being read while the one before is consumed.
+        return tf.data.Dataset.range(blocks).map(read, num_parallel_calls=2, deterministic=True).unbatch()
+
+    def dataset(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int | tf.Tensor = 0,
+        drop_remainder: bool = False,
+        deterministic: bool = True,
+        prefetch: bool = True,
+    ) -> tf.data.Dataset:
+        """One pass over the split as batches of model inputs.
+
+        Args:
+            batch_size: examples per batch (the global batch under a distribution strategy).
+            shuffle: training order for ``(seed, epoch)``; otherwise the shards' order.
+            seed: the run's seed.
+            epoch: the epoch whose order to produce.
+            drop_remainder: drop a last, partial batch (training).
+            deterministic: keep the order through the parallel decode (reproducible).
+            prefetch: end with ``prefetch(AUTOTUNE)``.
+
+        Returns:
+            Batches of ``(float32 images (B, S, S, 3) in [-1, 1], int32 labels (B,))``.
+        """
+        size = self.image_size
+        samples = self.encoded(shuffle=shuffle, seed=seed, epoch=epoch)
+        images = samples.map(
+            lambda image, label: (resize_image(image, size), label),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic,
+        )
+        batches = images.batch(batch_size, drop_remainder=drop_remainder)
+        batches = batches.map(lambda x, y: (scale_images(x), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+        # The manifest's count, checked while reading: a shard holding fewer rows of the
+        # split than the manifest says fails loudly instead of shortening epochs.
+        batches = batches.apply(tf.data.experimental.assert_cardinality(self.steps(batch_size, drop_remainder)))
+        return batches.prefetch(AUTOTUNE) if prefetch else batches
+
+    def epochs(
+        self,
+        batch_size: int,
+        steps_per_epoch: int,
+        *,
+        start_epoch: int = 0,
+        end_epoch: int,
+        seed: int = 0,
+        deterministic: bool = True,
+    ) -> tf.data.Dataset:
+        """The training stream for ``Model.fit(steps_per_epoch=...)``: epochs ``start..end-1``.
+
+        Epoch ``e`` contributes exactly ``steps_per_epoch`` full batches in the order of
+        ``dataset(shuffle=True, seed=seed, epoch=e)``, so a run resumed at epoch ``k`` is
+        fed what an uninterrupted run would have been fed from epoch ``k`` on.
+
+        Args:
+            batch_size: the global batch size.
+            steps_per_epoch: batches per epoch (at most ``steps(batch_size, True)``).
+            start_epoch: the first epoch to produce (the epoch a resumed run restarts at).
+            end_epoch: one past the last epoch.
+            seed: the run's seed.
+            deterministic: keep a reproducible order through the parallel stages.
+
+        Returns:
+            A dataset of ``(end_epoch - start_epoch) * steps_per_epoch`` batches.
+        """
+        available = self.steps(batch_size, drop_remainder=True)
+        if steps_per_epoch < 1 or steps_per_epoch > available:
+            raise ConfigError(
+                f"steps_per_epoch={steps_per_epoch} does not fit the {self.split} split "
+                f"({self.num_examples} examples make {available} full batches of {batch_size})"
+            )
+        epochs = max(0, end_epoch - start_epoch)
+
+        def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+            batches = self.dataset(
+                batch_size, shuffle=True, seed=seed, epoch=epoch, drop_remainder=True,
+                deterministic=deterministic, prefetch=False,
+            )
+            return batches.take(steps_per_epoch)
+
+        stream = tf.data.Dataset.range(start_epoch, start_epoch + epochs).flat_map(one_epoch)
+        stream = stream.apply(tf.data.experimental.assert_cardinality(epochs * steps_per_epoch))
+        return stream.prefetch(AUTOTUNE)
+
+    # -- reading -------------------------------------------------------------------------
+    def _index(self, paths: list[str]) -> list[RowGroup]:
+        groups: list[RowGroup] = []
+        for path in paths:
+            metadata = self._footer(path)
+            self._metadata[path] = metadata
+            column = metadata.schema.names.index("split")
+            for index in range(metadata.num_row_groups):
+                group = metadata.row_group(index)
+                stats = group.column(column).statistics
+                if stats is not None and stats.has_min_max:
+                    low, high = _text(stats.min), _text(stats.max)
+                    if not low <= self.split <= high:
+                        continue
+                    mixed = not low == high == self.split
+                else:
+                    mixed = True
+                groups.append(RowGroup(path, index, group.num_rows, mixed))
+        return groups
+
+    def _footer(self, path: str) -> pq.FileMetaData:
+        shown = self._location.display(path)
+        try:
+            with os_errors(path, self._location), self._location.fs.open(path, "rb") as fh:
+                metadata = pq.ParquetFile(fh).metadata
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"shard missing: {shown}") from exc
+        except pa.ArrowInvalid as exc:
+            raise IntegrityError(f"shard {shown} is unreadable: {exc}") from exc
+        missing = [c for c in READ_COLUMNS if c not in metadata.schema.names]
+        if missing:
+            raise IntegrityError(f"shard {shown} lacks columns {missing}: not a CURATED shard")
+        return metadata
+
+    def _plan(self, shuffle: bool, seed: int, epoch: int) -> list[np.ndarray]:
+        """The row groups of each block of an epoch."""
+        key = (shuffle, seed, epoch)
+        plan = self._plans.get(key)
+        if plan is None:
+            count = len(self.row_groups)
+            order = _rng(seed, epoch).permutation(count) if shuffle else np.arange(count)
+            step = self.groups_per_block
+            plan = [order[i : i + step] for i in range(0, count, step)]
+            self._plans = {key: plan}  # one epoch at a time
+        return plan
+
+    def _read_block(self, block: int, epoch: int, shuffle: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        groups = [self.row_groups[i] for i in self._plan(shuffle, seed, epoch)[block]]
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.read_threads, thread_name_prefix="facescale-read")
+        tables = [t for t in self._executor.map(self._read_group, groups) if len(t)]
+        if not tables:
+            return np.array([], dtype=bytes), np.array([], dtype=np.int32)
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        images = np.array(table.column("image").to_pylist(), dtype=object)
+        labels = table.column("label").to_numpy().astype(np.int32, copy=False)
+        if shuffle:
+            order = _rng(seed, epoch, block).permutation(len(labels))
+            images, labels = images[order], labels[order]
+        return images, labels
+
+    def _read_group(self, group: RowGroup) -> pa.Table:
+        with self._location.fs.open(group.path, "rb") as fh:
+            parquet = pq.ParquetFile(fh, metadata=self._metadata[group.path])
+            table = parquet.read_row_group(group.index, columns=list(READ_COLUMNS))
+        if group.mixed:
+            table = table.filter(pc.equal(table.column("split"), self.split))
+        return table
+
+
+def _rng(*key: int) -> np.random.Generator:
+    """A generator keyed by integers (negative seeds folded into 64 bits)."""
+    return np.random.default_rng([k % 2**64 for k in key])
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

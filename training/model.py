@@ -1,0 +1,156 @@
+"""The identity classifier: Keras 3 Inception V3 backbone, a named embedding, a softmax head.
+
+Layout (layer names are a contract: warm start, verification and visualisation use them)::
+
+    input (S, S, 3) float32 in [-1, 1]           "image"
+    -> Inception V3 without top, global average  "backbone" (a nested functional model)
+    -> Dense(embedding_dim)                      "embedding_dense"
+    -> BatchNormalization                        "embedding"    the face embedding
+    -> Dense(num_classes)                        "logits"
+    -> softmax, float32 even in mixed precision  "probabilities"
+
+`embedding_model` gives the L2-normalised embedding for verification. Weights are never
+downloaded: a backbone starts from scratch, or from a local Keras weights file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Literal
+
+import keras
+import tensorflow as tf
+
+from facescale.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MIN_IMAGE_SIZE = 75  # Inception V3's smallest input without its top
+INPUT_LAYER = "image"
+BACKBONE_LAYER = "backbone"
+EMBEDDING_LAYER = "embedding"
+LOGITS_LAYER = "logits"
+OUTPUT_LAYER = "probabilities"
+NORMALIZED_EMBEDDING_LAYER = "embedding_l2"
+
+MixedPrecision = Literal["auto", "on", "off"] | bool
+
+
+def use_mixed_precision(mode: MixedPrecision) -> bool:
+    """Resolve a mixed-precision setting: ``auto`` is on exactly when a GPU is visible.
+
+    Args:
+        mode: ``"auto"``, ``"on"``, ``"off"`` or a bool.
+
+    Returns:
+        Whether to compute in float16 (variables stay float32).
+    """
+    if isinstance(mode, bool):
+        return mode
+    if mode == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    if mode in ("on", "off"):
+        return mode == "on"
+    raise ConfigError(f"mixed_precision must be auto, on or off, not {mode!r}")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build layers under the global dtype policy ``name``, then restore the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_model(
+    num_classes: int,
+    image_size: int = 96,
+    weights: str | os.PathLike[str] | None = None,
+    embedding_dim: int = 128,
+    *,
+    mixed_precision: MixedPrecision = "off",
+    name: str = "facescale_inception_v3",
+) -> keras.Model:
+    """Build the Inception V3 identity classifier (uncompiled).
+
+    Build it inside ``strategy.scope()`` to distribute its variables.
+
+    Args:
+        num_classes: size of the softmax head (largest label + 1).
+        image_size: side of the square input, at least 75.
+        weights: optional local Keras weights file for the backbone (e.g. Inception V3
+            ``..._notop.h5``); from scratch when None. Nothing is ever downloaded.
+        embedding_dim: width of the embedding layer.
+        mixed_precision: ``"auto"`` (on iff a GPU is visible), ``"on"``, ``"off"`` or a bool.
+        name: the model's name.
+
+    Returns:
+        A functional model mapping ``(B, S, S, 3)`` float32 images in [-1, 1] to
+        ``(B, num_classes)`` float32 probabilities.
+    """
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
+    if image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(f"image_size must be at least {MIN_IMAGE_SIZE} for Inception V3, got {image_size}")
+    if embedding_dim < 1:
+        raise ConfigError(f"embedding_dim must be positive, got {embedding_dim}")
+    weights_path = _weights_file(weights)
+    policy = "mixed_float16" if use_mixed_precision(mixed_precision) else "float32"
+    with dtype_policy(policy):
+        backbone = keras.applications.InceptionV3(
+            include_top=False,
+            weights=weights_path,
+            input_shape=(image_size, image_size, 3),
+            pooling="avg",
+            name=BACKBONE_LAYER,
+        )
+        inputs = keras.Input((image_size, image_size, 3), name=INPUT_LAYER)
+        features = backbone(inputs)
+        embedding = keras.layers.Dense(embedding_dim, name="embedding_dense")(features)
+        embedding = keras.layers.BatchNormalization(name=EMBEDDING_LAYER)(embedding)
+        logits = keras.layers.Dense(num_classes, name=LOGITS_LAYER)(embedding)
+        probabilities = keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_LAYER)(logits)
+        model = keras.Model(inputs, probabilities, name=name)
+    log.info(
+        "built %s: %d classes, %dx%d input, %s, backbone %s, %.1f M parameters",
+        name, num_classes, image_size, image_size, policy,
+        weights_path or "from scratch", model.count_params() / 1e6,
+    )
+    return model
+
+
+def embedding_model(model: keras.Model) -> keras.Model:
+    """The verification model: image -> L2-normalised float32 embedding.
+
+    Shares its layers (and so its weights) with ``model``; works on a model loaded
+    from ``model.keras`` as well as on a freshly built one.
+
+    Args:
+        model: a model made by `build_model`.
+
+    Returns:
+        A functional model mapping images to ``(B, embedding_dim)`` unit vectors.
+    """
+    embedding = model.get_layer(EMBEDDING_LAYER).output
+    normalized = keras.layers.UnitNormalization(axis=-1, dtype="float32", name=NORMALIZED_EMBEDDING_LAYER)(embedding)
+    return keras.Model(model.inputs, normalized, name=f"{model.name}_embedding")
+
+
+def _weights_file(weights: str | os.PathLike[str] | None) -> str | None:
+    if weights is None:
+        return None
+    path = os.fspath(weights)
+    if path == "imagenet":
+        raise ConfigError(
+            "weights='imagenet' would download the ImageNet weights, which cannot happen here: "
+            "give the path of a local Keras weights file (e.g. inception_v3_..._notop.h5)"
+        )
+    if not os.path.isfile(path):
+        raise ConfigError(f"weights file not found: {path} (a local Keras weights file for the Inception V3 backbone)")
+    return path

@@ -1,0 +1,397 @@
+"""The training stage: a CURATED version -> a trained Inception V3 in a directory, resumable.
+
+``train()`` streams the version's train split (`data.CuratedInput`), builds the model
+(`model.build_model`) under ``tf.distribute.MirroredStrategy`` (every visible GPU, else
+the CPU; ``settings.batch_size`` is per replica) and fits it with:
+
+- `callbacks.ThresholdStop`: stop once ``settings.stop_metric`` reaches
+  ``settings.stop_threshold``, not before ``settings.min_epochs``; ``max_epochs`` bounds it;
+- ``ModelCheckpoint(save_best_only)`` -> ``best.weights.h5``, loaded at the end (best
+  weights; a weights file because loading a 260 MB ``.keras`` archive takes 5x longer);
+- ``CSVLogger`` -> ``history.csv`` and TensorBoard event files -> ``tensorboard/``;
+- `callbacks.EpochCheckpoint` -> ``backup/``: the whole state after every epoch, atomically.
+
+Resuming: rerun ``train()`` with the same arguments and output directory. It restores the
+last committed epoch (weights, optimizer, callback states), truncates ``history.csv`` to
+it, and feeds the batches an uninterrupted run would have seen from there on (the input
+order is a function of ``(seed, epoch)``), so the result matches an uninterrupted run
+within floating-point tolerance. A finished directory is returned as is. A rerun with other
+data or settings is refused (`ConflictError`): train into a new directory instead.
+
+Output directory::
+
+    model.keras      the best model, float32, without optimizer state (for serving)
+    labels.json      version id, class count, label -> {name, slug}
+    training.json    the TrainResult (its presence = finished)
+    history.csv      per-epoch metrics of the whole run (across resumes)
+    best.weights.h5  weights of the best epoch so far (with optimizer state)
+    tensorboard/     TensorBoard event files
+    backup/          state.json + the last epoch's weights (weights removed when finished)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import keras
+import tensorflow as tf
+
+from facescale.config import TrainingSettings
+from facescale.errors import ConfigError
+from facescale.storage import DatasetStore
+
+from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, write_json_atomic
+from .data import DEFAULT_SHUFFLE_BUFFER, CuratedInput, VersionInfo
+from .model import build_model, use_mixed_precision
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+RESULT_FILE = "training.json"
+HISTORY_FILE = "history.csv"
+BEST_FILE = "best.weights.h5"
+TENSORBOARD_DIR = "tensorboard"
+BACKUP_DIR = "backup"
+METRICS = ("loss", "accuracy", "top5_accuracy")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished training run produced (also stored as ``training.json``)."""
+
+    out_dir: Path
+    version_id: str
+    num_classes: int
+    epochs: int  # epochs completed in all
+    stopped_by: Literal["threshold", "max_epochs", "callback"]
+    monitor: str
+    best_epoch: int | None  # 1-based epoch whose weights model.keras holds
+    best_value: float | None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    replicas: int = 1
+    global_batch_size: int = 0
+    steps_per_epoch: int = 0
+    mixed_precision: bool = False
+    resumed_from: int = 0  # epochs already done when the last call started (0: fresh)
+    seconds: float = 0.0  # wall time of the last call
+
+    @property
+    def model_path(self) -> Path:
+        return self.out_dir / MODEL_FILE
+
+    @property
+    def labels_path(self) -> Path:
+        return self.out_dir / LABELS_FILE
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``out_dir`` is left out: the file lives in it)."""
+        data = asdict(self)
+        data.pop("out_dir")
+        return data
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike[str]) -> TrainResult:
+        """Read ``training.json`` of a finished run in ``out_dir``."""
+        data = json.loads((Path(out_dir) / RESULT_FILE).read_text(encoding="utf-8"))
+        return cls(out_dir=Path(out_dir), **data)
+
+
+def make_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
+    """``MirroredStrategy`` over ``devices``, by default every visible GPU (else the CPU).
+
+    Args:
+        devices: device names such as ``["/gpu:0", "/gpu:1"]`` or ``["/cpu:0", "/cpu:1"]``.
+
+    Returns:
+        The strategy; ``num_replicas_in_sync`` replicas each take ``batch_size`` examples.
+    """
+    strategy = tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
+    log.info("MirroredStrategy: %d replica(s) on %s", strategy.num_replicas_in_sync,
+             ", ".join(strategy.extended.worker_devices))
+    return strategy
+
+
+def make_deterministic() -> None:
+    """Make this process's TensorFlow ops reproducible, run to run, as far as it can.
+
+    Enables TensorFlow's op determinism (deterministic kernels; XLA auto-clustering off) and
+    runs one op at a time (inter-op parallelism 1; each op still uses every core): measured
+    here, ops running side by side on the CPU change low bits of the gradients, and a model
+    trained from scratch amplifies them into different weights within a few steps. The
+    thread count can only be set before TensorFlow initialises; when it already has, set
+    ``TF_NUM_INTEROP_THREADS=1`` in the environment of the process instead.
+    """
+    tf.config.experimental.enable_op_determinism()
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        if os.environ.get("TF_NUM_INTEROP_THREADS") != "1":
+            log.warning(
+                "TensorFlow started before train(): inter-op parallelism stays as it is, so a resumed run "
+                "may drift from an uninterrupted one (set TF_NUM_INTEROP_THREADS=1 to avoid it)"
+            )
+
+
+def train(
+    store: DatasetStore,
+    version_id: str,
+    settings: TrainingSettings,
+    out_dir: str | os.PathLike[str],
+    *,
+    max_steps_per_epoch: int | None = None,
+    validation_steps: int | None = None,
+    devices: Sequence[str] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = 0,
+    deterministic: bool = True,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+) -> TrainResult:
+    """Train the identity classifier on a CURATED version; resume if ``out_dir`` holds a run.
+
+    Args:
+        store: the dataset store.
+        version_id: the CURATED version to train on (its train and val splits).
+        settings: the ``training`` section of the configuration.
+        out_dir: local directory for the model, logs and checkpoints.
+        max_steps_per_epoch: cap on batches per epoch (bounded runs, tests); an epoch is
+            otherwise one pass over the train split in full global batches.
+        validation_steps: cap on validation batches per epoch (default: the whole split).
+        devices: devices to mirror over (default: every GPU, else the CPU).
+        callbacks: extra Keras callbacks (progress bars, ...), run before the checkpoint.
+        verbose: passed to ``Model.fit`` (0: log one line per epoch instead).
+        deterministic: reproducible input order and ops (`make_deterministic`), so that a
+            resumed run ends where an uninterrupted one does; False trades that for speed
+            (mostly on GPUs).
+        shuffle_buffer: about how many samples are shuffled together (`data.CuratedInput`).
+
+    Returns:
+        The `TrainResult`; ``out_dir`` holds ``model.keras`` and ``labels.json``.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_monitor(settings.stop_metric)
+    train_input = CuratedInput(store, version_id, "train", settings.image_size, shuffle_buffer=shuffle_buffer)
+    info = train_input.info
+    val_input = None
+    if info.split_counts.get("val", 0):
+        val_input = CuratedInput(store, version_id, "val", settings.image_size)
+    elif settings.stop_metric.startswith("val_"):
+        raise ConfigError(
+            f"dataset version {version_id} has no val split, so training.stop_metric "
+            f"{settings.stop_metric!r} cannot be measured: monitor a training metric instead"
+        )
+
+    if deterministic:
+        make_deterministic()
+    strategy = make_strategy(devices)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = settings.batch_size * replicas
+    available = train_input.steps(global_batch, drop_remainder=True)
+    if available < 1:
+        raise ConfigError(
+            f"the train split of {version_id} has {train_input.num_examples} examples, fewer than one "
+            f"global batch ({settings.batch_size} x {replicas} replicas): lower training.batch_size"
+        )
+    steps = min(available, max_steps_per_epoch) if max_steps_per_epoch else available
+    mixed = use_mixed_precision(settings.mixed_precision)
+    fingerprint = {
+        "version_id": version_id,
+        "settings": settings.model_dump(mode="json"),
+        "replicas": replicas,
+        "global_batch_size": global_batch,
+        "steps_per_epoch": steps,
+        "validation_steps": validation_steps,
+        "mixed_precision": mixed,
+        "input": {"deterministic": deterministic, "shuffle_buffer": shuffle_buffer},
+    }
+    backup = out / BACKUP_DIR
+    saved = EpochCheckpoint.load(backup, fingerprint)
+    if saved is not None and saved.finished and (out / RESULT_FILE).is_file():
+        log.info("%s already holds a finished run: nothing to do", out)
+        return TrainResult.load(out)
+    resumed_from = saved.epoch if saved is not None else 0
+    log.info(
+        "training on %s: %d train / %d val examples, %d classes, %dx%d, global batch %d (%d x %d), "
+        "%d steps/epoch, epochs %d..%d%s",
+        version_id, train_input.num_examples, info.split_counts.get("val", 0), info.num_classes,
+        settings.image_size, settings.image_size, global_batch, settings.batch_size, replicas, steps,
+        resumed_from + 1, settings.max_epochs, ", mixed precision" if mixed else "",
+    )
+
+    keras.utils.set_random_seed(settings.seed)
+    with strategy.scope():
+        model = build_model(info.num_classes, settings.image_size, settings.weights, mixed_precision=mixed)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[
+                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
+            ],
+        )
+        stop = ThresholdStop(settings.stop_metric, settings.stop_threshold, settings.min_epochs)
+        best = keras.callbacks.ModelCheckpoint(
+            str(out / BEST_FILE), monitor=settings.stop_metric, mode=stop.mode, save_best_only=True,
+            save_weights_only=True,
+        )
+        checkpoint = EpochCheckpoint(
+            backup, fingerprint=fingerprint, stateful={"threshold_stop": stop, "best": _BestValue(best)}
+        )
+        if saved is not None:
+            checkpoint.restore(model, saved)
+        if saved is None or not saved.finished:
+            _truncate_history(out / HISTORY_FILE, resumed_from)
+            stream = train_input.epochs(
+                global_batch, steps, start_epoch=resumed_from, end_epoch=settings.max_epochs,
+                seed=settings.seed, deterministic=deterministic,
+            )
+            validation = val_input.dataset(global_batch) if val_input is not None else None
+            model.fit(
+                stream,
+                epochs=settings.max_epochs,
+                initial_epoch=resumed_from,
+                steps_per_epoch=steps,
+                validation_data=validation,
+                validation_steps=validation_steps,
+                shuffle=False,
+                verbose=verbose,
+                callbacks=[
+                    stop,
+                    best,
+                    keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=resumed_from > 0),
+                    tensorboard(out / TENSORBOARD_DIR),
+                    LogEpochs(log),
+                    *callbacks,
+                    checkpoint,  # last: commits every other callback's decision for the epoch
+                ],
+            )
+        if (out / BEST_FILE).is_file():
+            model.load_weights(out / BEST_FILE)
+    history = _read_history(out / HISTORY_FILE)
+    best_epoch, best_value = _best(history.get(settings.stop_metric, []), stop.mode)
+    epochs = len(next(iter(history.values()), []))
+    if stop.stopped_epoch is not None:
+        stopped_by: Literal["threshold", "max_epochs", "callback"] = "threshold"
+    else:
+        stopped_by = "max_epochs" if epochs >= settings.max_epochs else "callback"
+    _export(model, info, settings, mixed, out)
+    result = TrainResult(
+        out_dir=out,
+        version_id=version_id,
+        num_classes=info.num_classes,
+        epochs=epochs,
+        stopped_by=stopped_by,
+        monitor=settings.stop_metric,
+        best_epoch=best_epoch,
+        best_value=best_value,
+        history=history,
+        replicas=replicas,
+        global_batch_size=global_batch,
+        steps_per_epoch=steps,
+        mixed_precision=mixed,
+        resumed_from=resumed_from,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    write_json_atomic(out / RESULT_FILE, result.to_json())
+    for weights in backup.glob("*.weights.h5"):  # finished: the model is in model.keras
+        weights.unlink(missing_ok=True)
+    log.info(
+        "trained %d epoch(s) (%s); best %s = %s at epoch %s; model in %s",
+        epochs, stopped_by, settings.stop_metric,
+        "n/a" if best_value is None else f"{best_value:.4f}", best_epoch, result.model_path,
+    )
+    return result
+
+
+class _BestValue:
+    """Carries ``ModelCheckpoint``'s best value across a resume (it saves only on improvement)."""
+
+    def __init__(self, checkpoint: keras.callbacks.ModelCheckpoint) -> None:
+        self.checkpoint = checkpoint
+
+    def get_state(self) -> dict[str, Any]:
+        best = self.checkpoint.best
+        return {"best": None if best is None else float(best)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        self.checkpoint.best = state.get("best")
+
+
+def _check_monitor(monitor: str) -> None:
+    known = [*METRICS, *(f"val_{m}" for m in METRICS)]
+    if monitor not in known:
+        raise ConfigError(f"training.stop_metric {monitor!r} is not logged: use one of {', '.join(known)}")
+
+
+def _export(model: keras.Model, info: VersionInfo, settings: TrainingSettings, mixed: bool, out: Path) -> None:
+    """Write model.keras (float32, no optimizer state) and labels.json, each atomically."""
+    if mixed:  # serve in float32 whatever the training precision: same layers, same weights
+        export = build_model(info.num_classes, settings.image_size, mixed_precision=False, name=model.name)
+        export.set_weights(model.get_weights())
+    else:
+        export = keras.Model(model.inputs, model.outputs, name=model.name)  # shares weights, uncompiled
+    tmp = out / f".tmp-{uuid.uuid4().hex}-{MODEL_FILE}"
+    try:
+        export.save(tmp)
+        os.replace(tmp, out / MODEL_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    labels = {
+        "version_id": info.version_id,
+        "num_classes": info.num_classes,
+        "labels": {str(k): v for k, v in info.labels().items()},
+    }
+    write_json_atomic(out / LABELS_FILE, labels)
+
+
+def _truncate_history(path: Path, epochs: int) -> None:
+    """Keep the header and the rows of the first ``epochs`` epochs (a killed run may have
+    logged an epoch it never committed)."""
+    if not path.is_file():
+        return
+    if epochs == 0:
+        path.unlink()
+        return
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    column = header.index("epoch") if "epoch" in header else None
+    kept = [r for r in body if r and (column is None or int(float(r[column])) < epochs)]
+    if len(kept) == len(body):
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([header, *kept])
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    keys = [k for k in (rows[0].keys() if rows else []) if k != "epoch"]
+    return {k: [float(r[k]) for r in rows] for k in keys}
+
+
+def _best(values: list[float], mode: str) -> tuple[int | None, float | None]:
+    if not values:
+        return None, None
+    pick = max if mode == "max" else min
+    value = pick(values)
+    return values.index(value) + 1, value
