@@ -12,17 +12,21 @@ fresh subprocess over a fresh store, so each peak belongs to one run. Reported p
   the old one), and this parent holds the pool. Also its peak private anonymous memory
   (``RssAnon``, polled): RSS without file pages and without the shared-memory pages of Ray's
   object store that the driver maps when it reads blocks.
-- ``workers``: peak of the summed RSS and, apart, of the summed PSS of the Ray worker processes
-  (``default_worker.py``/``ray::`` children of the raylet), polled by the parent every
-  ``--poll`` seconds. Ray's object store is shared memory (/dev/shm) mapped by every process
-  that reads or writes a block: RSS counts such a page once in *each* of those processes, PSS
-  counts 1/k of it in each of the k processes sharing it, so the PSS sum is their real joint
-  footprint and the RSS sum an upper bound. ``ray system``: the summed PSS of the other Ray
-  processes (gcs_server, raylet which holds the object store, agents), reported apart.
-  Polled figures miss peaks shorter than the poll interval.
+- ``workers``: peaks of the summed RSS, of the summed PSS and of the summed RssAnon of the Ray
+  worker processes (``default_worker.py`` / ``ray::`` processes under the raylet, idle ones
+  included), polled by the parent every ``--poll`` seconds, and how many there were. Ray's
+  object store is shared memory (/dev/shm) mapped by every process that reads or writes a
+  block: RSS counts such a page once in *each* process that touched it, PSS 1/k of it in each
+  of the k processes sharing it (so the PSS sum is their joint footprint, the RSS sum an upper
+  bound), RssAnon not at all (private heap only). ``ray sys``: the summed PSS of the other Ray
+  processes (raylet, which holds the object store, gcs_server, agents). Polled figures miss
+  peaks shorter than the poll interval.
 - wall time of curate(), rows written, and per step (prepare, load_meta, decide, sheets,
-  materialise, validate) its seconds and the driver's VmHWM at the step's end (which step
-  made the peak).
+  materialise, validate: the module functions of facescale.pipeline.curate, wrapped in the
+  child) its seconds, the driver's largest current RSS and RssAnon during the step (a thread
+  of the child samples /proc/self/status), its VmHWM at the step's end (which step made the
+  peak) and the Arrow memory pool's peak so far; for step 3 also the object store's size and
+  how much of it the driver had mapped (RssShmem).
 
 How the inputs are made (preparing 50k photos for real, dlib's embedding at ~0.1 s a photo,
 would take about an hour on 2 cores):
@@ -50,15 +54,18 @@ would take about an hour on 2 cores):
    ``bench_stub``: curate only reads RAW run records, to find shards no chunk covers), so
    curate's step 1 finds nothing new and steps 2-4 run over the N cached rows.
 
-Prints a table per run and the ratios N2/N1 of the driver's peak (the requirement: <= 1.5x)
-and of the workers'. Run:
+Prints a table per run, the per-step table and the ratios N2/N1 of the driver's peak (the
+requirement: <= 1.5x) and of the workers'. The stores are deleted after their run (``--keep``
+keeps them under ``bench/.cache/curate-memory/``); the pool is reused. Run:
 
-    .venv/bin/python bench/bench_curate_memory.py [--sizes 10000 50000]
+    .venv/bin/python bench/bench_curate_memory.py [--sizes 10000 50000] [--object-store-mib MIB]
 
-Quick check: ``--sizes 2000 4000``. ``--trace`` also runs tracemalloc in the driver and
-prints, per step, its peak of traced Python/numpy memory and the top allocation sites near it
-(slow: about 2x the time, and tracing inflates the peaks; Arrow's own allocations are not traced,
-its pool's peak is shown).
+About 13 minutes on 2 cores at the default sizes (2.5 minutes more the first time, for the
+pool); quick check: ``--sizes 2000 4000``. ``--object-store-mib`` caps Ray's object store (through
+``RAY_DEFAULT_OBJECT_STORE_MAX_MEMORY_BYTES``; default: Ray's, 30% of the RAM). ``--trace`` also
+runs tracemalloc in the driver and prints, per step, its traced peak and the top allocation
+sites near it (slower, and tracing inflates the peaks; memory of Arrow's pool, which also holds
+pandas 3's ``str`` columns, is not traced: the pool's peak is shown instead).
 """
 
 from __future__ import annotations
