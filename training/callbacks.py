@@ -47,6 +47,12 @@ class ThresholdStop(keras.callbacks.Callback):
     the target is met: ``val_accuracy >= 0.97`` by default. Its decision depends only on
     the absolute epoch number, so a resumed run stops where an uninterrupted one would;
     `get_state` / `set_state` carry what it has seen across a resume.
+
+    Args:
+        monitor: the logged metric to watch (``val_accuracy``, ``val_loss``, ...).
+        threshold: stop when the metric is >= this (<= for a ``min`` metric such as a loss).
+        min_epochs: never stop before this many epochs have completed.
+        mode: ``auto`` treats names ending in ``loss`` as ``min``, others as ``max``.
     """
 
     def __init__(
@@ -56,12 +62,6 @@ class ThresholdStop(keras.callbacks.Callback):
         min_epochs: int = 1,
         mode: Literal["auto", "min", "max"] = "auto",
     ) -> None:
-        """Args:
-        monitor: the logged metric to watch (``val_accuracy``, ``val_loss``, ...).
-        threshold: stop when the metric is >= this (<= for a ``min`` metric such as a loss).
-        min_epochs: never stop before this many epochs have completed.
-        mode: ``auto`` treats names ending in ``loss`` as ``min``, others as ``max``.
-        """
         super().__init__()
         if min_epochs < 0:
             raise ValueError(f"min_epochs must be >= 0, got {min_epochs}")
@@ -140,6 +140,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
     the run's fingerprint, callback states) the same way, and only then deletes the
     previous epoch's weights. A process killed at any point leaves the last committed
     epoch intact.
+
+    Args:
+        directory: where the weights and ``state.json`` live (created if missing).
+        fingerprint: what defines the run (data, settings); a resume must match it.
+        stateful: named objects whose ``get_state()`` is saved with each epoch.
     """
 
     def __init__(
@@ -149,11 +154,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
         fingerprint: Mapping[str, Any] | None = None,
         stateful: Mapping[str, Stateful] | None = None,
     ) -> None:
-        """Args:
-        directory: where the weights and ``state.json`` live (created if missing).
-        fingerprint: what defines the run (data, settings); a resume must match it.
-        stateful: named objects whose ``get_state()`` is saved with each epoch.
-        """
         super().__init__()
         self.directory = Path(directory)
         self.fingerprint = dict(fingerprint or {})
@@ -253,12 +253,12 @@ class EpochSummaries(keras.callbacks.Callback):
     ``keras.callbacks.TensorBoard`` needs the ``tensorboard`` package for every summary;
     this writes the same layout with TensorFlow's core summary ops: ``train/`` and
     ``validation/`` runs with ``epoch_<metric>`` tags, readable by any TensorBoard.
+
+    Args:
+        log_dir: the TensorBoard log directory.
     """
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
-        """Args:
-        log_dir: the TensorBoard log directory.
-        """
         super().__init__()
         self.log_dir = Path(log_dir)
         self._writers: dict[str, Any] = {}
@@ -310,12 +310,13 @@ def tensorboard(log_dir: str | os.PathLike[str]) -> keras.callbacks.Callback:
 
 
 class LogEpochs(keras.callbacks.Callback):
-    """Log one line of metrics per epoch through `logging` (fit runs with ``verbose=0``)."""
+    """Log one line of metrics per epoch through `logging` (fit runs with ``verbose=0``).
+
+    Args:
+        logger: where to log (this module's logger by default).
+    """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
-        """Args:
-        logger: where to log (this module's logger by default).
-        """
         super().__init__()
         self.logger = logger or log
 

@@ -14,9 +14,6 @@ import pytest
 from facescale.errors import ConflictError, ManifestError
 from facescale.training.callbacks import STATE_FILE, EpochCheckpoint, ThresholdStop
 
-# Work in progress (training issue): about 9 minutes on this machine, outside the default run.
-pytestmark = pytest.mark.slow
-
 
 class Script(keras.callbacks.Callback):
     """Puts scripted values of a metric into each epoch's logs (callbacks share the dict)."""

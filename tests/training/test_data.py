@@ -21,9 +21,6 @@ if TYPE_CHECKING:
     from conftest import Curated
 
 
-# Work in progress (training issue): about 9 minutes on this machine, outside the default run.
-pytestmark = pytest.mark.slow
-
 
 def _pairs(dataset: tf.data.Dataset) -> list[tuple[bytes, int]]:
     return [(bytes(image), int(label)) for image, label in dataset.as_numpy_iterator()]

@@ -18,9 +18,6 @@ from facescale.training.model import (
     use_mixed_precision,
 )
 
-# Work in progress (training issue): about 9 minutes on this machine, outside the default run.
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def model() -> keras.Model:
