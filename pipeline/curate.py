@@ -35,8 +35,9 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ from facescale.storage import (
     RawStore,
     ShardSizing,
     ValidationSummary,
+    VersionWriter,
     chunk_id,
     layout,
     raw_shard_key,
@@ -70,6 +72,7 @@ from .balance import BalanceParams, Candidate, Selection, balance_identity
 from .cleaning import SheetItem, Verdict, clean_identity, exclusions_for, write_contact_sheet
 from .dedup import Decision, Record, resolve
 from .faces import CropParams
+from .sink import Receipts, sink_options, write_shards
 from .split import SplitParams, split_sources
 
 if TYPE_CHECKING:
@@ -120,6 +123,7 @@ class IdentityOutcome:
     ]  # image_id -> reason, distance, group, reviewed
     removed: Counter[str] = field(default_factory=Counter)
     fingerprint: str | None = None
+    chunks: dict[str, str] = field(default_factory=dict)  # image_id -> the crop-cache chunk its crop is read from
 
     def counts(self) -> dict[str, int]:
         found = Counter(p.split for p in self.plan)
@@ -255,9 +259,15 @@ def _data_context() -> None:
     ctx.enable_progress_bars = False  # the caller's `Progress` shows progress
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines, "progress bars disabled"
+    # A chunk with fewer shard-sized batches than the write concurrency is not a problem.
+    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
 
 
 # -- step 1: prepare --------------------------------------------------------------------------
+
+
+#: Crop-cache columns that identify a row (they name the shard a batch is written to).
+_CROP_KEYS = ("run_id", "identity_slug", "image_id", "error")
 
 
 def _plan_chunks(new: Sequence[tuple[str, ShardInfo]], chunk_rows: int) -> list[list[tuple[str, ShardInfo]]]:
@@ -311,12 +321,17 @@ def prepare(
             compute=_actors(settings, math.ceil(rows / 16)),
             num_cpus=1,
         )
-        reasons: Counter[str] = Counter()
+        receipts = Receipts()
         with crops.open(chunk_id(fingerprint, keys), fingerprint, keys) as writer:
+            ds = ds.map_batches(
+                write_shards,
+                **sink_options(writer.target, _CROP_KEYS, ["error"], crops.sizing.max_rows_per_shard),
+            )
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                writer.write(batch)
-                reasons.update(r or "ok" for r in batch.column("error").to_pylist())
-            record = writer.commit({"rows_in": rows, "outcomes": dict(reasons)})
+                receipts.add(batch)
+            writer.adopt(receipts.shards)
+            reasons = Counter({(key[0] or "ok"): n for key, n in receipts.tally.items()})
+            record = writer.commit({"rows_in": rows, "outcomes": dict(sorted(reasons.items()))})
         prepared += record.rows
         written.append(record.chunk_id)
         progress.advance(rows)
@@ -365,6 +380,7 @@ def decide(
     phash = meta.column("phash").to_pylist()
     windows = meta.column("phash_windows").to_pylist()
     embeddings_col = meta.column("embedding")
+    chunk_of = meta.column("chunk").to_pylist()
 
     from .prepare import STORED_DUPLICATE, key_int, window_ints
 
@@ -464,7 +480,16 @@ def decide(
             extra = extra_train_samples(selection, settings.augment_factor, fractions)
             plan = plan_samples(selection, assignment, settings.augment_factor, extra)
         name, label = names[slug]
-        outcomes[slug] = IdentityOutcome(slug, name, label, selection, plan, outcome_verdicts, removed)
+        outcomes[slug] = IdentityOutcome(
+            slug,
+            name,
+            label,
+            selection,
+            plan,
+            outcome_verdicts,
+            removed,
+            chunks={image_ids[i]: chunk_of[i] for i in members},
+        )
     return outcomes
 
 
@@ -479,15 +504,23 @@ def identity_fingerprint(outcome: IdentityOutcome, config: Mapping[str, Any]) ->
 # -- step 3: materialise ----------------------------------------------------------------------
 
 
-def _write_reused(store: DatasetStore, parent: Manifest, slugs: set[str], sink: Callable[[pa.Table], None]) -> None:
+def _write_reused(
+    store: DatasetStore, parent: Manifest, slugs: set[str], writer: VersionWriter
+) -> Counter[tuple[str, str]]:
+    """Copy the parent's samples of unchanged identities (streamed, a shard's row group at a time)."""
+    counts: Counter[tuple[str, str]] = Counter()
     if not slugs:
-        return
+        return counts
     wanted = pa.array(sorted(slugs), pa.string())
     for batch in store.iter_batches(parent.version_id, batch_size=1024):
         table = pa.Table.from_batches([batch])
         table = table.filter(pc.is_in(table.column("identity_slug"), value_set=wanted))
         if len(table):
-            sink(table)
+            writer.write(table)
+            counts.update(
+                zip(table.column("identity_slug").to_pylist(), table.column("split").to_pylist(), strict=True)
+            )
+    return counts
 
 
 def _write_new(
@@ -495,12 +528,13 @@ def _write_new(
     chunks: Sequence[ChunkRecord],
     outcomes: Sequence[IdentityOutcome],
     settings: CurationSettings,
-    sink: Callable[[pa.Table], None],
+    writer: VersionWriter,
     progress: Progress,
     ray_session: RaySession,
-) -> None:
+) -> Counter[tuple[str, str]]:
+    """Make the changed identities' samples on Ray; the workers write the shards (see `sink`)."""
     if not outcomes:
-        return
+        return Counter()
     ray_session.ensure()
     import ray.data
 
@@ -515,12 +549,12 @@ def _write_new(
             splits[p.source_image_id] = p.split
         for source, ks in indices.items():
             plan[plan_key(outcome.slug, source)] = PlannedPhoto(
-                outcome.name, outcome.slug, outcome.label, splits[source], tuple(ks)
+                outcome.name, outcome.slug, outcome.label, splits[source], tuple(ks), outcome.chunks.get(source)
             )
     _data_context()
     progress.start("making samples", sum(len(o.plan) for o in outcomes))
     paths = crops.shard_paths(chunks)
-    ds = ray.data.read_parquet(paths, filesystem=_arrow_fs(crops.location), columns=CACHE_COLUMNS)
+    ds = ray.data.read_parquet(paths, filesystem=_arrow_fs(crops.location), columns=CACHE_COLUMNS, include_paths=True)
     ds = ds.map_batches(
         SampleMaker,
         fn_constructor_args=(plan, settings.seed, JPEG_QUALITY),
@@ -529,10 +563,16 @@ def _write_new(
         compute=_actors(settings, max(1, len(plan) // 64)),
         num_cpus=1,
     )
+    sizing = writer.store.sizing
+    ds = ds.map_batches(
+        write_shards,
+        **sink_options(writer.target, ["sample_id"], ["identity_slug", "split"], sizing.max_rows_per_shard),
+    )
+    receipts = Receipts()
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        if batch.num_rows:
-            sink(batch)
-            progress.advance(batch.num_rows)
+        progress.advance(receipts.add(batch))
+    writer.adopt(receipts.shards)
+    return Counter({(slug, split): n for (slug, split), n in receipts.tally.items()})
 
 
 # -- step 4: contact sheets ------------------------------------------------------------------
@@ -698,30 +738,16 @@ def curate(
             summary.identities_waiting, summary.sheets = waiting, sheets
             return summary
 
-        counts: dict[str, Counter[str]] = defaultdict(Counter)
-        seen: set[str] = set()
         with store.create(version_id, config=config) as writer:
-
-            def sink(table: pa.Table) -> None:
-                ids = table.column("sample_id").to_pylist()
-                mask = [i not in seen for i in ids]
-                if not all(mask):  # a photo cached twice (two RAW runs): one copy of each sample
-                    table = table.filter(pa.array(mask))
-                seen.update(ids)
-                for slug, split in zip(
-                    table.column("identity_slug").to_pylist(), table.column("split").to_pylist(), strict=True
-                ):
-                    counts[slug][split] += 1
-                writer.write(table)
-
+            counts: Counter[tuple[str, str]] = Counter()
             if parent is not None:
-                _write_reused(store, parent, reused, sink)
+                counts += _write_reused(store, parent, reused, writer)
             needed = _chunks_for(meta, chunks, {o.slug for o in changed})
-            _write_new(crops, needed, changed, settings, sink, progress, ray_session)
+            counts += _write_new(crops, needed, changed, settings, writer, progress, ray_session)
             entries = []
             for slug, o in sorted(kept.items(), key=lambda kv: kv[1].label):
                 expected = o.counts()
-                got = {s: counts[slug].get(s, 0) for s in SPLITS}
+                got = {s: counts[(slug, s)] for s in SPLITS}
                 if got != expected:
                     raise FacescaleError(
                         f"curation wrote {got} samples for {o.name!r} but planned {expected}: the crop cache "

@@ -4,12 +4,15 @@
 copies) once per actor and turns crop-cache rows into CURATED_SCHEMA rows: copy 0 is the
 cached crop as stored (bytes unchanged), copies 1.. are `augmented_copy` of it, deterministic
 from ``(seed, source_image_id, aug_index)`` and JPEG-encoded. Rows that are not in the plan
-are dropped, so the transform can stream over whole cache shards. Sample ids depend only on
+are dropped, so the transform can stream over whole cache shards; a photo two chunks cached
+(two runs prepared the same RAW shard) is read from the chunk the plan names (shard paths
+arrive in the ``path`` column, ``include_paths=True``). Sample ids depend only on
 the photo and the copy index (`sample_id`), so a rerun produces the same ids.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +41,12 @@ class PlannedPhoto:
     label: int
     split: str
     aug_indices: tuple[int, ...]
+    chunk: str | None = None  # the crop-cache chunk to read it from (a photo cached twice is used once)
+
+
+def chunk_of_path(path: str) -> str:
+    """The crop-cache chunk a shard path belongs to (``.../<chunk_id>/part-*.parquet``)."""
+    return posixpath.basename(posixpath.dirname(path))
 
 
 def plan_key(identity_slug: str, source_image_id: str) -> str:
@@ -70,11 +79,14 @@ class SampleMaker:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows: dict[str, list[Any]] = {f.name: [] for f in CURATED_SCHEMA}
         columns = {name: batch.column(name).to_pylist() for name in _CACHE_COLUMNS}
+        paths = batch.column("path").to_pylist() if "path" in batch.column_names else [None] * batch.num_rows
         for i, (slug, source) in enumerate(zip(columns["identity_slug"], columns["image_id"], strict=True)):
             planned = self.plan.get(plan_key(slug, source))
             crop = columns["crop"][i]
             if planned is None or crop is None:
                 continue
+            if planned.chunk is not None and paths[i] is not None and chunk_of_path(paths[i]) != planned.chunk:
+                continue  # the same photo cached by another chunk: the plan reads it from one
             image = cv2.imdecode(np.frombuffer(crop, dtype=np.uint8), cv2.IMREAD_COLOR)
             for k in planned.aug_indices:
                 data, metrics = self._copy(crop, image, source, k, columns, i)

@@ -11,7 +11,7 @@ from .identities import Identity, IdentityRegistry, make_slug, normalize_name
 from .manifest import IdentityEntry, Manifest, ValidationSummary
 from .raw import RawRunWriter, RawStore, RunRecord
 from .schemas import CROP_SCHEMA, CURATED_SCHEMA, RAW_SCHEMA, SPLITS
-from .shards import ShardInfo, ShardSizing, ShardWriter, iter_batches, read_table
+from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, batch_name, iter_batches, read_table
 from .versions import DatasetStore, VersionWriter, new_version_id
 
 __all__ = [
@@ -35,9 +35,11 @@ __all__ = [
     "RunRecord",
     "ShardInfo",
     "ShardSizing",
+    "ShardTarget",
     "ShardWriter",
     "ValidationSummary",
     "VersionWriter",
+    "batch_name",
     "chunk_id",
     "iter_batches",
     "make_slug",

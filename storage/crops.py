@@ -29,7 +29,7 @@ from . import layout
 from .fs import Location
 from .manifest import VERSION_ID_PATTERN, check_id, is_valid_id, utcnow
 from .schemas import CROP_SCHEMA
-from .shards import ShardInfo, ShardSizing, ShardWriter, iter_batches
+from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, iter_batches
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,10 @@ class ChunkWriter:
     def __init__(self, store: CropStore, record: ChunkRecord) -> None:
         self.store = store
         self.record = record
-        self._shards = ShardWriter(store.location, store.chunk_dir(record.chunk_id), CROP_SCHEMA, store.sizing)
+        directory = store.chunk_dir(record.chunk_id)
+        self._shards = ShardWriter(store.location, directory, CROP_SCHEMA, store.sizing)
+        self.target = ShardTarget(store.location, directory, CROP_SCHEMA, store.sizing)
+        self._adopted: list[ShardInfo] = []
         self.committed = False
 
     def __enter__(self) -> ChunkWriter:
@@ -150,10 +153,17 @@ class ChunkWriter:
     def write(self, rows: Iterable[Mapping[str, Any]] | pa.Table) -> None:
         self._shards.write(rows)
 
+    def adopt(self, shards: Iterable[ShardInfo]) -> None:
+        """Add shards that other processes wrote through `target` (e.g. Ray tasks)."""
+        self._adopted.extend(shards)
+
     def commit(self, stats: Mapping[str, Any] | None = None) -> ChunkRecord:
+        """Finish the shards and write the record; shard files no list names are removed first."""
         if self.committed:
             raise ConflictError(f"crop chunk {self.record.chunk_id!r} is already committed")
-        record = self.record.model_copy(update={"shards": self._shards.close(), "stats": dict(stats or {})})
+        shards = self._shards.close() + sorted(self._adopted, key=lambda info: info.path)
+        self.target.sweep(shards)
+        record = self.record.model_copy(update={"shards": shards, "stats": dict(stats or {})})
         self.store.location.write_bytes_atomic(
             self.store._record_path(record.chunk_id), record.model_dump_json(indent=2).encode()
         )

@@ -11,6 +11,7 @@ columns are stored uncompressed (JPEG does not compress further), the rest with 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from facescale.errors import IntegrityError, StorageError
 
-from .fs import HashingWriter, Location, os_errors, sha256_file
+from .fs import TMP_PREFIX, HashingWriter, Location, os_errors, sha256_file
 from .schemas import to_table
 
 UNCOMPRESSED_COLUMNS = ("image", "crop")  # already-compressed JPEG/PNG bytes
@@ -153,9 +154,7 @@ class ShardWriter:
         stack = contextlib.ExitStack()
         raw = stack.enter_context(self.location.open_atomic(self._path))
         self._sink = HashingWriter(raw)
-        compression = {
-            f.name: ("NONE" if f.name in UNCOMPRESSED_COLUMNS else "ZSTD") for f in self.schema
-        }
+        compression = {f.name: ("NONE" if f.name in UNCOMPRESSED_COLUMNS else "ZSTD") for f in self.schema}
         self._writer = pq.ParquetWriter(
             self._sink,
             self.schema,
@@ -183,6 +182,49 @@ class ShardWriter:
         self._writer = self._stack = self._sink = None
         self._rows_in_shard = 0
         self._index += 1
+
+
+@dataclass(frozen=True)
+class ShardTarget:
+    """A directory that parallel writers (Ray tasks on any node) fill with shards of one schema.
+
+    Picklable: it travels to the workers, each of which writes whole shards named after its
+    batch (`write`) and returns their `ShardInfo`; the owner adopts them into a manifest or
+    record and, before committing, removes what no committed list names (`sweep`), e.g. the
+    shard of a task that finished writing but died before reporting and was retried.
+    """
+
+    location: Location
+    directory: str
+    schema: pa.Schema
+    sizing: ShardSizing
+
+    def write(self, rows: Iterable[Mapping[str, Any]] | pa.Table, name: str) -> list[ShardInfo]:
+        """Write ``rows`` as ``<name>-NNNNN.parquet`` shards (atomically; the same name overwrites)."""
+        with ShardWriter(self.location, self.directory, self.schema, self.sizing, prefix=name) as writer:
+            writer.write(rows)
+        return writer.shards
+
+    def sweep(self, keep: Iterable[ShardInfo]) -> list[str]:
+        """Remove Parquet and temporary files not named in ``keep``; returns the names removed."""
+        names = {posixpath.basename(info.path) for info in keep}
+        removed = [
+            name
+            for name in self.location.list_files(self.directory)
+            if name not in names and (name.endswith(".parquet") or name.startswith(TMP_PREFIX))
+        ]
+        for name in removed:
+            self.location.remove_file(posixpath.join(self.directory, name))
+        return removed
+
+
+def batch_name(keys: Iterable[str], prefix: str = "part") -> str:
+    """A shard name prefix derived from the keys of the rows it holds (a retried batch gets the same)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for key in sorted(keys):
+        digest.update(key.encode())
+        digest.update(b"\0")
+    return f"{prefix}-{digest.hexdigest()}"
 
 
 def read_table(

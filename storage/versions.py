@@ -23,7 +23,7 @@ from . import layout
 from .fs import Location
 from .manifest import IdentityEntry, Manifest, ValidationSummary, check_id, is_valid_id, utcnow
 from .schemas import CURATED_SCHEMA
-from .shards import ShardSizing, ShardWriter, iter_batches, verify_shard
+from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, iter_batches, verify_shard
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ class DatasetStore:
         manifest = Manifest.from_json(data, self.location.display(path))
         if manifest.version_id != version_id:
             raise ManifestError(
-                f"malformed manifest {self.location.display(path)}: "
-                f"it names version {manifest.version_id!r}"
+                f"malformed manifest {self.location.display(path)}: it names version {manifest.version_id!r}"
             )
         return manifest
 
@@ -151,9 +150,10 @@ class VersionWriter:
         self.parent = parent
         self.config = config
         self.directory = store.version_dir(version_id)
-        self._shards = ShardWriter(
-            store.location, posixpath.join(self.directory, layout.SHARDS_DIR), CURATED_SCHEMA, store.sizing
-        )
+        shards_dir = posixpath.join(self.directory, layout.SHARDS_DIR)
+        self._shards = ShardWriter(store.location, shards_dir, CURATED_SCHEMA, store.sizing)
+        self.target = ShardTarget(store.location, shards_dir, CURATED_SCHEMA, store.sizing)
+        self._adopted: list[ShardInfo] = []
         self.manifest: Manifest | None = None
 
     def __enter__(self) -> VersionWriter:
@@ -166,16 +166,20 @@ class VersionWriter:
     def write(self, rows: Iterable[Mapping[str, Any]] | pa.Table) -> None:
         self._shards.write(rows)
 
-    def commit(
-        self, identities: Sequence[IdentityEntry], notes: Mapping[str, Any] | None = None
-    ) -> Manifest:
-        """Finish the shards and atomically write the manifest: the version now exists."""
+    def adopt(self, shards: Iterable[ShardInfo]) -> None:
+        """Add shards that other processes wrote through `target` (e.g. Ray tasks)."""
+        self._adopted.extend(shards)
+
+    def commit(self, identities: Sequence[IdentityEntry], notes: Mapping[str, Any] | None = None) -> Manifest:
+        """Finish the shards and atomically write the manifest: the version now exists.
+
+        Shard files no list names (left by retried remote writers) are removed first.
+        """
         if self.manifest is not None:  # a second commit would rewrite an immutable manifest
             raise ConflictError(f"dataset version {self.version_id!r} is already committed")
-        infos = self._shards.close()
-        shard_infos = [
-            info.model_copy(update={"path": posixpath.join(layout.SHARDS_DIR, info.path)}) for info in infos
-        ]
+        infos = self._shards.close() + sorted(self._adopted, key=lambda info: info.path)
+        self.target.sweep(infos)
+        shard_infos = [info.model_copy(update={"path": posixpath.join(layout.SHARDS_DIR, info.path)}) for info in infos]
         manifest = Manifest(
             version_id=self.version_id,
             parent=self.parent,
@@ -188,5 +192,3 @@ class VersionWriter:
         self.manifest = manifest
         log.info("committed dataset version %s (%d rows, %d shards)", self.version_id, manifest.rows, len(shard_infos))
         return manifest
-
-

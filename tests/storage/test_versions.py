@@ -19,7 +19,9 @@ from facescale.storage import (
     DatasetStore,
     Location,
     ShardSizing,
+    ShardTarget,
     ValidationSummary,
+    batch_name,
     read_table,
 )
 
@@ -273,6 +275,49 @@ def test_verify_catches_a_missing_shard(store, make_curated_row, identities_for)
         store.verify("v1")
     with pytest.raises(IntegrityError, match="missing"):
         list(store.iter_batches("v1"))
+
+
+# -- shards written by other processes (Ray tasks) ------------------------------------------
+
+
+def test_shards_written_elsewhere_are_adopted_and_strays_swept(tmp_path, make_curated_row, identities_for):
+    import concurrent.futures
+    import multiprocessing
+    import pickle
+
+    store = DatasetStore(Location.from_uri(str(tmp_path)), SIZING)
+    rows = [make_curated_row(i) for i in range(10)]
+    with store.create("v1") as writer:
+        writer.write(rows[:2])
+        target = pickle.loads(pickle.dumps(writer.target))  # what a remote worker receives
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+            first = pool.submit(target.write, rows[2:6], batch_name([r["sample_id"] for r in rows[2:6]]))
+            second = pool.submit(target.write, rows[6:], batch_name([r["sample_id"] for r in rows[6:]]))
+            infos = first.result() + second.result()
+        # a task that wrote its shard, died before reporting it and was retried with another batch
+        target.write(rows[6:8], "part-stray")
+        writer.adopt(infos)
+        manifest = writer.commit(identities_for(rows))
+
+    assert sorted(_read(store, "v1"), key=lambda r: r["sample_id"]) == sorted(rows, key=lambda r: r["sample_id"])
+    assert manifest.rows == 10
+    assert [s.rows for s in manifest.shards] == [2, 3, 1, 3, 1]  # the writer's own shard first
+    names = store.root.list_files(posixpath.join(store.version_dir("v1"), "shards"))
+    assert names == sorted(posixpath.basename(s.path) for s in manifest.shards)  # the stray is gone
+    assert store.verify("v1") == manifest
+
+
+def test_a_batch_written_again_under_its_name_replaces_the_first_copy(location, make_curated_row):
+    target = ShardTarget(location, location.path("out"), CURATED_SCHEMA, SIZING)
+    rows = [make_curated_row(i) for i in range(4)]
+    name = batch_name(r["sample_id"] for r in rows)
+
+    first = target.write(rows, name)
+    again = target.write(list(reversed(rows)), batch_name(r["sample_id"] for r in reversed(rows)))
+
+    assert [s.path for s in again] == [s.path for s in first]  # the name depends on the keys, not their order
+    assert location.list_files(location.path("out")) == [s.path for s in first]
 
 
 # -- a writer killed with SIGKILL -----------------------------------------------------------
