@@ -95,6 +95,14 @@ class Location:
             posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory"
         )
 
+    def list_files(self, path: str) -> list[str]:
+        """Names of the files directly in ``path`` (empty when it does not exist)."""
+        with os_errors(path, self):
+            if not self.fs.exists(path):
+                return []
+            entries = self.fs.ls(path, detail=True)
+        return sorted(posixpath.basename(e["name"]) for e in entries if e["type"] == "file")
+
     # -- writing ---------------------------------------------------------------------------
     def makedirs(self, path: str) -> None:
         with os_errors(path, self):
@@ -154,6 +162,11 @@ class Location:
         if isinstance(protocols, str):
             protocols = (protocols,)
         return not DEFERRED_COMMIT_PROTOCOLS.isdisjoint(protocols)
+
+    def remove_file(self, path: str) -> None:
+        """Remove one file; a missing one is not an error."""
+        with os_errors(path, self), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(path)
 
     def remove_tree(self, path: str) -> None:
         with os_errors(path, self):
