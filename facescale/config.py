@@ -159,14 +159,21 @@ class TrainingSettings(_Section):
     batch_size: int = Field(64, ge=1)
     max_epochs: int = Field(60, ge=1)
     min_epochs: int = Field(1, ge=0)
-    stop_metric: str = "val_accuracy"
-    stop_threshold: float = Field(0.97, gt=0, le=1)
+    stop_metric: str = Field("val_accuracy", description="metric the threshold stop watches (val_loss, ...)")
+    stop_threshold: float = Field(
+        0.97, gt=0, description="stop when stop_metric reaches it (>= for accuracies, <= for losses)"
+    )
     learning_rate: float = Field(1e-3, gt=0)
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     weights: str | None = Field(
         None, description="local weights file; train from scratch when unset"
     )
-    seed: int = 0
+    embedding_dim: int = Field(128, ge=1, le=4096, description="width of the embedding layer (verification)")
+    shuffle_buffer: int = Field(8192, ge=1, description="about how many samples are shuffled together")
+    deterministic: bool = Field(
+        True, description="reproducible input order and ops (exact resume); False is faster on GPUs"
+    )
+    seed: int = Field(0, ge=0)
 
 
 class ServingSettings(_Section):

@@ -145,17 +145,8 @@ class Location:
                     fh.discard()
                 raise
             return
-        try:
-            with os_errors(path, self), open(tmp, "wb") as fh:
-                yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
-            with os_errors(path, self):
-                os.replace(tmp, path)
-                _fsync_dir(parent)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with os_errors(path, self), local_atomic_path(path) as tmp_path, open(tmp_path, "wb") as fh:
+            yield fh
 
     def _defers_commit(self) -> bool:
         protocols = self.fs.protocol
@@ -240,6 +231,42 @@ def os_errors(path: str, location: Location | None = None) -> Iterator[None]:
         shown = location.display(path) if location else path
         reason = exc.strerror or exc.__class__.__name__
         raise StorageError(f"cannot access {shown}: {reason}") from exc
+
+
+@contextlib.contextmanager
+def local_atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """A temporary name beside the local file ``path``; what is written there replaces it atomically.
+
+    For writers that want a file name rather than a handle (``keras.Model.save``, h5py):
+    the name is ``_tmp-<uuid>-<basename>`` in the same directory (so it keeps the suffix
+    such writers check). If the block exits cleanly the file is fsynced, renamed over
+    ``path`` (POSIX rename is atomic) and the directory fsynced; otherwise it is removed.
+
+    Args:
+        path: the local file to replace (its directory must exist).
+
+    Yields:
+        The temporary file name to write.
+    """
+    target = os.fspath(path)
+    parent = os.path.dirname(target) or "."
+    tmp = os.path.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{os.path.basename(target)}")
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+        _fsync_dir(parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: str) -> None:

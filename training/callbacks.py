@@ -1,6 +1,7 @@
 """Training callbacks Keras lacks: a threshold stop, an atomic resumable checkpoint, log lines.
 
 Keras' own callbacks cover the rest (``ModelCheckpoint``, ``CSVLogger``, ``TensorBoard``).
+Files are replaced atomically with storage's `local_atomic_path`.
 Why not ``keras.callbacks.BackupAndRestore``: it writes the weights and then the epoch
 number as two separate files (a kill between them resumes the wrong epoch), and it
 restores no callback state, so a resumed run would forget the best value seen so far.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +23,13 @@ from typing import Any, Literal, Protocol
 import keras
 
 from facescale.errors import ConflictError, ManifestError
+from facescale.storage.fs import local_atomic_path
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 STATE_FORMAT = 1
 WEIGHTS_PATTERN = "epoch-{epoch:05d}.weights.h5"
-_TMP_PREFIX = "_tmp-"
 
 
 def _direction(monitor: str, mode: str) -> Literal["min", "max"]:
@@ -225,13 +225,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         """Commit the model's current weights as the state after ``epoch`` epochs."""
         self.directory.mkdir(parents=True, exist_ok=True)
         name = WEIGHTS_PATTERN.format(epoch=epoch)
-        tmp = self.directory / f"{_TMP_PREFIX}{uuid.uuid4().hex}.weights.h5"
-        try:
+        with local_atomic_path(self.directory / name) as tmp:
             self.model.save_weights(tmp)
-            _fsync(tmp)
-            os.replace(tmp, self.directory / name)
-        finally:
-            tmp.unlink(missing_ok=True)
         state = {
             "format": STATE_FORMAT,
             "epoch": epoch,
@@ -240,72 +235,22 @@ class EpochCheckpoint(keras.callbacks.Callback):
             "fingerprint": _jsonable(self.fingerprint),
             "states": {k: _jsonable(v.get_state()) for k, v in self.stateful.items()},
         }
-        write_json_atomic(self.directory / STATE_FILE, state)
+        write_json(self.directory / STATE_FILE, state)
         for stale in self.directory.glob("*.weights.h5"):
             if stale.name != name:
                 stale.unlink(missing_ok=True)
         log.debug("checkpoint: epoch %d committed (%s)", epoch, "finished" if finished else "continuing")
 
 
-class EpochSummaries(keras.callbacks.Callback):
-    """Per-epoch scalars as TensorBoard event files, for when the tensorboard package is absent.
-
-    ``keras.callbacks.TensorBoard`` needs the ``tensorboard`` package for every summary;
-    this writes the same layout with TensorFlow's core summary ops: ``train/`` and
-    ``validation/`` runs with ``epoch_<metric>`` tags, readable by any TensorBoard.
-
-    Args:
-        log_dir: the TensorBoard log directory.
-    """
-
-    def __init__(self, log_dir: str | os.PathLike[str]) -> None:
-        super().__init__()
-        self.log_dir = Path(log_dir)
-        self._writers: dict[str, Any] = {}
-
-    def _writer(self, run: str) -> Any:
-        import tensorflow as tf
-
-        if run not in self._writers:
-            self._writers[run] = tf.summary.create_file_writer(str(self.log_dir / run))
-        return self._writers[run]
-
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
-
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-        )
-        for key, value in sorted((logs or {}).items()):
-            if not _is_number(value):
-                continue
-            run, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            with self._writer(run).as_default():
-                tf.summary.write(f"epoch_{name}", tf.constant(float(value), tf.float32), step=epoch, metadata=metadata)
-        for writer in self._writers.values():
-            writer.flush()
-
-    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
-
-
 def tensorboard(log_dir: str | os.PathLike[str]) -> keras.callbacks.Callback:
-    """Keras' TensorBoard callback when the tensorboard package is installed, else `EpochSummaries`.
+    """Keras' TensorBoard callback writing per-epoch scalars under ``log_dir`` (no graph).
 
     Args:
-        log_dir: the TensorBoard log directory.
+        log_dir: the TensorBoard log directory (``train/`` and ``validation/`` runs).
 
     Returns:
-        A callback writing per-epoch metrics under ``log_dir``.
+        The callback.
     """
-    try:
-        import tensorboard as _  # noqa: F401
-    except ImportError:
-        log.debug("tensorboard is not installed: writing epoch scalars with TensorFlow's summary ops")
-        return EpochSummaries(log_dir)
     return keras.callbacks.TensorBoard(str(log_dir), write_graph=False)
 
 
@@ -326,32 +271,14 @@ class LogEpochs(keras.callbacks.Callback):
         self.logger.info("epoch %d/%s: %s", epoch + 1, total, shown)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON so that readers see the old or the new file."""
-    tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync(path.parent)
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Replace the local file ``path`` with ``data`` as indented JSON, atomically.
 
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    Readers see the old or the new file, never half of one (`facescale.storage.fs.local_atomic_path`).
+    """
+    with local_atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
 
 
 def _is_number(value: Any) -> bool:

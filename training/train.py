@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,9 +48,10 @@ import tensorflow as tf
 from facescale.config import TrainingSettings
 from facescale.errors import ConfigError
 from facescale.storage import DatasetStore
+from facescale.storage.fs import local_atomic_path
 
-from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, write_json_atomic
-from .data import DEFAULT_SHUFFLE_BUFFER, CuratedInput, VersionInfo
+from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, write_json
+from .data import CuratedInput, VersionInfo
 from .model import build_model, use_mixed_precision
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,6 @@ def train(
     devices: Sequence[str] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 0,
-    deterministic: bool = True,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
 ) -> TrainResult:
     """Train the identity classifier on a CURATED version; resume if ``out_dir`` holds a run.
 
@@ -170,10 +168,11 @@ def train(
         devices: devices to mirror over (default: every GPU, else the CPU).
         callbacks: extra Keras callbacks (progress bars, ...), run before the checkpoint.
         verbose: passed to ``Model.fit`` (0: log one line per epoch instead).
-        deterministic: reproducible input order and ops (`make_deterministic`), so that a
-            resumed run ends where an uninterrupted one does; False trades that for speed
-            (mostly on GPUs).
-        shuffle_buffer: about how many samples are shuffled together (`data.CuratedInput`).
+
+    ``settings.deterministic`` makes the input order and the ops reproducible
+    (`make_deterministic`), so that a resumed run ends where an uninterrupted one does;
+    False trades that for speed (mostly on GPUs). ``settings.shuffle_buffer`` is about how
+    many samples are shuffled together (`data.CuratedInput`).
 
     Returns:
         The `TrainResult`; ``out_dir`` holds ``model.keras`` and ``labels.json``.
@@ -182,7 +181,9 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_monitor(settings.stop_metric)
-    train_input = CuratedInput(store, version_id, "train", settings.image_size, shuffle_buffer=shuffle_buffer)
+    train_input = CuratedInput(
+        store, version_id, "train", settings.image_size, shuffle_buffer=settings.shuffle_buffer
+    )
     info = train_input.info
     val_input = None
     if info.split_counts.get("val", 0):
@@ -193,7 +194,7 @@ def train(
             f"{settings.stop_metric!r} cannot be measured: monitor a training metric instead"
         )
 
-    if deterministic:
+    if settings.deterministic:
         make_deterministic()
     strategy = make_strategy(devices)
     replicas = strategy.num_replicas_in_sync
@@ -214,7 +215,6 @@ def train(
         "steps_per_epoch": steps,
         "validation_steps": validation_steps,
         "mixed_precision": mixed,
-        "input": {"deterministic": deterministic, "shuffle_buffer": shuffle_buffer},
     }
     backup = out / BACKUP_DIR
     saved = EpochCheckpoint.load(backup, fingerprint)
@@ -232,7 +232,9 @@ def train(
 
     keras.utils.set_random_seed(settings.seed)
     with strategy.scope():
-        model = build_model(info.num_classes, settings.image_size, settings.weights, mixed_precision=mixed)
+        model = build_model(
+            info.num_classes, settings.image_size, settings.weights, settings.embedding_dim, mixed_precision=mixed
+        )
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -255,7 +257,7 @@ def train(
             _truncate_history(out / HISTORY_FILE, resumed_from)
             stream = train_input.epochs(
                 global_batch, steps, start_epoch=resumed_from, end_epoch=settings.max_epochs,
-                seed=settings.seed, deterministic=deterministic,
+                seed=settings.seed, deterministic=settings.deterministic,
             )
             validation = val_input.dataset(global_batch) if val_input is not None else None
             model.fit(
@@ -304,7 +306,7 @@ def train(
         resumed_from=resumed_from,
         seconds=round(time.perf_counter() - started, 3),
     )
-    write_json_atomic(out / RESULT_FILE, result.to_json())
+    write_json(out / RESULT_FILE, result.to_json())
     for weights in backup.glob("*.weights.h5"):  # finished: the model is in model.keras
         weights.unlink(missing_ok=True)
     log.info(
@@ -338,22 +340,21 @@ def _check_monitor(monitor: str) -> None:
 def _export(model: keras.Model, info: VersionInfo, settings: TrainingSettings, mixed: bool, out: Path) -> None:
     """Write model.keras (float32, no optimizer state) and labels.json, each atomically."""
     if mixed:  # serve in float32 whatever the training precision: same layers, same weights
-        export = build_model(info.num_classes, settings.image_size, mixed_precision=False, name=model.name)
+        export = build_model(
+            info.num_classes, settings.image_size, embedding_dim=settings.embedding_dim, mixed_precision=False,
+            name=model.name,
+        )
         export.set_weights(model.get_weights())
     else:
         export = keras.Model(model.inputs, model.outputs, name=model.name)  # shares weights, uncompiled
-    tmp = out / f".tmp-{uuid.uuid4().hex}-{MODEL_FILE}"
-    try:
+    with local_atomic_path(out / MODEL_FILE) as tmp:
         export.save(tmp)
-        os.replace(tmp, out / MODEL_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
     labels = {
         "version_id": info.version_id,
         "num_classes": info.num_classes,
         "labels": {str(k): v for k, v in info.labels().items()},
     }
-    write_json_atomic(out / LABELS_FILE, labels)
+    write_json(out / LABELS_FILE, labels)
 
 
 def _truncate_history(path: Path, epochs: int) -> None:
@@ -375,9 +376,8 @@ def _truncate_history(path: Path, epochs: int) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerows([header, *kept])
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    with local_atomic_path(path) as tmp:
+        Path(tmp).write_text(buffer.getvalue(), encoding="utf-8")
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:
