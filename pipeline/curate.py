@@ -588,22 +588,32 @@ def _write_sheets(
     threshold: float,
     group_rows: int = 4000,
 ) -> str:
-    """Contact sheets for the touched identities (read in groups, so memory stays bounded) and an index page."""
+    """Contact sheets for the touched identities and an index page.
+
+    Crops are read in groups of identities of about ``group_rows`` photos, so memory stays
+    bounded; identities are grouped in the order of the chunk they first appear in, and each
+    group reads only the chunks holding its identities, so the chunks are read about once.
+    """
     sheets = location.child(layout.SHEETS_DIR)
     slugs = meta.column("identity_slug").to_pylist()
+    order = {c.chunk_id: n for n, c in enumerate(chunks)}
+    first_chunk: dict[str, int] = {}
+    for slug, chunk in zip(slugs, meta.column("chunk").to_pylist(), strict=True):
+        if slug in touched:
+            first_chunk[slug] = min(first_chunk.get(slug, len(order)), order.get(chunk, len(order)))
     rows_of = Counter(s for s in slugs if s in touched)
     groups: list[list[str]] = [[]]
     size = 0
-    for slug in sorted(rows_of):
+    for slug in sorted(rows_of, key=lambda s: (first_chunk[s], s)):
         if groups[-1] and size + rows_of[slug] > group_rows:
             groups.append([])
             size = 0
         groups[-1].append(slug)
         size += rows_of[slug]
-    needed = _chunks_for(meta, chunks, touched)
     for group in groups:
         if not group:
             continue
+        needed = _chunks_for(meta, chunks, set(group))
         wanted = pa.array(group, pa.string())
         images: dict[str, dict[str, bytes | None]] = defaultdict(dict)
         for batch in crops.iter_batches(needed, columns=["identity_slug", "image_id", "crop"], batch_size=2048):
@@ -678,7 +688,25 @@ def curate(
     progress = progress or Progress()
     store = DatasetStore(location, sizing)
     if version_id is not None and version_id in store.version_ids():
-        return _existing(store, store.get(version_id), validate, settings, "version already committed")
+        summary = _existing(store.get(version_id), "version already committed")
+    else:
+        # Everything the build held (crop metadata, plans, verdicts) is released before validating.
+        summary = _build(location, store, settings, sizing, version_id, progress)
+    if validate and summary.version_id is not None and not summary.published:
+        summary.validation = _validate(store, summary.version_id, settings)
+        summary.published = summary.validation.success
+    return summary
+
+
+def _build(
+    location: Location,
+    store: DatasetStore,
+    settings: CurationSettings,
+    sizing: ShardSizing | None,
+    version_id: str | None,
+    progress: Progress,
+) -> CurateSummary:
+    """Steps 1-3 and the commit: the new version (unvalidated), or why there is none."""
     raw = RawStore(location, sizing)
     crops = CropStore(location, sizing)
     params = crop_params(settings)
@@ -733,7 +761,7 @@ def curate(
         if parent is not None and parent_notes.get("content") == content:
             if auto:
                 exclusion_list.add(auto)
-            summary = _existing(store, parent, validate, settings, "nothing changed since this version")
+            summary = _existing(parent, "nothing changed since this version")
             summary.new_raw_shards, summary.prepared_rows, summary.rejected = new_shards, prepared, rejected
             summary.identities_waiting, summary.sheets = waiting, sheets
             return summary
@@ -783,12 +811,11 @@ def curate(
             manifest = writer.commit(entries, notes)
     if auto:  # after the commit: a run killed before it leaves the list as it was
         exclusion_list.add(auto)
-    validation = _validate(store, manifest.version_id, settings) if validate else None
     return CurateSummary(
         manifest.version_id,
         True,
-        bool(validation and validation.success),
-        validation,
+        False,
+        None,
         identities_changed=len(changed),
         rows=manifest.rows,
         **base,  # type: ignore[arg-type]
@@ -822,18 +849,13 @@ def _validate(store: DatasetStore, version_id: str, settings: CurationSettings) 
     return validate_version(store, version_id, publish=True, max_duplicate_rate=settings.max_duplicate_rate)
 
 
-def _existing(
-    store: DatasetStore, manifest: Manifest, validate: bool, settings: CurationSettings, why: str
-) -> CurateSummary:
-    validation = manifest.validation
-    if validate and not manifest.published:
-        validation = _validate(store, manifest.version_id, settings)
+def _existing(manifest: Manifest, why: str) -> CurateSummary:
     notes = manifest.notes.get("curation", {}) if manifest.notes else {}
     return CurateSummary(
         manifest.version_id,
         False,
-        bool(validation and validation.success),
-        validation,
+        manifest.published,
+        manifest.validation,
         new_raw_shards=0,
         prepared_rows=0,
         identities_kept=len(manifest.identities),

@@ -1,8 +1,10 @@
 """The Great Expectations gate over a CURATED dataset version: validate, document, publish.
 
 `validate_version` first checks the shards against the manifest's checksums, then streams them
-once into a frame of under 200 bytes a row (no image bytes: each image is hashed and fully decoded
-with Pillow, then dropped) and runs three GX suites named ``facescale_curated.*``. ``.schema``:
+once into a SQLite table on local disk (no image bytes: each image is hashed and fully decoded with
+Pillow, then dropped), so memory stays flat whatever the version's size, and runs three GX suites
+named ``facescale_curated.*``: the per-row one on that table (GX's SQL engine), the others on
+small pandas frames. ``.schema``:
 the shard columns are exactly `CURATED_SCHEMA`'s, in order. ``.rows``: no nulls in required
 columns; unique ``sample_id``; ``split`` in train/val/test; ``aug_index`` >= 0, and 0 in val and
 test (only train is augmented); labels within the manifest's, each ``identity_slug`` carrying its
@@ -20,18 +22,19 @@ results are written under ``<version>/validation/``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import json
 import logging
 import os
 import posixpath
+import sqlite3
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +71,7 @@ REQUIRED_COLUMNS = (
 )
 # The shard columns the rows frame keeps as they are (``image`` becomes its byte length).
 _KEPT = ("sample_id", "source_image_id", "identity", "identity_slug", "label", "split", "aug_index", "width", "height")
-_CATEGORICAL = ("source_image_id", "identity", "identity_slug", "split")  # few distinct values
+_INTEGERS = ("label", "aug_index", "width", "height")
 _COUNT_INDEX = ["identity_slug", "split"]
 _INDEX = {"rows": ["sample_id", "source_image_id", "identity_slug"], "counts": _COUNT_INDEX}  # identify offending rows
 _EXAMPLES = 3  # offending values quoted per failure line
@@ -123,20 +126,21 @@ def validate_version(
     except IntegrityError as exc:
         problems.append(f"shards: {exc}")
 
-    with _quiet():
+    with _quiet(), tempfile.TemporaryDirectory(prefix="facescale-gx-") as tmp:
         # Damaged shards: validate no rows rather than half-read ones.
-        rows, columns = _read_rows(iter(()) if problems else store.iter_batches(version_id, batch_size=batch_size))
-        _derive(rows, manifest)
-        counts, target = _counts(rows, manifest, problems)
+        batches = iter(()) if problems else store.iter_batches(version_id, batch_size=batch_size)
+        database = Path(tmp) / "rows.sqlite"
+        stats = _load_rows(batches, manifest, database)
+        counts, target = _counts(stats, manifest, problems)
         crop_size = _config_int(manifest.config, "crop_size", problems)
         checks = _suite(manifest, target=target, crop_size=crop_size, max_duplicate_rate=max_duplicate_rate)
-        frames = {"schema": _schema_frame(columns), "rows": rows, "counts": counts}
-        with tempfile.TemporaryDirectory(prefix="facescale-gx-") as tmp:
-            results, raw_results = _run_gx(checks, frames, Path(tmp))
-            _upload_docs(store, version_id, Path(tmp))
+        frames = {"schema": _schema_frame(stats.columns), "rows": database, "counts": counts}
+        docs = Path(tmp) / "docs"
+        results, raw_results = _run_gx(checks, frames, docs)
+        _upload_docs(store, version_id, docs)
+        statistics = _statistics(results, stats, database, max_duplicate_rate)
 
     failures = problems + [line for check, result in results if (line := _failure(check, result))]
-    statistics = _statistics(results, rows, max_duplicate_rate)
     summary = ValidationSummary(
         success=not failures,
         suite=SUITE_NAME,
@@ -169,23 +173,76 @@ def validate_version(
 
 
 # -- reading -----------------------------------------------------------------------------------
-def _read_rows(batches: Iterator[pa.RecordBatch]) -> tuple[pd.DataFrame, list[str]]:
-    """The rows frame (no image bytes) and the shard columns (the first list that differs)."""
-    columns: list[str] | None = None
-    parts: list[pa.Table] = []
+@dataclass
+class _RowStats:
+    """What one pass over the shards keeps besides the SQLite table: small aggregates only."""
+
+    columns: list[str]
+    rows: int = 0
+    per_group: Counter[tuple[str, str]] = field(default_factory=Counter)  # (identity_slug, split) -> rows
+    undecodable: int = 0
+
+
+#: The rows table: the shard columns GX checks (``image`` as its byte length) and derived ones.
+_ROW_COLUMNS = (
+    *(f"{name} {'INTEGER' if name in _INTEGERS else 'TEXT'}" for name in _KEPT),
+    "image INTEGER",
+    "image_sha256 TEXT",
+    "decoded_width INTEGER",
+    "decoded_height INTEGER",
+    "manifest_label INTEGER",
+    "image_decodes INTEGER",
+)
+
+
+def _load_rows(batches: Iterator[pa.RecordBatch], manifest: Manifest, database: Path) -> _RowStats:
+    """Stream the shards once into a SQLite table (no image bytes) that GX then queries.
+
+    Memory stays flat whatever the version's size: each batch's images are hashed and decoded,
+    its rows go to disk, and only per-(identity, split) counts stay in memory. Derived columns:
+    ``manifest_label`` (the manifest's label for the row's slug, -1 if none), ``image_decodes``
+    (1/0) and, once every row is in, ``source_splits`` (how many splits hold the row's source
+    photo).
+    """
+    labels = {entry.slug: entry.label for entry in manifest.identities}
+    stats = _RowStats(columns=list(CURATED_SCHEMA.names))
+    seen_columns: list[str] | None = None
     workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers, thread_name_prefix="fs-validate") as pool:
+    with contextlib.closing(sqlite3.connect(database)) as db, ThreadPoolExecutor(workers) as pool:
+        db.execute(f"CREATE TABLE rows ({', '.join(_ROW_COLUMNS)})")
+        insert = f"INSERT INTO rows VALUES ({', '.join('?' * len(_ROW_COLUMNS))})"
         for batch in batches:
             names = batch.schema.names
-            if columns is None or (columns == CURATED_SCHEMA.names and names != columns):
-                columns = names
-            parts.append(_frame_part(batch, pool))
-    table = pa.concat_tables(parts) if parts else _empty_part()
-    for name in _CATEGORICAL:
-        i = table.schema.get_field_index(name)
-        table = table.set_column(i, name, pc.dictionary_encode(table.column(name)))
-    frame = table.to_pandas(types_mapper=_pandas_types().get)
-    return frame, list(columns if columns is not None else CURATED_SCHEMA.names)
+            if seen_columns is None or (seen_columns == CURATED_SCHEMA.names and names != seen_columns):
+                seen_columns = names
+            part = _frame_part(batch, pool)
+            values = {name: part.column(name).to_pylist() for name in part.column_names}
+            values["manifest_label"] = [labels.get(slug, -1) for slug in values["identity_slug"]]
+            values["image_decodes"] = [int(w >= 0) for w in values["decoded_width"]]
+            db.executemany(insert, zip(*(values[c.split()[0]] for c in _ROW_COLUMNS), strict=True))
+            stats.rows += batch.num_rows
+            stats.per_group.update(
+                (slug, split)
+                for slug, split in zip(values["identity_slug"], values["split"], strict=True)
+                if slug is not None and split is not None
+            )
+            stats.undecodable += values["image_decodes"].count(0)
+        db.executescript(
+            """
+            CREATE TABLE source_splits (source_image_id TEXT PRIMARY KEY, n INTEGER);
+            INSERT INTO source_splits
+                SELECT source_image_id, COUNT(DISTINCT split) FROM rows
+                WHERE source_image_id IS NOT NULL GROUP BY source_image_id;
+            ALTER TABLE rows ADD COLUMN source_splits INTEGER;
+            UPDATE rows SET source_splits = COALESCE(
+                (SELECT n FROM source_splits s WHERE s.source_image_id = rows.source_image_id), 1);
+            DROP TABLE source_splits;
+            """
+        )
+        db.commit()
+    if seen_columns is not None:
+        stats.columns = list(seen_columns)
+    return stats
 
 
 def _frame_part(batch: pa.RecordBatch, pool: ThreadPoolExecutor | None) -> pa.Table:
@@ -198,11 +255,6 @@ def _frame_part(batch: pa.RecordBatch, pool: ThreadPoolExecutor | None) -> pa.Ta
     arrays["decoded_width"] = pa.array([w for _, w, _ in inspected], pa.int32())
     arrays["decoded_height"] = pa.array([h for _, _, h in inspected], pa.int32())
     return pa.table(arrays)
-
-
-def _empty_part() -> pa.Table:
-    batch = pa.RecordBatch.from_pylist([], schema=CURATED_SCHEMA)
-    return _frame_part(batch, None)
 
 
 def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
@@ -237,39 +289,12 @@ def _inspect_image(data: bytes | None) -> tuple[str | None, int, int]:
         return digest, -1, -1
 
 
-@functools.cache
-def _pandas_types() -> dict[pa.DataType, Any]:
-    """Arrow integer types -> pandas nullable ones (a null label stays a null, not a float NaN)."""
-    import pandas as pd
-
-    return {
-        pa.int8(): pd.Int8Dtype(),
-        pa.int16(): pd.Int16Dtype(),
-        pa.int32(): pd.Int32Dtype(),
-        pa.int64(): pd.Int64Dtype(),
-    }
-
-
-# -- derived columns and the counts table -------------------------------------------------------
-def _derive(rows: pd.DataFrame, manifest: Manifest) -> None:
-    """Add the columns GX checks that a single row cannot show (in place)."""
-    import numpy as np
-
-    labels = {entry.slug: entry.label for entry in manifest.identities}
-    slugs = rows["identity_slug"]
-    lookup = np.array([labels.get(s, -1) for s in slugs.cat.categories] + [-1], dtype=np.int32)
-    rows["manifest_label"] = lookup[slugs.cat.codes.to_numpy()]  # code -1 (null) picks the last
-    rows["image_decodes"] = rows["decoded_width"].to_numpy() >= 0
-    per_source = rows.groupby("source_image_id", observed=True)["split"].transform("nunique")
-    rows["source_splits"] = per_source.fillna(1).astype("int8")
-
-
-def _counts(rows: pd.DataFrame, manifest: Manifest, problems: list[str]) -> tuple[pd.DataFrame, int | None]:
+# -- the counts table ----------------------------------------------------------------------------
+def _counts(stats: _RowStats, manifest: Manifest, problems: list[str]) -> tuple[pd.DataFrame, int | None]:
     """Observed vs manifest rows per (identity, split), and the train target where configured."""
     import pandas as pd
 
-    observed = rows.groupby(["identity_slug", "split"], observed=True).size()
-    found = {(str(slug), str(split)): int(n) for (slug, split), n in observed.items() if n}
+    found = {(str(slug), str(split)): n for (slug, split), n in stats.per_group.items() if n}
     expected = {(e.slug, s): e.counts.get(s, 0) for e in manifest.identities for s in SPLITS}
     keys = sorted(set(expected) | set(found))
     target = _train_target(manifest.config, problems)
@@ -381,8 +406,8 @@ def _suite(manifest: Manifest, *, target: int | None, crop_size: int | None, max
         ),
         _Check(
             "rows",
-            gxe.ExpectColumnValuesToBeInSet(column="image_decodes", value_set=[True]),
-            "image must decode (image_decodes)",
+            gxe.ExpectColumnValuesToBeInSet(column="image_decodes", value_set=[1]),
+            "image must decode (image_decodes = 1)",
         ),
         _Check(
             "rows",
@@ -442,9 +467,12 @@ def _suite(manifest: Manifest, *, target: int | None, crop_size: int | None, max
 
 
 def _run_gx(
-    checks: list[_Check], frames: Mapping[str, pd.DataFrame], docs: Path
+    checks: list[_Check], frames: Mapping[str, pd.DataFrame | Path], docs: Path
 ) -> tuple[list[tuple[_Check, Any]], dict[str, Any]]:
     """Run each asset's suite and build the Data Docs site in ``docs``.
+
+    An asset given as a path is the ``rows`` table of that SQLite file (GX turns its
+    expectations into SQL, so the rows never sit in memory); the others are pandas frames.
 
     Returns:
         (check, its expectation result) in suite order, and the raw results per suite name.
@@ -470,7 +498,7 @@ def _run_gx(
         progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
     )
     context = gx.get_context(mode="ephemeral", project_config=config)
-    source = context.data_sources.add_pandas("facescale")
+    pandas_source = context.data_sources.add_pandas("facescale")
     by_key: dict[str, _Check] = {}
     outcomes: dict[str, Any] = {}
     raw: dict[str, Any] = {}
@@ -484,12 +512,18 @@ def _run_gx(
         suite = context.suites.add(
             gx.ExpectationSuite(name=f"{SUITE_NAME}.{asset}", expectations=[c.expectation for c in own])
         )
-        batch = source.add_dataframe_asset(asset).add_batch_definition_whole_dataframe("all")
+        parameters: dict[str, Any] = {}
+        if isinstance(frame, Path):
+            sql = context.data_sources.add_sqlite(f"facescale-{asset}", connection_string=f"sqlite:///{frame}")
+            batch = sql.add_table_asset(asset, table_name="rows").add_batch_definition_whole_table("all")
+        else:
+            batch = pandas_source.add_dataframe_asset(asset).add_batch_definition_whole_dataframe("all")
+            parameters = {"dataframe": frame}
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=asset, data=batch, suite=suite))
         result_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": _PARTIAL}
         if asset in _INDEX:
             result_format["unexpected_index_column_names"] = _INDEX[asset]
-        run = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
+        run = definition.run(batch_parameters=parameters, result_format=result_format)
         raw[suite.name] = run.to_json_dict()
         for result in run.results:
             outcomes[result.expectation_config.meta["facescale_check"]] = result
@@ -546,19 +580,27 @@ def _plain(value: Any) -> str:
     return str(value.item() if hasattr(value, "item") else value)
 
 
-def _statistics(results: list[tuple[_Check, Any]], rows: pd.DataFrame, max_duplicate_rate: float) -> dict[str, Any]:
-    originals = rows.loc[rows["aug_index"] == 0, "image_sha256"].dropna()
-    duplicate_rate = float(originals.duplicated(keep=False).mean()) if len(originals) else 0.0
+def _statistics(
+    results: list[tuple[_Check, Any]], stats: _RowStats, database: Path, max_duplicate_rate: float
+) -> dict[str, Any]:
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        originals, repeated = db.execute(
+            "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(CASE WHEN n > 1 THEN n ELSE 0 END), 0) FROM ("
+            " SELECT COUNT(*) AS n FROM rows WHERE aug_index = 0 AND image_sha256 IS NOT NULL GROUP BY image_sha256)"
+        ).fetchone()
     met = sum(1 for _, r in results if r.success)
+    split_rows: Counter[str] = Counter()
+    for (_, split), n in stats.per_group.items():
+        split_rows[split] += n
     return {
         "evaluated_expectations": len(results),
         "successful_expectations": met,
         "unsuccessful_expectations": len(results) - met,
-        "rows": len(rows),
-        "identities": int(rows["identity_slug"].nunique()),
-        "split_rows": {s: int((rows["split"] == s).sum()) for s in SPLITS},
-        "undecodable_images": int((~rows["image_decodes"]).sum()),
-        "duplicate_rate": round(duplicate_rate, 6),
+        "rows": stats.rows,
+        "identities": len({slug for slug, _ in stats.per_group}),
+        "split_rows": {s: split_rows.get(s, 0) for s in SPLITS},
+        "undecodable_images": stats.undecodable,
+        "duplicate_rate": round(repeated / originals, 6) if originals else 0.0,
         "max_duplicate_rate": max_duplicate_rate,
     }
 

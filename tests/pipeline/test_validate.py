@@ -191,8 +191,8 @@ def test_undecodable_images(store: DatasetStore, commit: Commit) -> None:
     garbage["image"] = b"not an image at all"
     truncated = first(rows, split="val")
     truncated["image"] = truncated["image"][: len(truncated["image"]) // 2]
-    summary = check_failed(store, commit(rows), "image must decode (image_decodes): 2 of 48 rows fail", alone=False)
-    line = next(f for f in summary.failures if f.startswith("image must decode (image_decodes)"))
+    summary = check_failed(store, commit(rows), "image must decode (image_decodes = 1): 2 of 48 rows fail", alone=False)
+    line = next(f for f in summary.failures if f.startswith("image must decode (image_decodes = 1)"))
     assert garbage["sample_id"] in line
     assert truncated["sample_id"] in line
     assert summary.statistics["undecodable_images"] == 2
