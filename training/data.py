@@ -201,10 +201,19 @@ class CuratedInput:
         """Size of the classifier head: the largest label + 1."""
         return self.info.num_classes
 
-    def steps(self, batch_size: int, drop_remainder: bool = False) -> int:
-        """Batches in one pass over the split."""
-        full, rest = divmod(self.num_examples, batch_size)
+    def steps(self, batch_size: int, drop_remainder: bool = False, shards: int = 1) -> int:
+        """Batches in one pass over the split (over its smallest shard when ``shards`` > 1)."""
+        full, rest = divmod(self.num_examples // shards if shards > 1 else self.num_examples, batch_size)
         return full if drop_remainder or not rest else full + 1
+
+    def shard_examples(self, shard: tuple[int, int] | None) -> int:
+        """Examples in shard ``(count, index)`` of the split: every count-th sample from index on."""
+        if shard is None:
+            return self.num_examples
+        count, index = shard
+        if not 0 <= index < count:
+            raise ConfigError(f"shard index {index} is not in 0..{count - 1}")
+        return len(range(index, self.num_examples, count))
 
     # -- datasets ------------------------------------------------------------------------
     def encoded(self, *, shuffle: bool = False, seed: int = 0, epoch: int | tf.Tensor = 0) -> tf.data.Dataset:
@@ -245,6 +254,7 @@ class CuratedInput:
         drop_remainder: bool = False,
         deterministic: bool = True,
         prefetch: bool = True,
+        shard: tuple[int, int] | None = None,
     ) -> tf.data.Dataset:
         """One pass over the split as batches of model inputs.
 
@@ -256,12 +266,17 @@ class CuratedInput:
             drop_remainder: drop a last, partial batch (training).
             deterministic: keep the order through the parallel decode (reproducible).
             prefetch: end with ``prefetch(AUTOTUNE)``.
+            shard: ``(count, index)``: keep every count-th sample of the order from
+                ``index`` on, before decoding (a worker's share in multi-worker training).
 
         Returns:
             Batches of ``(float32 images (B, S, S, 3) in [-1, 1], int32 labels (B,))``.
         """
         size = self.image_size
         samples = self.encoded(shuffle=shuffle, seed=seed, epoch=epoch)
+        examples = self.shard_examples(shard)
+        if shard is not None:
+            samples = samples.shard(*shard)
         images = samples.map(
             lambda image, label: (resize_image(image, size), label),
             num_parallel_calls=AUTOTUNE,
@@ -271,7 +286,9 @@ class CuratedInput:
         batches = batches.map(lambda x, y: (scale_images(x), y), num_parallel_calls=AUTOTUNE, deterministic=True)
         # The manifest's count, checked while reading: a shard holding fewer rows of the
         # split than the manifest says fails loudly instead of shortening epochs.
-        batches = batches.apply(tf.data.experimental.assert_cardinality(self.steps(batch_size, drop_remainder)))
+        full, rest = divmod(examples, batch_size)
+        steps = full if drop_remainder or not rest else full + 1
+        batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
         return batches.prefetch(AUTOTUNE) if prefetch else batches
 
     def epochs(
@@ -283,6 +300,7 @@ class CuratedInput:
         end_epoch: int,
         seed: int = 0,
         deterministic: bool = True,
+        shard: tuple[int, int] | None = None,
     ) -> tf.data.Dataset:
         """The training stream for ``Model.fit(steps_per_epoch=...)``: epochs ``start..end-1``.
 
@@ -297,11 +315,12 @@ class CuratedInput:
             end_epoch: one past the last epoch.
             seed: the run's seed.
             deterministic: keep a reproducible order through the parallel stages.
+            shard: ``(count, index)``: this worker's share of every epoch (`dataset`).
 
         Returns:
             A dataset of ``(end_epoch - start_epoch) * steps_per_epoch`` batches.
         """
-        available = self.steps(batch_size, drop_remainder=True)
+        available = self.shard_examples(shard) // batch_size
         if steps_per_epoch < 1 or steps_per_epoch > available:
             raise ConfigError(
                 f"steps_per_epoch={steps_per_epoch} does not fit the {self.split} split "
@@ -312,7 +331,7 @@ class CuratedInput:
         def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
             batches = self.dataset(
                 batch_size, shuffle=True, seed=seed, epoch=epoch, drop_remainder=True,
-                deterministic=deterministic, prefetch=False,
+                deterministic=deterministic, prefetch=False, shard=shard,
             )
             return batches.take(steps_per_epoch)
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from facescale.errors import ConfigError
@@ -140,6 +141,41 @@ def embedding_model(model: keras.Model) -> keras.Model:
     embedding = model.get_layer(EMBEDDING_LAYER).output
     normalized = keras.layers.UnitNormalization(axis=-1, dtype="float32", name=NORMALIZED_EMBEDDING_LAYER)(embedding)
     return keras.Model(model.inputs, normalized, name=f"{model.name}_embedding")
+
+
+def grow_from(model: keras.Model, previous: keras.Model) -> dict[str, int]:
+    """Warm start: copy ``previous``'s backbone and embedding into ``model`` and grow its head.
+
+    Labels are stable (label i is the same identity in every version), so the head's
+    column i of the previous model is column i of the new one: the previous model's
+    columns are copied, the new identities' columns keep their fresh initialisation.
+
+    Args:
+        model: a freshly built model with at least as many classes as ``previous``.
+        previous: the model to start from (same embedding width).
+
+    Returns:
+        ``{"copied_classes": ..., "new_classes": ...}``.
+    """
+    for name in (BACKBONE_LAYER, "embedding_dense", EMBEDDING_LAYER):
+        try:
+            model.get_layer(name).set_weights(previous.get_layer(name).get_weights())
+        except ValueError as exc:
+            raise ConfigError(f"cannot warm-start from {previous.name}: layer {name!r} differs ({exc})") from exc
+    old_kernel, old_bias = previous.get_layer(LOGITS_LAYER).get_weights()
+    head = model.get_layer(LOGITS_LAYER)
+    kernel, bias = (np.array(w) for w in head.get_weights())
+    old_classes, classes = old_kernel.shape[1], kernel.shape[1]
+    if old_classes > classes or old_kernel.shape[0] != kernel.shape[0]:
+        raise ConfigError(
+            f"cannot warm-start a {classes}-class model with embedding {kernel.shape[0]} from a "
+            f"{old_classes}-class one with embedding {old_kernel.shape[0]}"
+        )
+    kernel[:, :old_classes] = old_kernel
+    bias[:old_classes] = old_bias
+    head.set_weights([kernel, bias])
+    log.info("warm start: backbone and embedding copied, head grown from %d to %d classes", old_classes, classes)
+    return {"copied_classes": int(old_classes), "new_classes": int(classes - old_classes)}
 
 
 def _weights_file(weights: str | os.PathLike[str] | None) -> str | None:

@@ -46,13 +46,14 @@ import keras
 import tensorflow as tf
 
 from facescale.config import TrainingSettings
-from facescale.errors import ConfigError
+from facescale.errors import ConfigError, ConflictError
 from facescale.storage import DatasetStore
 from facescale.storage.fs import local_atomic_path
 
 from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, write_json
 from .data import CuratedInput, VersionInfo
-from .model import build_model, use_mixed_precision
+from .evaluate import accuracy_on_labels, predict_split
+from .model import build_model, grow_from, use_mixed_precision
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ class TrainResult:
     mixed_precision: bool = False
     resumed_from: int = 0  # epochs already done when the last call started (0: fresh)
     seconds: float = 0.0  # wall time of the last call
+    settings: dict[str, Any] = field(default_factory=dict)  # the TrainingSettings used
+    max_steps_per_epoch: int | None = None  # the caps it ran under (a rerun of "the same config")
+    validation_steps: int | None = None
+    workers: int = 1  # processes trained together (MultiWorkerMirroredStrategy); 1 otherwise
+    warm_start: dict[str, Any] | None = None  # the warm-start report (see `train`)
 
     @property
     def model_path(self) -> Path:
@@ -107,8 +113,52 @@ class TrainResult:
         return cls(out_dir=Path(out_dir), **data)
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """Where this process stands in a multi-worker run (one worker, the chief, otherwise)."""
+
+    workers: int = 1
+    index: int = 0  # this worker's input shard
+    chief: bool = True  # writes the artifacts
+
+    @property
+    def multi(self) -> bool:
+        return self.workers > 1
+
+
+def cluster_from_env() -> Cluster:
+    """The cluster ``TF_CONFIG`` describes, or a single worker when it is unset.
+
+    ``TF_CONFIG`` is TensorFlow's JSON: ``{"cluster": {"worker": ["host:port", ...]},
+    "task": {"type": "worker", "index": i}}`` (a ``chief`` job may be listed too). The
+    chief is the ``chief`` task, or worker 0 when there is none.
+    """
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return Cluster()
+    try:
+        config = json.loads(raw)
+        jobs = config.get("cluster", {})
+        task = config.get("task", {})
+        members = [("chief", i) for i in range(len(jobs.get("chief", [])))]
+        members += [("worker", i) for i in range(len(jobs.get("worker", [])))]
+        me = (task["type"], int(task["index"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"TF_CONFIG is not a valid cluster description: {exc}") from exc
+    if me not in members:
+        raise ConfigError(f"TF_CONFIG: task {me[0]}:{me[1]} is not in its cluster ({len(members)} members)")
+    return Cluster(workers=len(members), index=members.index(me), chief=members.index(me) == 0)
+
+
 def make_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
-    """``MirroredStrategy`` over ``devices``, by default every visible GPU (else the CPU).
+    """The distribution strategy: multi-worker when ``TF_CONFIG`` names a cluster, else mirrored.
+
+    - ``TF_CONFIG`` set (and no ``devices``): ``MultiWorkerMirroredStrategy``, synchronous
+      data parallelism across the cluster's processes (collective all-reduce over gRPC;
+      NCCL between GPUs); every worker mirrors over its own visible GPUs (or its CPU).
+      Create it before any other TensorFlow op runs in the process.
+    - otherwise ``MirroredStrategy`` over ``devices``, by default every visible GPU (else
+      the CPU).
 
     Args:
         devices: device names such as ``["/gpu:0", "/gpu:1"]`` or ``["/cpu:0", "/cpu:1"]``.
@@ -116,6 +166,15 @@ def make_strategy(devices: Sequence[str] | None = None) -> tf.distribute.Strateg
     Returns:
         The strategy; ``num_replicas_in_sync`` replicas each take ``batch_size`` examples.
     """
+    if devices is None and cluster_from_env().multi:
+        strategy: tf.distribute.Strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = strategy.cluster_resolver
+        log.info(
+            "MultiWorkerMirroredStrategy: %d replica(s) in all; this is %s:%s on %s",
+            strategy.num_replicas_in_sync, resolver.task_type, resolver.task_id,
+            ", ".join(strategy.extended.worker_devices),
+        )
+        return strategy
     strategy = tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
     log.info("MirroredStrategy: %d replica(s) on %s", strategy.num_replicas_in_sync,
              ", ".join(strategy.extended.worker_devices))
@@ -154,6 +213,7 @@ def train(
     devices: Sequence[str] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 0,
+    warm_start: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train the identity classifier on a CURATED version; resume if ``out_dir`` holds a run.
 
@@ -168,6 +228,13 @@ def train(
         devices: devices to mirror over (default: every GPU, else the CPU).
         callbacks: extra Keras callbacks (progress bars, ...), run before the checkpoint.
         verbose: passed to ``Model.fit`` (0: log one line per epoch instead).
+        warm_start: a local directory holding a previous model (``model.keras`` and
+            ``labels.json``, e.g. a registered model's files) to start from: its backbone
+            and embedding are copied, its head rows are copied for the labels it had and
+            the new identities' rows start fresh (`model.grow_from`). After training, the
+            previous and the new model are both evaluated on the test samples of the
+            previous model's identities; the report (``warm_start`` in the result) says
+            whether the new model is at least as good on them.
 
     ``settings.deterministic`` makes the input order and the ops reproducible
     (`make_deterministic`), so that a resumed run ends where an uninterrupted one does;
@@ -196,16 +263,24 @@ def train(
 
     if settings.deterministic:
         make_deterministic()
-    strategy = make_strategy(devices)
+    cluster = cluster_from_env() if devices is None else Cluster()
+    strategy = make_strategy(devices)  # first: a multi-worker strategy must precede other TF ops
+    previous = _previous_model(Path(warm_start), info) if warm_start is not None else None
     replicas = strategy.num_replicas_in_sync
     global_batch = settings.batch_size * replicas
-    available = train_input.steps(global_batch, drop_remainder=True)
+    # Each worker streams its own shard of the split (every workers-th sample).
+    available = train_input.steps(global_batch, drop_remainder=True, shards=cluster.workers)
     if available < 1:
         raise ConfigError(
             f"the train split of {version_id} has {train_input.num_examples} examples, fewer than one "
             f"global batch ({settings.batch_size} x {replicas} replicas): lower training.batch_size"
         )
     steps = min(available, max_steps_per_epoch) if max_steps_per_epoch else available
+    if cluster.multi and val_input is not None:
+        full = val_input.steps(global_batch, drop_remainder=True, shards=cluster.workers)
+        if full < 1:
+            raise ConfigError(f"the val split of {version_id} is smaller than one global batch per worker")
+        validation_steps = min(validation_steps or full, full)  # equal on every worker
     mixed = use_mixed_precision(settings.mixed_precision)
     fingerprint = {
         "version_id": version_id,
@@ -216,6 +291,13 @@ def train(
         "validation_steps": validation_steps,
         "mixed_precision": mixed,
     }
+    if previous is not None:
+        fingerprint["warm_start"] = previous.fingerprint
+    if cluster.multi:
+        fingerprint["workers"] = cluster.workers
+    if not cluster.chief:  # only the chief writes the artifacts; a worker keeps its own state to resume
+        out = out / f"worker-{cluster.index}"
+        out.mkdir(parents=True, exist_ok=True)
     backup = out / BACKUP_DIR
     saved = EpochCheckpoint.load(backup, fingerprint)
     if saved is not None and saved.finished and (out / RESULT_FILE).is_file():
@@ -253,13 +335,20 @@ def train(
         )
         if saved is not None:
             checkpoint.restore(model, saved)
+        elif previous is not None:
+            grow_from(model, previous.model)
         if saved is None or not saved.finished:
             _truncate_history(out / HISTORY_FILE, resumed_from)
-            stream = train_input.epochs(
-                global_batch, steps, start_epoch=resumed_from, end_epoch=settings.max_epochs,
-                seed=settings.seed, deterministic=settings.deterministic,
-            )
-            validation = val_input.dataset(global_batch) if val_input is not None else None
+            if cluster.multi:
+                stream, validation = _worker_inputs(
+                    strategy, train_input, val_input, settings, steps, resumed_from, validation_steps
+                )
+            else:
+                stream = train_input.epochs(
+                    global_batch, steps, start_epoch=resumed_from, end_epoch=settings.max_epochs,
+                    seed=settings.seed, deterministic=settings.deterministic,
+                )
+                validation = val_input.dataset(global_batch) if val_input is not None else None
             model.fit(
                 stream,
                 epochs=settings.max_epochs,
@@ -288,7 +377,11 @@ def train(
         stopped_by: Literal["threshold", "max_epochs", "callback"] = "threshold"
     else:
         stopped_by = "max_epochs" if epochs >= settings.max_epochs else "callback"
-    _export(model, info, settings, mixed, out)
+    warm_report = None
+    if cluster.chief:
+        export = _export(model, info, settings, mixed, out)
+        if previous is not None:
+            warm_report = _warm_start_report(store, version_id, previous, export)
     result = TrainResult(
         out_dir=out,
         version_id=version_id,
@@ -305,6 +398,11 @@ def train(
         mixed_precision=mixed,
         resumed_from=resumed_from,
         seconds=round(time.perf_counter() - started, 3),
+        settings=settings.model_dump(mode="json"),
+        max_steps_per_epoch=max_steps_per_epoch,
+        validation_steps=validation_steps,
+        workers=cluster.workers,
+        warm_start=warm_report,
     )
     write_json(out / RESULT_FILE, result.to_json())
     for weights in backup.glob("*.weights.h5"):  # finished: the model is in model.keras
@@ -337,8 +435,8 @@ def _check_monitor(monitor: str) -> None:
         raise ConfigError(f"training.stop_metric {monitor!r} is not logged: use one of {', '.join(known)}")
 
 
-def _export(model: keras.Model, info: VersionInfo, settings: TrainingSettings, mixed: bool, out: Path) -> None:
-    """Write model.keras (float32, no optimizer state) and labels.json, each atomically."""
+def _export(model: keras.Model, info: VersionInfo, settings: TrainingSettings, mixed: bool, out: Path) -> keras.Model:
+    """Write model.keras (float32, no optimizer state) and labels.json, each atomically; return that model."""
     if mixed:  # serve in float32 whatever the training precision: same layers, same weights
         export = build_model(
             info.num_classes, settings.image_size, embedding_dim=settings.embedding_dim, mixed_precision=False,
@@ -355,6 +453,107 @@ def _export(model: keras.Model, info: VersionInfo, settings: TrainingSettings, m
         "labels": {str(k): v for k, v in info.labels().items()},
     }
     write_json(out / LABELS_FILE, labels)
+    return export
+
+
+@dataclass(frozen=True)
+class _Previous:
+    """The model a warm start begins from."""
+
+    directory: Path
+    model: keras.Model
+    labels: dict[int, dict[str, str]]
+    version_id: str
+    fingerprint: dict[str, Any]
+
+
+def _previous_model(directory: Path, info: VersionInfo) -> _Previous:
+    """Load the warm start's model and check that its labels mean the same identities here."""
+    from .artifacts import file_sha256
+
+    try:
+        labels_doc = json.loads((directory / LABELS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"cannot warm-start from {directory}: no {LABELS_FILE} (not a model directory)") from None
+    labels = {int(k): v for k, v in labels_doc["labels"].items()}
+    current = info.labels()
+    changed = [
+        f"label {k}: {v['slug']} -> {current[k]['slug']}" for k, v in labels.items() if k in current and
+        current[k]["slug"] != v["slug"]
+    ]
+    if changed:
+        raise ConflictError(
+            f"cannot warm-start from {directory}: its labels mean other identities ({'; '.join(changed)})"
+        )
+    if max(labels, default=-1) >= info.num_classes:
+        raise ConflictError(
+            f"cannot warm-start from {directory}: it has labels up to {max(labels)}, "
+            f"the dataset version only {info.num_classes} classes"
+        )
+    model = keras.saving.load_model(directory / MODEL_FILE, compile=False)
+    fingerprint = {"model_sha256": file_sha256(directory / MODEL_FILE), "version_id": labels_doc["version_id"]}
+    return _Previous(directory, model, labels, labels_doc["version_id"], fingerprint)
+
+
+def _warm_start_report(store: DatasetStore, version_id: str, previous: _Previous, model: keras.Model) -> dict[str, Any]:
+    """Both models' top-1 accuracy on the test samples of the previous model's identities."""
+    old = sorted(previous.labels)
+    before = accuracy_on_labels(predict_split(previous.model, store, version_id, "test"), old)
+    after = accuracy_on_labels(predict_split(model, store, version_id, "test"), old)
+    report = {
+        "previous_version_id": previous.version_id,
+        "previous_model_sha256": previous.fingerprint["model_sha256"],
+        "old_identities": len(old),
+        "test_samples": before[1],
+        "previous_accuracy": before[0],
+        "new_accuracy": after[0],
+        "at_least_as_good": None if before[0] is None else bool(after[0] >= before[0]),
+        "copied_classes": int(previous.model.output_shape[-1]),
+        "new_classes": int(model.output_shape[-1] - previous.model.output_shape[-1]),
+    }
+    log.info(
+        "warm start: on the %d test samples of the %d previous identities, accuracy %s -> %s (%s)",
+        report["test_samples"], report["old_identities"], report["previous_accuracy"], report["new_accuracy"],
+        "at least as good" if report["at_least_as_good"] else "WORSE" if report["at_least_as_good"] is False
+        else "no test samples",
+    )
+    return report
+
+
+def _worker_inputs(
+    strategy: tf.distribute.Strategy,
+    train_input: CuratedInput,
+    val_input: CuratedInput | None,
+    settings: TrainingSettings,
+    steps: int,
+    start_epoch: int,
+    validation_steps: int | None,
+) -> tuple[Any, Any]:
+    """Per-worker input for MultiWorkerMirroredStrategy: each worker reads its own shard.
+
+    ``distribute_datasets_from_function`` calls the function once per worker with its
+    pipeline id; the worker keeps every ``workers``-th sample of the (seeded) order, before
+    decoding, and batches per replica. Nothing is re-batched or auto-sharded by tf.data.
+    """
+    local = len(strategy.extended.worker_devices)  # replicas on this worker
+
+    def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return train_input.epochs(
+            settings.batch_size, steps * local, start_epoch=start_epoch, end_epoch=settings.max_epochs,
+            seed=settings.seed, deterministic=settings.deterministic,
+            shard=(context.num_input_pipelines, context.input_pipeline_id),
+        )
+
+    def val_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        assert val_input is not None
+        shard = (context.num_input_pipelines, context.input_pipeline_id)
+        return val_input.dataset(settings.batch_size, drop_remainder=True, shard=shard).take(
+            (validation_steps or 0) * local
+        )
+
+    stream = strategy.distribute_datasets_from_function(train_fn)
+    validation = strategy.distribute_datasets_from_function(val_fn) if val_input is not None else None
+    return stream, validation
 
 
 def _truncate_history(path: Path, epochs: int) -> None:

@@ -1,13 +1,15 @@
 """`train()` run as a child process by the training tests: logical CPU replicas, a self-kill on cue.
 
     python _train_proc.py ROOT VERSION OUT --settings JSON [--max-steps N] [--replicas N]
-                          [--kill-at EPOCH:BATCH]
+                          [--kill-at EPOCH:BATCH] [--warm-start DIR] [--leaky]
 
 ``--replicas N`` splits the CPU into N logical devices (this must happen before TensorFlow
 initialises its devices, hence a fresh process) and mirrors over them.
 ``--kill-at E:B`` makes the process SIGKILL itself after batch B (0-based) of epoch E
 (0-based): mid-epoch, with the earlier epochs committed. On success the `TrainResult` is
-printed as one JSON line; logs go to stderr.
+printed as one JSON line; logs go to stderr. ``--leaky`` runs `evaluate.leaky_baseline`
+into OUT instead and prints its report. ``TF_CONFIG`` in the environment makes it a worker of
+a multi-worker run.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import tensorflow as tf
 
 from facescale.config import TrainingSettings
 from facescale.storage import DatasetStore, Location
+from facescale.training.evaluate import leaky_baseline
 from facescale.training.train import train
 
 
@@ -53,6 +56,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--kill-at")
+    parser.add_argument("--warm-start")
+    parser.add_argument("--leaky", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     devices = None
@@ -64,14 +69,21 @@ def main() -> None:
     if args.kill_at:
         epoch, batch = (int(p) for p in args.kill_at.split(":"))
         callbacks.append(KillAt(epoch, batch))
+    store = DatasetStore(Location.from_uri(args.root))
+    settings = TrainingSettings(**json.loads(args.settings))
+    if args.leaky:
+        report = leaky_baseline(store, args.version, settings, args.out, max_steps_per_epoch=args.max_steps)
+        print(json.dumps(report), flush=True)
+        return
     result = train(
-        DatasetStore(Location.from_uri(args.root)),
+        store,
         args.version,
-        TrainingSettings(**json.loads(args.settings)),
+        settings,
         args.out,
         max_steps_per_epoch=args.max_steps,
         devices=devices,
         callbacks=callbacks,
+        warm_start=args.warm_start,
     )
     print(json.dumps(result.to_json()), flush=True)
 

@@ -53,49 +53,65 @@ class Curated:
         return [r for r in self.rows if r["split"] == name]
 
 
-def face_crop(path: Path, size: int = CROP_SIZE) -> bytes:
-    """The centre of an LFW photo (where the deep-funneled face is), as a ``size`` px JPEG."""
+def face_crop(path: Path, size: int = CROP_SIZE, *, mirror: bool = False, shift: int = 0) -> bytes:
+    """The centre of an LFW photo (where the deep-funneled face is), as a ``size`` px JPEG.
+
+    ``mirror`` and ``shift`` (pixels) make an augmented copy of it.
+    """
     with Image.open(path) as photo:
         rgb = photo.convert("RGB")
         w, h = rgb.size
-        box = (w // 4, h // 4, w - w // 4, h - h // 4)
+        box = (w // 4 + shift, h // 4 + shift, w - w // 4 + shift, h - h // 4 + shift)
         crop = rgb.crop(box).resize((size, size), Image.Resampling.BILINEAR)
+        if mirror:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     buf = io.BytesIO()
     crop.save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 
-def make_version(location: Location, photos: Path, version_id: str = VERSION_ID) -> Curated:
-    """Write a CURATED version of 3 people x 12 crops (8 train, 2 val, 2 test), as curation would."""
+def make_version(
+    location: Location,
+    photos: Path,
+    version_id: str = VERSION_ID,
+    people: tuple[tuple[str, int], ...] = PEOPLE,
+    copies: int = 1,
+) -> Curated:
+    """Write a CURATED version of 12 crops per person (8 train, 2 val, 2 test), as curation would.
+
+    ``copies`` > 1 adds augmented copies of each train photo (mirrored, ``aug_index`` 1..),
+    as curation's augmentation does.
+    """
     store = DatasetStore(location, SIZING)
     rows: list[dict[str, Any]] = []
     entries = []
-    for folder, label in PEOPLE:
+    for folder, label in people:
         name = folder.replace("_", " ")
         slug = folder.lower().replace("_", "-")
         files = sorted((photos / folder).glob("*.jpg"))[: len(SPLIT_PLAN)]
+        counts = {"train": 0, "val": 0, "test": 0}
         for path, split in zip(files, SPLIT_PLAN, strict=True):
-            image = face_crop(path)
             source = hashlib.sha256(path.read_bytes()).hexdigest()
-            rows.append(
-                {
-                    "sample_id": f"{source}-000",
-                    "source_image_id": source,
-                    "identity": name,
-                    "identity_slug": slug,
-                    "label": label,
-                    "split": split,
-                    "aug_index": 0,
-                    "face_box": {"x": 62, "y": 62, "w": 125, "h": 125},
-                    "image": image,
-                    "width": CROP_SIZE,
-                    "height": CROP_SIZE,
-                    "sharpness": 50.0,
-                    "brightness": 120.0,
-                    "contrast": 40.0,
-                }
-            )
-        counts = {s: SPLIT_PLAN.count(s) for s in ("train", "val", "test")}
+            for aug in range(copies if split == "train" else 1):
+                counts[split] += 1
+                rows.append(
+                    {
+                        "sample_id": f"{source}-{aug:03d}",
+                        "source_image_id": source,
+                        "identity": name,
+                        "identity_slug": slug,
+                        "label": label,
+                        "split": split,
+                        "aug_index": aug,
+                        "face_box": {"x": 62, "y": 62, "w": 125, "h": 125},
+                        "image": face_crop(path, mirror=aug % 2 == 1, shift=aug // 2),
+                        "width": CROP_SIZE,
+                        "height": CROP_SIZE,
+                        "sharpness": 50.0,
+                        "brightness": 120.0,
+                        "contrast": 40.0,
+                    }
+                )
         entries.append(IdentityEntry(name=name, slug=slug, label=label, counts=counts, sources=len(files)))
     with store.create(version_id, parent=None, config={"seed": 0}) as writer:
         writer.write(rows)
@@ -108,6 +124,25 @@ def curated(lfw_dev: Path, tmp_path_factory: pytest.TempPathFactory) -> Curated:
     """The small version on a local directory, shared by the session (read-only)."""
     root = tmp_path_factory.mktemp("curated")
     return make_version(Location.from_uri(str(root)), lfw_dev)
+
+
+GROWN_VERSION_ID = "20261201T000000Z-grown1"
+# the next version: one more identity (a new label), the three others as before
+GROWN_PEOPLE = (*PEOPLE, ("George_W_Bush", 7))
+AUGMENTED_VERSION_ID = "20261130T000000Z-aug1"
+
+
+@pytest.fixture(scope="session")
+def grown(lfw_dev: Path, curated: Curated) -> Curated:
+    """A later version in the same store: the three people plus George W Bush (label 7)."""
+    return make_version(curated.location, lfw_dev, GROWN_VERSION_ID, GROWN_PEOPLE)
+
+
+@pytest.fixture(scope="session")
+def augmented(lfw_dev: Path, tmp_path_factory: pytest.TempPathFactory) -> Curated:
+    """The small version with 3 copies of every train photo (24 train samples per person)."""
+    root = tmp_path_factory.mktemp("augmented")
+    return make_version(Location.from_uri(str(root)), lfw_dev, AUGMENTED_VERSION_ID, copies=3)
 
 
 @pytest.fixture(scope="session")
@@ -135,8 +170,14 @@ RUNS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "killed": (STOPPING, ("--max-steps", "2", "--kill-at", "1:0")),  # SIGKILLed in epoch 2
     "resumed": (STOPPING, ("--max-steps", "2")),  # the killed run's directory, rerun
     "mirrored": (PLAIN, ("--max-steps", "1", "--replicas", "2")),  # 2 logical CPUs: global batch 8
+    "leaky": (STOPPING, ("--max-steps", "2", "--leaky")),  # the seed's split of the augmented version
 }
-NEEDS = {"whole_run": ("whole",), "resumed_runs": ("killed",), "mirrored_run": ("mirrored",)}
+NEEDS = {
+    "whole_run": ("whole",),
+    "resumed_runs": ("killed",),
+    "mirrored_run": ("mirrored",),
+    "leaky_run": ("leaky",),
+}
 
 
 @dataclass
@@ -158,8 +199,8 @@ class Run:
 class TrainingRuns:
     """Starts child training runs on the shared version and waits for them."""
 
-    def __init__(self, curated: Curated, base: Path) -> None:
-        self.curated, self.base = curated, base
+    def __init__(self, curated: Curated, augmented: Curated, base: Path) -> None:
+        self.curated, self.augmented, self.base = curated, augmented, base
         self._procs: dict[str, subprocess.Popen] = {}
         self._done: dict[str, Run] = {}
 
@@ -170,11 +211,12 @@ class TrainingRuns:
         if name in self._procs:
             return
         settings, extra = RUNS[name]
+        data = self.augmented if name == "leaky" else self.curated
         command = [
             sys.executable,
             str(TRAIN_PROC),
-            self.curated.location.root,
-            self.curated.version_id,
+            data.location.root,
+            data.version_id,
             str(self.out(name)),
             "--settings",
             json.dumps(settings),
@@ -203,10 +245,10 @@ class TrainingRuns:
 
 @pytest.fixture(scope="session", autouse=True)
 def training_runs(
-    request: pytest.FixtureRequest, curated: Curated, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, curated: Curated, augmented: Curated, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TrainingRuns]:
     """Start, in the background, every training run that the selected tests will read."""
-    runs = TrainingRuns(curated, tmp_path_factory.mktemp("train"))
+    runs = TrainingRuns(curated, augmented, tmp_path_factory.mktemp("train"))
     wanted = {f for item in request.session.items for f in getattr(item, "fixturenames", ())}
     for fixture, names in NEEDS.items():
         if fixture in wanted:
@@ -241,3 +283,9 @@ def resumed_runs(training_runs: TrainingRuns) -> Resumed:
 def mirrored_run(training_runs: TrainingRuns) -> Run:
     """Two logical CPU replicas of batch 4, 1 step/epoch, 2 epochs (max_epochs)."""
     return training_runs.wait("mirrored")
+
+
+@pytest.fixture(scope="session")
+def leaky_run(training_runs: TrainingRuns) -> Run:
+    """`leaky_baseline` on the augmented version with the whole run's settings (its report printed)."""
+    return training_runs.wait("leaky")
