@@ -9,6 +9,7 @@ from .exclusions import Exclusion, ExclusionList
 from .fs import Location
 from .identities import Identity, IdentityRegistry, make_slug, normalize_name
 from .manifest import IdentityEntry, Manifest, ValidationSummary
+from .models import ModelFile, ModelRecord, ModelRegistry, new_model_id
 from .raw import RawRunWriter, RawStore, RunRecord
 from .schemas import CROP_SCHEMA, CURATED_SCHEMA, RAW_SCHEMA, SPLITS
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, batch_name, iter_batches, read_table
@@ -30,6 +31,9 @@ __all__ = [
     "IdentityRegistry",
     "Location",
     "Manifest",
+    "ModelFile",
+    "ModelRecord",
+    "ModelRegistry",
     "RawRunWriter",
     "RawStore",
     "RunRecord",
@@ -43,6 +47,7 @@ __all__ = [
     "chunk_id",
     "iter_batches",
     "make_slug",
+    "new_model_id",
     "new_version_id",
     "normalize_name",
     "raw_shard_key",

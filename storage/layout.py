@@ -9,6 +9,8 @@
     <root>/curation/crops/<chunk>/chunk.json  crop cache chunk: the RAW shards it covers (its presence = committed)
     <root>/curation/crops/<chunk>/part-*.parquet  face crops, hashes and embeddings of those shards
     <root>/curation/sheets/<slug>.html        contact sheet per identity (kept, removed and why)
+    <root>/models/<model_id>/model.json       registered model record (its presence = registered)
+    <root>/models/<model_id>/files/...        its files: model.keras, labels.json, training.json, eval/...
 """
 
 REGISTRY_FILE = "registry/identities.json"
@@ -22,3 +24,6 @@ CROPS_DIR = "curation/crops"
 CHUNK_FILE = "chunk.json"
 SHEETS_DIR = "curation/sheets"
 VALIDATION_DIR = "validation"
+MODELS_DIR = "models"
+MODEL_RECORD_FILE = "model.json"
+MODEL_FILES_DIR = "files"
