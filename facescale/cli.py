@@ -23,7 +23,16 @@ from rich.text import Text
 from facescale import __version__
 from facescale.config import Settings, config_path, load_settings
 from facescale.errors import FacescaleError
-from facescale.storage import DatasetStore, ExclusionList, IdentityRegistry, Location, RawStore, ShardSizing
+from facescale.storage import (
+    DatasetStore,
+    ExclusionList,
+    IdentityRegistry,
+    Location,
+    ModelRecord,
+    ModelRegistry,
+    RawStore,
+    ShardSizing,
+)
 
 log = logging.getLogger("facescale")
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -49,7 +58,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(identities_app, name="identities")
 app.add_typer(runs_app, name="runs")
+models_app = typer.Typer(help="Trained models in the registry.", no_args_is_help=True)
 app.add_typer(exclusions_app, name="exclusions")
+app.add_typer(models_app, name="models")
 
 
 class State:
@@ -84,6 +95,9 @@ class State:
 
     def exclusions(self) -> ExclusionList:
         return ExclusionList(self.location())
+
+    def models(self) -> ModelRegistry:
+        return ModelRegistry(self.location())
 
 
 def _state(ctx: typer.Context) -> State:
@@ -576,6 +590,242 @@ def _print_validation(summary: object, version_dir: str) -> None:
     if getattr(summary, "data_docs", None):
         docs = f"{version_dir.rstrip('/')}/{summary.data_docs}"  # type: ignore[attr-defined]
         out.print(f"data docs: {docs}", markup=False, highlight=False)
+
+
+# -- training, evaluation, models --------------------------------------------------------------
+RUNS_DIR = Path("facescale-runs")  # default local working directory of train / evaluate
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+@app.command("train")
+def train_cmd(
+    ctx: typer.Context,
+    version: Annotated[
+        str, typer.Option("--version", help="dataset version id, or 'latest' (newest published)")
+    ] = "latest",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="local training directory (default: facescale-runs/<version>); rerun to resume"),
+    ] = None,
+    max_epochs: Annotated[int | None, typer.Option(min=1, help="override training.max_epochs")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="cap batches per epoch (bounded runs)")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="override training.batch_size (per replica)")] = None,
+    image_size: Annotated[int | None, typer.Option(min=75, help="override training.image_size")] = None,
+    warm_start: Annotated[
+        str | None, typer.Option("--warm-start", help="registered model (id or 'latest') to start from")
+    ] = None,
+    register: Annotated[bool, typer.Option(help="register the trained model")] = True,
+) -> None:
+    """Train the Inception V3 identity model on a dataset version and register it."""
+    from facescale.config import TrainingSettings
+    from facescale.training.artifacts import register_run
+    from facescale.training.train import train as run_train
+
+    state = _state(ctx)
+    store = state.datasets()
+    if version == "latest":
+        newest = store.latest(published_only=True)
+        if newest is None:
+            raise FacescaleError("no published dataset versions yet: run `facescale curate` (or pass --version ID)")
+        version = newest.version_id
+    store.get(version)  # must exist
+    overrides = {"max_epochs": max_epochs, "batch_size": batch_size, "image_size": image_size}
+    data = {**state.settings.training.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        settings = TrainingSettings.model_validate(data)
+    except ValueError as exc:
+        raise FacescaleError(f"invalid training settings: {exc}") from exc
+    registry = state.models()
+    parent: ModelRecord | None = registry.resolve(warm_start) if warm_start else None
+    run_dir = out_dir or RUNS_DIR / (version if parent is None else f"{version}-from-{parent.model_id}")
+    warm_dir = registry.local_dir(parent.model_id, run_dir / "warm-start") if parent is not None else None
+    result = run_train(
+        store, version, settings, run_dir, max_steps_per_epoch=max_steps, warm_start=warm_dir,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    record = register_run(registry, run_dir, parent=parent.model_id if parent else None) if register else None
+    table = Table("", "", title="training summary", show_header=False)
+    table.add_row("dataset version", Text(result.version_id))
+    table.add_row("classes", str(result.num_classes))
+    table.add_row("epochs", f"{result.epochs} (stopped by {result.stopped_by})")
+    table.add_row(f"best {result.monitor}", f"{_fmt(result.best_value)} at epoch {_fmt(result.best_epoch)}")
+    for key in ("accuracy", "val_accuracy", "val_top5_accuracy"):
+        if result.history.get(key):
+            table.add_row(f"final {key}", _fmt(result.history[key][-1]))
+    table.add_row("replicas x batch", f"{result.replicas} x {result.global_batch_size // max(1, result.replicas)}")
+    if result.warm_start:
+        w = result.warm_start
+        verdict = {True: "at least as good", False: "WORSE", None: "no test samples"}[w["at_least_as_good"]]
+        table.add_row(
+            "warm start",
+            Text(
+                f"from {parent.model_id if parent else '?'}: "
+                f"{w['copied_classes']} classes kept, {w['new_classes']} new; "
+                f"on the old identities' {w['test_samples']} test samples {_fmt(w['previous_accuracy'])} -> "
+                f"{_fmt(w['new_accuracy'])} ({verdict})"
+            ),
+        )
+    table.add_row("seconds", _fmt(result.seconds, 1))
+    table.add_row("output", Text(str(result.out_dir)))
+    if record is not None:
+        table.add_row("registered as", Text(record.model_id))
+    out.print(table)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="registered model id, or 'latest'")],
+    leaky_baseline: Annotated[
+        bool,
+        typer.Option(
+            "--leaky-baseline",
+            help="also train the same config on the seed's leaky split (samples split after augmentation) "
+            "and report both accuracies",
+        ),
+    ] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="local working directory (default: facescale-runs/eval-<model>)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="samples per prediction batch")] = 64,
+) -> None:
+    """Evaluate a registered model on its dataset version's test split (metrics + PNG plots)."""
+    from facescale.config import TrainingSettings
+    from facescale.training.artifacts import register_evaluation
+    from facescale.training.evaluate import evaluate
+    from facescale.training.evaluate import leaky_baseline as run_leaky
+    from facescale.training.train import TrainResult
+
+    state = _state(ctx)
+    registry = state.models()
+    record = registry.resolve(model)
+    work = out_dir or RUNS_DIR / f"eval-{record.model_id}"
+    model_dir = registry.local_dir(record.model_id, work / "model")
+    store = state.datasets()
+    leaky = None
+    if leaky_baseline:
+        trained = TrainResult.load(model_dir)
+        leaky = run_leaky(
+            store, record.version_id, TrainingSettings.model_validate(trained.settings), work / "leaky",
+            max_steps_per_epoch=trained.max_steps_per_epoch, validation_steps=trained.validation_steps,
+            batch_size=batch_size, verbose=1 if sys.stdout.isatty() else 2,
+        )
+    result = evaluate(store, model_dir, work / "eval", batch_size=batch_size, leaky=leaky)
+    updated = register_evaluation(registry, record.model_id, work / "eval", result)
+    console = out
+    console.print(
+        Text(
+            f"model {record.model_id} on {result.version_id} ({result.split}, {result.examples} samples): "
+            f"top-1 {result.top1:.4f}, top-5 {result.top5:.4f}"
+        )
+    )
+    if result.leaky is not None:
+        side = Table("split", "test samples", "top-1", "top-5", "test photos also in train", title="honest vs leaky")
+        side.add_row("by source photo (ours)", str(result.examples), _fmt(result.top1), _fmt(result.top5), "0%")
+        side.add_row(
+            "by sample after augmentation (seed)", str(result.leaky["examples"]), _fmt(result.leaky["top1"]),
+            _fmt(result.leaky["top5"]), f"{100 * result.leaky['leak_rate']:.0f}%",
+        )
+        console.print(side)
+        console.print(Text(f"the leaky split overstates top-1 by {result.leaky['gap']:+.4f}"))
+    worst = Table("identity", "label", "test samples", "top-1", title="worst identities")
+    for row in result.per_identity[:5]:
+        worst.add_row(Text(row["name"]), str(row["label"]), str(row["examples"]), _fmt(row["accuracy"]))
+    console.print(worst)
+    if result.confused_pairs:
+        pairs = Table("true", "predicted as", "count", "share", title="most-confused pairs")
+        for pair in result.confused_pairs:
+            pairs.add_row(
+                Text(pair["true"]["name"]), Text(pair["predicted"]["name"]), str(pair["count"]), _fmt(pair["share"], 2)
+            )
+        console.print(pairs)
+    files = registry.location.display(registry.files_dir(updated.model_id))
+    console.print(Text(f"metrics and plots: {(work / 'eval').resolve()}"))
+    for name in result.plots.values():
+        console.print(Text(f"  {files}/eval/{name}"))
+
+
+@models_app.command("list")
+def models_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List registered models, oldest first."""
+    records = _state(ctx).models().list()
+    if as_json:
+        out.print_json(json.dumps([r.model_dump(mode="json", exclude={"files", "config"}) for r in records]))
+        return
+    if not records:
+        out.print("no models registered yet")
+        return
+    table = Table("model", "created (UTC)", "dataset version", "classes", "parent", "epochs", "test top-1")
+    for r in records:
+        training = r.metrics.get("training", {})
+        evaluation = r.metrics.get("evaluation", {})
+        table.add_row(
+            r.model_id,
+            r.created_at.strftime("%Y-%m-%d %H:%M"),
+            Text(r.version_id),
+            str(r.num_classes),
+            Text(r.parent or "-"),
+            _fmt(training.get("epochs")),
+            _fmt(evaluation.get("top1")),
+        )
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="a model id, or 'latest'")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show one registered model: data, configuration, metrics, files."""
+    registry = _state(ctx).models()
+    record = registry.resolve(model)
+    if as_json:
+        out.print_json(record.model_dump_json())
+        return
+    out.print(f"[bold]{record.model_id}[/]")
+    out.print(Text(f"created {record.created_at:%Y-%m-%d %H:%M:%S} UTC, dataset version {record.version_id}, "
+                   f"{record.num_classes} classes, parent {record.parent or '-'}"))
+    training = record.metrics.get("training", {})
+    if training:
+        out.print(Text(
+            f"training: {training.get('epochs')} epochs (stopped by {training.get('stopped_by')}), best "
+            f"{training.get('monitor')} {_fmt(training.get('best_value'))} at epoch {training.get('best_epoch')}"
+        ))
+    warm = record.metrics.get("warm_start")
+    if warm:
+        out.print(Text(
+            f"warm start: old identities' test accuracy {_fmt(warm.get('previous_accuracy'))} -> "
+            f"{_fmt(warm.get('new_accuracy'))} (at least as good: {warm.get('at_least_as_good')})"
+        ))
+    evaluation = record.metrics.get("evaluation")
+    if evaluation:
+        line = f"evaluation ({evaluation['split']}, {evaluation['examples']} samples): "
+        line += f"top-1 {_fmt(evaluation['top1'])}, top-5 {_fmt(evaluation['top5'])}"
+        if evaluation.get("leaky"):
+            line += f"; leaky split top-1 {_fmt(evaluation['leaky']['top1'])}"
+        out.print(Text(line))
+    table = Table("file", "bytes", "sha256")
+    for f in record.files:
+        table.add_row(Text(f.path), str(f.bytes), f.sha256[:16])
+    out.print(table)
+    out.print(Text(f"files: {registry.location.display(registry.files_dir(record.model_id))}"))
+
+
+@models_app.command("latest")
+def models_latest(ctx: typer.Context) -> None:
+    """Print the id of the newest registered model."""
+    out.print(Text(_state(ctx).models().resolve("latest").model_id))
 
 
 @app.command("demo-web")

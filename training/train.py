@@ -268,8 +268,10 @@ def train(
     previous = _previous_model(Path(warm_start), info) if warm_start is not None else None
     replicas = strategy.num_replicas_in_sync
     global_batch = settings.batch_size * replicas
-    # Each worker streams its own shard of the split (every workers-th sample).
-    available = train_input.steps(global_batch, drop_remainder=True, shards=cluster.workers)
+    # Each worker streams its own shard of the split (every workers-th sample) in batches of
+    # its share of the global batch; an epoch is what the smallest shard holds.
+    worker_batch = global_batch // cluster.workers
+    available = train_input.steps(worker_batch, drop_remainder=True, shards=cluster.workers)
     if available < 1:
         raise ConfigError(
             f"the train split of {version_id} has {train_input.num_examples} examples, fewer than one "
@@ -277,7 +279,7 @@ def train(
         )
     steps = min(available, max_steps_per_epoch) if max_steps_per_epoch else available
     if cluster.multi and val_input is not None:
-        full = val_input.steps(global_batch, drop_remainder=True, shards=cluster.workers)
+        full = val_input.steps(worker_batch, drop_remainder=True, shards=cluster.workers)
         if full < 1:
             raise ConfigError(f"the val split of {version_id} is smaller than one global batch per worker")
         validation_steps = min(validation_steps or full, full)  # equal on every worker

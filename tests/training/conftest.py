@@ -133,9 +133,9 @@ AUGMENTED_VERSION_ID = "20261130T000000Z-aug1"
 
 
 @pytest.fixture(scope="session")
-def grown(lfw_dev: Path, curated: Curated) -> Curated:
-    """A later version in the same store: the three people plus George W Bush (label 7)."""
-    return make_version(curated.location, lfw_dev, GROWN_VERSION_ID, GROWN_PEOPLE)
+def grown_factory(lfw_dev: Path) -> Callable[[Location], Curated]:
+    """Write, on a Location, the next version: the three people plus George W Bush (label 7)."""
+    return lambda location: make_version(location, lfw_dev, GROWN_VERSION_ID, GROWN_PEOPLE)
 
 
 @pytest.fixture(scope="session")
