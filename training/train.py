@@ -2,7 +2,8 @@
 
 ``train()`` streams the version's train split (`data.CuratedInput`), builds the model
 (`model.build_model`) under ``tf.distribute.MirroredStrategy`` (every visible GPU, else
-the CPU; ``settings.batch_size`` is per replica) and fits it with:
+the CPU; ``settings.batch_size`` is per replica), or under ``MultiWorkerMirroredStrategy``
+when ``TF_CONFIG`` names a cluster (see Multi-node below), and fits it with:
 
 - `callbacks.ThresholdStop`: stop once ``settings.stop_metric`` reaches
   ``settings.stop_threshold``, not before ``settings.min_epochs``; ``max_epochs`` bounds it;
@@ -18,6 +19,19 @@ order is a function of ``(seed, epoch)``), so the result matches an uninterrupte
 within floating-point tolerance. A finished directory is returned as is. A rerun with other
 data or settings is refused (`ConflictError`): train into a new directory instead.
 
+Warm start (``warm_start=``): the previous model's backbone and embedding are copied and
+its head grown by stable labels (`model.grow_from`); the report of both models on the old
+identities' test samples lands in ``training.json``.
+
+Multi-node: every worker runs the same call with its own ``TF_CONFIG``; worker i streams
+every n-th sample of each epoch's order (``distribute_datasets_from_function``), batches
+per replica; steps per epoch (and validation steps) are the smallest shard's, equal on all
+workers. Only the chief (the ``chief`` task, else worker 0) writes the artifacts; the others
+keep their own checkpoint state in ``<out_dir>/worker-<i>/`` for a resume. Limits: the
+storage root must be reachable from every worker; synchronous (the slowest worker sets the
+pace; a lost worker stops the job: restart all to resume); Keras 3's ``fit`` needs two
+patches under this strategy (`_multi_worker_fixes`, keras-team/keras#20585).
+
 Output directory::
 
     model.keras      the best model, float32, without optimizer state (for serving)
@@ -27,17 +41,20 @@ Output directory::
     best.weights.h5  weights of the best epoch so far (with optimizer state)
     tensorboard/     TensorBoard event files
     backup/          state.json + the last epoch's weights (weights removed when finished)
+    worker-<i>/      multi-worker only: a non-chief worker's own state (no artifacts)
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+import types
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -351,25 +368,27 @@ def train(
                     seed=settings.seed, deterministic=settings.deterministic,
                 )
                 validation = val_input.dataset(global_batch) if val_input is not None else None
-            model.fit(
-                stream,
-                epochs=settings.max_epochs,
-                initial_epoch=resumed_from,
-                steps_per_epoch=steps,
-                validation_data=validation,
-                validation_steps=validation_steps,
-                shuffle=False,
-                verbose=verbose,
-                callbacks=[
-                    stop,
-                    best,
-                    keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=resumed_from > 0),
-                    tensorboard(out / TENSORBOARD_DIR),
-                    LogEpochs(log),
-                    *callbacks,
-                    checkpoint,  # last: commits every other callback's decision for the epoch
-                ],
-            )
+            fixes = _multi_worker_fixes(model, strategy) if cluster.multi else contextlib.nullcontext()
+            with fixes:
+                model.fit(
+                    stream,
+                    epochs=settings.max_epochs,
+                    initial_epoch=resumed_from,
+                    steps_per_epoch=steps,
+                    validation_data=validation,
+                    validation_steps=validation_steps,
+                    shuffle=False,
+                    verbose=verbose,
+                    callbacks=[
+                        stop,
+                        best,
+                        keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=resumed_from > 0),
+                        tensorboard(out / TENSORBOARD_DIR),
+                        LogEpochs(log),
+                        *callbacks,
+                        checkpoint,  # last: commits every other callback's decision for the epoch
+                    ],
+                )
         if (out / BEST_FILE).is_file():
             model.load_weights(out / BEST_FILE)
     history = _read_history(out / HISTORY_FILE)
@@ -520,6 +539,50 @@ def _warm_start_report(store: DatasetStore, version_id: str, previous: _Previous
         else "no test samples",
     )
     return report
+
+
+@contextlib.contextmanager
+def _multi_worker_fixes(model: keras.Model, strategy: tf.distribute.Strategy) -> Iterator[None]:
+    """Work around Keras 3's two breakages of ``fit`` under MultiWorkerMirroredStrategy.
+
+    keras-team/keras#20585 (open; Keras 3.15 here): (1) before the first step, ``fit``
+    reduces the first input batch as one nested structure, which the multi-worker
+    strategy's ``reduce`` cannot take (it only needs the batch's shapes: the first local
+    replica's tensors are used instead); (2) each step's scalar logs are reduced with
+    ``axis=0``, which fails on scalars (they are averaged across replicas with ``axis=None``;
+    the metrics are synchronised across workers, so every replica holds the same values).
+    Both are patched only for this model and only while the block runs.
+    """
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as keras_trainer
+
+    original = keras_trainer.reduce_per_replica
+
+    def reduce_per_replica(values: Any, strategy: tf.distribute.Strategy, reduction: str) -> Any:
+        if reduction in ("auto", "mean"):
+            return tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None)
+                if isinstance(v, tf.distribute.DistributedValues) else v,
+                values,
+            )
+        return original(values, strategy, reduction)
+
+    def symbolic_build(self: keras.Model, iterator: Any = None, data_batch: Any = None) -> None:
+        if iterator is not None:
+            for _, _, it in iterator:
+                first = next(it)
+                data_batch = tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], first)
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    keras_trainer.reduce_per_replica = reduce_per_replica
+    model._maybe_symbolic_build = types.MethodType(symbolic_build, model)
+    try:
+        yield
+    finally:
+        keras_trainer.reduce_per_replica = original
+        del model._maybe_symbolic_build
 
 
 def _worker_inputs(
