@@ -106,6 +106,10 @@ class CropParams:
     """
 
     detect_max_side: int = 100  # proposal image's longer side (kept larger where minimum faces need it)
+    # The smallest accepted face spans this many proposal windows in the downscaled image
+    # (1.0 -> 1.15 on the demo scenes: recall 0.983 -> 0.985, wrong crops 6 -> 3, same speed;
+    # 1.5: 0.990 but ~25 % slower).
+    proposal_min_windows: float = 1.15
     scale_factor: float = 1.1  # pyramid step of the deciding cascade (full resolution)
     coarse_scale_factor: float = 1.15  # pyramid step of the proposal pass (1.2: +15 % speed, -0.1 pt recall)
     min_neighbors: int = 3  # hits the deciding cascade needs for a face (scanned at full density)
@@ -127,6 +131,8 @@ class CropParams:
         problems = []
         if self.detect_max_side < 24:
             problems.append("detect_max_side must be >= 24 (the cascade window)")
+        if self.proposal_min_windows < 1.0:
+            problems.append("proposal_min_windows must be >= 1 (a smaller face would not fit the window)")
         if not (self.scale_factor > 1.0 and self.coarse_scale_factor > 1.0):
             problems.append("scale_factor and coarse_scale_factor must be > 1")
         if self.min_neighbors < 1:
@@ -228,9 +234,10 @@ def min_face_side(params: CropParams, width: int, height: int) -> int:
 
 
 def detection_scale(params: CropParams, width: int, height: int, window: int = 20) -> float:
-    """The proposal image's scale: longer side <= detect_max_side, unless minimum faces would drop below ``window``."""
+    """The proposal image's scale: longer side <= detect_max_side, unless minimum faces would shrink below
+    ``proposal_min_windows`` windows."""
     fit = params.detect_max_side / max(width, height)
-    keep_min_face = window / min_face_side(params, width, height)
+    keep_min_face = params.proposal_min_windows * window / min_face_side(params, width, height)
     return min(1.0, max(fit, keep_min_face))
 
 
