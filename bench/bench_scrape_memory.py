@@ -4,8 +4,9 @@ Starts the demo web once, then runs ``scrape()`` (real headless Chromium, real d
 RAW run in a temporary store) in a fresh subprocess per keyword count, so each peak belongs
 to one run. Reported per run:
 
-- ``scrape() process``: peak RSS of the Python process running scrape(), from
-  ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` in the child (exact);
+- ``scrape() process``: peak RSS of the Python process running scrape(): the kernel's
+  high-water mark ``VmHWM`` of /proc/self/status, read in the child (exact; not ``ru_maxrss``,
+  which a process started by subprocess inherits from its parent's peak);
 - ``browsers``: peak of the summed PSS (proportional set size: a page shared by k processes
   counts 1/k in each, so the sum is their real footprint) of its chromedriver and Chromium
   processes, polled by the parent every ``--poll`` seconds (Linux /proc/PID/smaps_rollup;
@@ -28,7 +29,6 @@ import contextlib
 import json
 import logging
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -41,6 +41,14 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 RESULT_PREFIX = "RESULT "
 
+
+
+def _vm_hwm_kib() -> int:
+    """This process's peak RSS (``VmHWM`` of /proc/self/status), KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 def child(args: argparse.Namespace) -> None:
     """Run one scrape() and print its figures as one JSON line (the child process)."""
@@ -60,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
     )  # fmt: skip
     seconds = time.perf_counter() - start
     result = {
-        "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # KiB on Linux
+        "maxrss_kib": _vm_hwm_kib(),
         "seconds": seconds,
         "accepted": summary.accepted,
         "rejected": sum(summary.rejected.values()),
@@ -153,7 +161,7 @@ def main() -> None:
     print(f"ratio N2/N1 ({n2}/{n1} keywords, {b['accepted'] / max(a['accepted'], 1):.1f}x the images): "
           f"scrape() process peak {b['maxrss_kib'] / a['maxrss_kib']:.2f}x, "
           f"browsers peak {b['peak_browsers'] / max(a['peak_browsers'], 1):.2f}x")  # fmt: skip
-    print("scrape() process: ru_maxrss of the child; browsers: summed PSS of chromedriver + Chromium, "
+    print("scrape() process: VmHWM of the child; browsers: summed PSS of chromedriver + Chromium, "
           f"polled every {args.poll:g} s")  # fmt: skip
 
 
