@@ -42,13 +42,13 @@ REPO = Path(__file__).resolve().parents[1]
 RESULT_PREFIX = "RESULT "
 
 
-
 def _vm_hwm_kib() -> int:
     """This process's peak RSS (``VmHWM`` of /proc/self/status), KiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
 
 def child(args: argparse.Namespace) -> None:
     """Run one scrape() and print its figures as one JSON line (the child process)."""
