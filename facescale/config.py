@@ -176,6 +176,24 @@ class TrainingSettings(_Section):
     seed: int = Field(0, ge=0)
 
 
+class OrchestrationSettings(_Section):
+    """The Airflow DAGs' defaults (facescale.orchestration); DAG Params override them per run."""
+
+    keywords_file: str | None = Field(
+        None, description="candidate names for new identities, one per line (the nightly takes the next ones)"
+    )
+    new_per_night: int = Field(20, ge=0, le=10_000, description="new identities planned per nightly run")
+    batch_size: int = Field(10, ge=1, le=1000, description="keywords per mapped scrape task")
+    scrape_pool_slots: int = Field(2, ge=1, le=1024, description="slots of the facescale_scrape Airflow pool")
+    work_dir: str = Field("./facescale-runs", description="local directory for training runs started by DAGs")
+    retrain_min_new_identities: int = Field(1, ge=1, description="retrain when a version adds this many identities")
+    retrain_min_new_samples: float = Field(
+        0.2, gt=0, description="... or this fraction more samples than the last model's version"
+    )
+    min_test_top1: float = Field(0.5, ge=0, le=1, description="quality bar: test top-1 a model needs to be published")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on batches per epoch in DAG training runs")
+
+
 class ServingSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -195,6 +213,7 @@ class Settings(BaseSettings):
     curation: CurationSettings = Field(default_factory=CurationSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
 
     @classmethod
     def settings_customise_sources(

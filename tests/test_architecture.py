@@ -37,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "facescale.training": STAGE,
     "facescale.serving": STAGE | {"facescale.training"},
     "facescale.cli": {"facescale"},  # everything of ours, but never dags
+    "facescale.orchestration": {"facescale"},  # the DAGs' work: wires the stages, never dags
     "dags": {"facescale"},
 }
 HEAVY = ("tensorflow", "ray", "selenium", "cv2", "keras")

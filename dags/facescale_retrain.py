@@ -1,0 +1,103 @@
+"""
+### facescale_retrain: retrain the identity model when the dataset grows
+
+Scheduled on the `facescale_dataset` Asset (published by `facescale_nightly` and
+`facescale_add_identities`); can be triggered by hand (`force`, `version_id` Params).
+
+1. **decide**: the dataset version of the triggering Asset event (by hand: the `version_id`
+   Param, else the latest event). It trains when the version adds
+   `orchestration.retrain_min_new_identities` identities or `retrain_min_new_samples` more
+   samples than the version of the newest model that passed the quality bar, when no model
+   has passed it yet, or when `force` is set; otherwise the run stops here (skipped).
+2. **train** Inception V3 (warm-started from that model) and register it.
+3. **evaluate** on the version's test split (metrics and plots stored with the model).
+4. **quality_bar**: test top-1 >= `orchestration.min_test_top1`, else the run stops here.
+5. **publish**: the `facescale_model` Asset event, with the model in its extra.
+
+The work is done by `facescale.orchestration`; TensorFlow is imported only inside train/evaluate.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from facescale import orchestration as orch
+
+log = logging.getLogger(__name__)
+DATASET = Asset(name=orch.DATASET_ASSET, uri=orch.DATASET_ASSET_URI)
+MODEL = Asset(name=orch.MODEL_ASSET, uri=orch.MODEL_ASSET_URI)
+
+
+def _settings() -> Any:
+    from facescale.config import load_settings
+
+    return load_settings()
+
+
+def _key() -> str:
+    context = get_current_context()
+    return orch.run_key(context.get("logical_date"), context["run_id"])
+
+
+@dag(
+    dag_id="facescale_retrain",
+    schedule=[DATASET],
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["facescale", "model", "train"],
+    doc_md=__doc__,
+    default_args={"owner": "facescale", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    params={
+        "force": Param(False, type="boolean", description="train even if the version adds little"),
+        "version_id": Param(None, type=["null", "string"], description="by hand: the version to train on"),
+    },
+)
+def facescale_retrain() -> None:
+    @task.short_circuit(inlets=[DATASET])
+    def decide() -> dict[str, Any] | None:
+        context = get_current_context()
+        version = context["params"]["version_id"]
+        if version is None:
+            triggering = [e for events in (context.get("triggering_asset_events") or {}).values() for e in events]
+            if triggering:
+                version = triggering[-1].extra.get("version_id")
+            else:  # by hand without a version: the latest published one
+                events = context["inlet_events"][DATASET]
+                version = events[-1].extra.get("version_id") if len(events) else None
+        decision = orch.retrain_decision(_settings(), version, force=context["params"]["force"])
+        log.info("version %s: %s (%s)", decision.version_id, "train" if decision.train else "skip", decision.reason)
+        return asdict(decision) if decision.train else None
+
+    @task(execution_timeout=timedelta(hours=24))
+    def train(decision: dict[str, Any]) -> dict[str, Any]:
+        return orch.train_model(_settings(), orch.Decision(**decision), _key())
+
+    @task
+    def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+        return orch.evaluate_model(_settings(), trained["model_id"], _key())
+
+    @task.short_circuit
+    def quality_bar(evaluation: dict[str, Any]) -> bool:
+        log.info(
+            "model %s: test top-1 %.4f, bar %.4f: %s", evaluation["model_id"], evaluation["top1"],
+            evaluation["min_test_top1"], "passed" if evaluation["passed"] else "not published",
+        )
+        return bool(evaluation["passed"])
+
+    @task(outlets=[MODEL])
+    def publish(evaluation: dict[str, Any]) -> dict[str, Any]:
+        extra = orch.model_event(_settings(), evaluation["model_id"])
+        get_current_context()["outlet_events"][MODEL].extra = extra
+        return extra
+
+    evaluation = evaluate(train(decide()))
+    quality_bar(evaluation) >> publish(evaluation)
+
+
+facescale_retrain()

@@ -1,0 +1,404 @@
+"""The work behind the Airflow DAGs, as typed functions that run (and are tested) without Airflow.
+
+The DAG files in ``dags/`` only wire these together; each function takes the `Settings`
+and plain values, does one task's work idempotently and returns a small JSON-able summary
+(ids and counts, never data) for XCom. Idempotency comes from ids derived from the run's
+key (its logical date, or its run id for manual runs): the nightly run of 2026-11-30 writes
+RAW runs ``nightly-20261130-b00``, ``-b01``, ... and dataset version ``nightly-20261130``,
+and a retry or rerun resumes or returns those instead of writing new ones.
+
+Heavy libraries (ray, tensorflow, selenium, cv2) are imported by the stage modules, and
+those only inside the functions here, so a DAG file that imports this module stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from facescale.config import Settings
+from facescale.errors import FacescaleError
+
+log = logging.getLogger(__name__)
+
+# Airflow Assets (constructed in the DAG files from these names; `x-` schemes are free-form).
+DATASET_ASSET = "facescale_dataset"
+DATASET_ASSET_URI = "x-facescale://datasets/published"
+MODEL_ASSET = "facescale_model"
+MODEL_ASSET_URI = "x-facescale://models/published"
+SCRAPE_POOL = "facescale_scrape"  # Airflow pool capping concurrent scrape tasks (browsers + downloads)
+PLANS_DIR = "orchestration/plans"  # <root>/orchestration/plans/<key>.json: a nightly run's keyword plan
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def run_key(logical_date: datetime | None, run_id: str) -> str:
+    """The idempotency key of a DAG run: its logical date (``20261130``), else its run id made id-safe."""
+    if logical_date is not None:
+        return f"{logical_date:%Y%m%d}"
+    return _ID_UNSAFE.sub("-", run_id).strip("-._")[:80] or "run"
+
+
+def _location(settings: Settings) -> Any:
+    from facescale.storage import Location
+
+    return Location.from_uri(settings.storage.root, settings.storage.storage_options)
+
+
+def _sizing(settings: Settings) -> Any:
+    from facescale.storage import ShardSizing
+
+    s = settings.storage
+    return ShardSizing(s.rows_per_row_group, s.max_rows_per_shard, s.max_bytes_per_shard)
+
+
+# -- nightly: plan --------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """One mapped scrape task: a RAW run id and the names it searches."""
+
+    run_id: str
+    names: list[str]
+    per_keyword: int
+
+
+@dataclass
+class Plan:
+    """A nightly run's keywords, fixed once per run key (a rerun scrapes the same batches)."""
+
+    key: str
+    new: list[str] = field(default_factory=list)  # names not registered before tonight
+    pending: list[str] = field(default_factory=list)  # registered, never scraped to completion
+    waiting: list[str] = field(default_factory=list)  # curated, still short of clean photos: searched deeper
+    batches: list[Batch] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        batches = [Batch(**b) for b in data.pop("batches", [])]
+        return cls(**data, batches=batches)
+
+
+def plan_night(
+    settings: Settings,
+    key: str,
+    *,
+    prefix: str = "nightly",
+    new_per_night: int | None = None,
+    per_keyword: int | None = None,
+    batch_size: int | None = None,
+    names: list[str] | None = None,
+) -> Plan:
+    """Plan the keywords of run ``key`` (or return the plan already made for it).
+
+    New identities are the next ``new_per_night`` names of ``orchestration.keywords_file``
+    that are not registered yet (or ``names``, when given: the add-identities DAG). Added to
+    them: registered identities no RAW run has completed (a failed or interrupted scrape),
+    and identities the newest dataset version lists as waiting for more clean photos, which
+    are searched twice as deep (URLs fetched before are skipped by the scraper).
+    """
+    from facescale.scraper.keywords import parse_keywords, read_keywords
+    from facescale.storage import DatasetStore, IdentityRegistry, RawStore
+    from facescale.storage.identities import name_key
+
+    orch = settings.orchestration
+    location = _location(settings)
+    plan_path = location.path(PLANS_DIR, f"{prefix}-{key}.json")
+    if location.exists(plan_path):
+        plan = Plan.from_json(json.loads(location.read_bytes(plan_path)))
+        log.info("plan %s-%s exists: %d batches", prefix, key, len(plan.batches))
+        return plan
+    per_keyword = per_keyword or settings.scraper.per_keyword
+    batch_size = batch_size or orch.batch_size
+    registry = IdentityRegistry(location)
+    known = {name_key(i.name): i for i in registry.list(include_removed=True)}
+    if names is not None:
+        wanted = parse_keywords(list(names))
+        active_known = {k for k, i in known.items() if i.active}
+        new = [n for n in wanted.names if name_key(n) not in active_known]
+        pending_names = [known[name_key(n)].name for n in wanted.names if name_key(n) in active_known]
+    else:
+        limit = orch.new_per_night if new_per_night is None else new_per_night
+        candidates = read_keywords(Path(orch.keywords_file)).names if orch.keywords_file else []
+        new = [n for n in candidates if name_key(n) not in known][:limit]
+        pending_names = []
+    raw = RawStore(location, _sizing(settings))
+    completed = {slug for record in raw.list() for slug in record.completed}
+    active = [i for i in registry.list() if i.slug not in completed]
+    pending = list(dict.fromkeys(pending_names + [i.name for i in active]))
+    waiting: list[str] = []
+    if names is None:
+        newest = DatasetStore(location).latest(published_only=False)
+        notes = (newest.notes or {}).get("curation", {}) if newest is not None else {}
+        by_slug = {i.slug: i.name for i in registry.list()}
+        waiting = [by_slug[s] for s in sorted(notes.get("waiting", {})) if s in by_slug and by_slug[s] not in pending]
+    plan = Plan(key, new=new, pending=pending, waiting=waiting)
+    normal = new + pending
+    for start in range(0, len(normal), batch_size):
+        plan.batches.append(Batch("", normal[start : start + batch_size], per_keyword))
+    for start in range(0, len(waiting), batch_size):
+        plan.batches.append(Batch("", waiting[start : start + batch_size], per_keyword * 2))
+    for index, batch in enumerate(plan.batches):
+        batch.run_id = f"{prefix}-{key}-b{index:02d}"
+    location.makedirs(location.path(PLANS_DIR))
+    location.write_bytes_atomic(plan_path, json.dumps(plan.to_json(), indent=2).encode())
+    log.info("planned %s-%s: %d new, %d pending, %d waiting, %d batches", prefix, key, len(new), len(pending),
+             len(waiting), len(plan.batches))
+    return plan
+
+
+def register_identities(settings: Settings, names: list[str]) -> list[dict[str, Any]]:
+    """Add ``names`` to the identity registry (re-adding a removed one restores it)."""
+    from facescale.scraper.keywords import parse_keywords
+    from facescale.storage import IdentityRegistry
+
+    parsed = parse_keywords(list(names))
+    if parsed.rejected:
+        raise FacescaleError("invalid names: " + "; ".join(f"#{n}: {why}" for n, why in parsed.rejected))
+    if not parsed.names:
+        raise FacescaleError("no names given: trigger with conf {\"names\": [\"Ada Lovelace\", ...]}")
+    added = IdentityRegistry(_location(settings)).add(parsed.names)
+    return [{"name": i.name, "slug": i.slug, "label": i.label, "new": new} for i, new in added]
+
+
+# -- nightly: scrape, curate, validate, publish ---------------------------------------------
+
+
+def scrape_batch(
+    settings: Settings,
+    batch: Batch,
+    *,
+    engine: str | None = None,
+    base_url: str | None = None,
+) -> dict[str, Any]:
+    """Scrape one batch into its RAW run; raise (so the task retries and resumes) if it is unfinished."""
+    from facescale.scraper.engines import get_engine
+    from facescale.scraper.scrape import scrape
+    from facescale.storage import IdentityRegistry, RawStore
+
+    location = _location(settings)
+    name = engine or settings.scraper.engine
+    summary = scrape(
+        batch.names,
+        engine=get_engine(name, base_url or settings.scraper.base_url),
+        store=RawStore(location, _sizing(settings)),
+        registry=IdentityRegistry(location),
+        run_id=batch.run_id,
+        settings=settings.scraper,
+        per_keyword=batch.per_keyword,
+    )
+    result = {
+        "run_id": summary.run_id,
+        "keywords": summary.keywords,
+        "skipped": summary.skipped,
+        "accepted": summary.accepted,
+        "rejected": dict(summary.rejected),
+        "failed": summary.failed,
+    }
+    if not summary.finished:
+        raise FacescaleError(
+            f"RAW run {batch.run_id} is unfinished, searches failed for {sorted(summary.failed)}; "
+            "a retry resumes it"
+        )
+    return result
+
+
+def curate_version(settings: Settings, version_id: str) -> dict[str, Any]:
+    """Curate every RAW run into version ``version_id`` on Ray (no gate: `validate` follows).
+
+    Returns the version tonight stands on: ``version_id`` itself when it was made (or had been
+    by an earlier try), the unchanged newest version when nothing new arrived, or None when no
+    identity has enough photos yet.
+    """
+    from facescale.pipeline.curate import curate
+
+    summary = curate(_location(settings), settings.curation, sizing=_sizing(settings),
+                     version_id=version_id, validate=False)
+    return {
+        "version_id": summary.version_id,
+        "created": summary.version_id == version_id,
+        "message": summary.message,
+        "identities_kept": summary.identities_kept,
+        "identities_waiting": summary.identities_waiting,
+        "identities_changed": summary.identities_changed,
+        "rows": summary.rows,
+        "prepared_rows": summary.prepared_rows,
+    }
+
+
+def validate_version(settings: Settings, version_id: str) -> dict[str, Any]:
+    """The Great Expectations gate: publish ``version_id`` in the store if it passes, else raise."""
+    from facescale.pipeline.validate import validate_version as gate
+    from facescale.storage import DatasetStore
+
+    store = DatasetStore(_location(settings), _sizing(settings))
+    manifest = store.get(version_id)
+    if manifest.published and manifest.validation is not None:
+        summary = manifest.validation
+    else:
+        summary = gate(store, version_id, publish=True, max_duplicate_rate=settings.curation.max_duplicate_rate)
+    if not summary.success:
+        failed = ", ".join(str(f) for f in summary.failures[:5])
+        raise FacescaleError(f"dataset version {version_id} failed validation: {failed}")
+    return {"version_id": version_id, "success": True, "data_docs": summary.data_docs}
+
+
+def dataset_event(settings: Settings, version_id: str) -> dict[str, Any]:
+    """The extra of the dataset Asset event announcing a published version."""
+    from facescale.storage import DatasetStore
+
+    store = DatasetStore(_location(settings))
+    manifest = store.get(version_id)
+    if not manifest.published:
+        raise FacescaleError(f"dataset version {version_id} is not published")
+    parent = store.get(manifest.parent) if manifest.parent else None
+    before = {i.slug for i in parent.identities} if parent else set()
+    return {
+        "version_id": version_id,
+        "parent": manifest.parent,
+        "uri": store.location.display(store.version_dir(version_id)),
+        "identities": len(manifest.identities),
+        "new_identities": sorted(i.slug for i in manifest.identities if i.slug not in before),
+        "rows": manifest.rows,
+        "published_at": manifest.published_at.isoformat() if manifest.published_at else None,
+    }
+
+
+# -- retraining -----------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    """Whether a dataset version warrants training, and from which model to warm-start."""
+
+    train: bool
+    reason: str
+    version_id: str | None
+    base_model: str | None = None  # newest model that passed the quality bar (the warm start)
+    base_version: str | None = None
+    new_identities: list[str] = field(default_factory=list)
+    new_samples: float | None = None  # relative growth in samples over base_version
+
+
+def passed_bar(record: Any, min_top1: float) -> bool:
+    evaluation = record.metrics.get("evaluation") or {}
+    top1 = evaluation.get("top1")
+    return top1 is not None and top1 >= min_top1
+
+
+def retrain_decision(settings: Settings, version_id: str | None, *, force: bool = False) -> Decision:
+    """Train when the version adds ``retrain_min_new_identities`` identities or ``retrain_min_new_samples``
+    more samples than the version of the newest model that passed the bar (or when forced, or when
+    there is no such model); skip when that model was trained on this very version."""
+    from facescale.storage import DatasetStore, ModelRegistry
+
+    orch = settings.orchestration
+    location = _location(settings)
+    store = DatasetStore(location)
+    if version_id is None:
+        newest = store.latest(published_only=True)
+        if newest is None:
+            return Decision(False, "no published dataset version yet", None)
+        version_id = newest.version_id
+    manifest = store.get(version_id)
+    models = [r for r in ModelRegistry(location).list() if passed_bar(r, orch.min_test_top1)]
+    base = models[-1] if models else None
+    if base is None:
+        return Decision(True, "no model has passed the quality bar yet", version_id)
+    decision = Decision(False, "", version_id, base.model_id, base.version_id)
+    if base.version_id == version_id and not force:
+        decision.reason = f"model {base.model_id} was trained on {version_id} already"
+        return decision
+    base_manifest = store.get(base.version_id)
+    old = {i.slug for i in base_manifest.identities}
+    decision.new_identities = sorted(i.slug for i in manifest.identities if i.slug not in old)
+    decision.new_samples = (manifest.rows - base_manifest.rows) / max(1, base_manifest.rows)
+    if force:
+        decision.train, decision.reason = True, "forced"
+    elif len(decision.new_identities) >= orch.retrain_min_new_identities:
+        decision.train, decision.reason = True, f"{len(decision.new_identities)} new identities"
+    elif decision.new_samples >= orch.retrain_min_new_samples:
+        decision.train, decision.reason = True, f"{decision.new_samples:.0%} more samples"
+    else:
+        decision.reason = (
+            f"{len(decision.new_identities)} new identities and {decision.new_samples:.0%} more samples "
+            f"than {base.version_id} (model {base.model_id}): below the retraining thresholds"
+        )
+    return decision
+
+
+def train_model(settings: Settings, decision: Decision, key: str) -> dict[str, Any]:
+    """Train on the decision's version (warm-started from its base model) and register the model."""
+    from facescale.storage import DatasetStore, ModelRegistry
+    from facescale.training.artifacts import register_run
+    from facescale.training.train import train
+
+    if decision.version_id is None:
+        raise FacescaleError("no dataset version to train on")
+    location = _location(settings)
+    registry = ModelRegistry(location)
+    run_dir = Path(settings.orchestration.work_dir) / f"retrain-{key}-{decision.version_id}"
+    warm = registry.local_dir(decision.base_model, run_dir / "warm-start") if decision.base_model else None
+    result = train(
+        DatasetStore(location), decision.version_id, settings.training, run_dir,
+        max_steps_per_epoch=settings.orchestration.max_steps_per_epoch, warm_start=warm, verbose=2,
+    )
+    record = register_run(registry, run_dir, parent=decision.base_model)
+    return {
+        "model_id": record.model_id,
+        "version_id": record.version_id,
+        "classes": result.num_classes,
+        "epochs": result.epochs,
+        "stopped_by": result.stopped_by,
+        "run_dir": str(run_dir.resolve()),
+    }
+
+
+def evaluate_model(settings: Settings, model_id: str, key: str) -> dict[str, Any]:
+    """Evaluate a registered model on its version's test split and store the evaluation with it."""
+    from facescale.storage import DatasetStore, ModelRegistry
+    from facescale.training.artifacts import register_evaluation
+    from facescale.training.evaluate import evaluate
+
+    location = _location(settings)
+    registry = ModelRegistry(location)
+    work = Path(settings.orchestration.work_dir) / f"eval-{key}-{model_id}"
+    model_dir = registry.local_dir(model_id, work / "model")
+    result = evaluate(DatasetStore(location), model_dir, work / "eval")
+    register_evaluation(registry, model_id, work / "eval", result)
+    return {
+        "model_id": model_id,
+        "top1": result.top1,
+        "top5": result.top5,
+        "examples": result.examples,
+        "passed": result.top1 >= settings.orchestration.min_test_top1,
+        "min_test_top1": settings.orchestration.min_test_top1,
+        "eval_dir": registry.location.display(registry.files_dir(model_id)) + "/eval",
+    }
+
+
+def model_event(settings: Settings, model_id: str) -> dict[str, Any]:
+    """The extra of the model Asset event announcing a model that passed the quality bar."""
+    from facescale.storage import ModelRegistry
+
+    registry = ModelRegistry(_location(settings))
+    record = registry.get(model_id)
+    evaluation = record.metrics.get("evaluation") or {}
+    return {
+        "model_id": model_id,
+        "version_id": record.version_id,
+        "classes": record.num_classes,
+        "parent": record.parent,
+        "top1": evaluation.get("top1"),
+        "top5": evaluation.get("top5"),
+        "uri": registry.location.display(registry.model_dir(model_id)),
+    }
