@@ -14,7 +14,8 @@ Scheduled on the `facescale_dataset` Asset (published by `facescale_nightly` and
 4. **quality_bar**: test top-1 >= `orchestration.min_test_top1`, else the run stops here.
 5. **publish**: the `facescale_model` Asset event, with the model in its extra.
 
-The work is done by `facescale.orchestration`; TensorFlow is imported only inside train/evaluate.
+The work is done by `facescale.orchestration`; TensorFlow is imported only inside train/evaluate,
+which run on the `gpu` Celery queue in the scaled-out deployment (docker/).
 """
 
 from __future__ import annotations
@@ -74,11 +75,11 @@ def facescale_retrain() -> None:
         log.info("version %s: %s (%s)", decision.version_id, "train" if decision.train else "skip", decision.reason)
         return asdict(decision) if decision.train else None
 
-    @task(execution_timeout=timedelta(hours=24))
+    @task(queue=orch.TRAINING_QUEUE, execution_timeout=timedelta(hours=24))
     def train(decision: dict[str, Any]) -> dict[str, Any]:
         return orch.train_model(_settings(), orch.Decision(**decision), _key())
 
-    @task
+    @task(queue=orch.TRAINING_QUEUE)
     def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
         return orch.evaluate_model(_settings(), trained["model_id"], _key())
 

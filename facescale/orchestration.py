@@ -31,6 +31,7 @@ DATASET_ASSET = "facescale_dataset"
 DATASET_ASSET_URI = "x-facescale://datasets/published"
 MODEL_ASSET = "facescale_model"
 MODEL_ASSET_URI = "x-facescale://models/published"
+TRAINING_QUEUE = "gpu"  # Celery queue of train/evaluate tasks (the GPU worker); local executors ignore it
 SCRAPE_POOL = "facescale_scrape"  # Airflow pool capping concurrent scrape tasks (browsers + downloads)
 PLANS_DIR = "orchestration/plans"  # <root>/orchestration/plans/<key>.json: a nightly run's keyword plan
 

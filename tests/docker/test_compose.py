@@ -1,0 +1,115 @@
+"""docker/compose.yaml against the Compose specification (no Docker engine needed).
+
+The file is interpolated the way `docker compose` does it (``${VAR}``, ``${VAR:-default}``,
+``${VAR:?error}``, ``$$``) with docker/example.env, then parsed and validated by compose-spec
+(the Rust compose_spec parser: unknown keys, wrong types and bad references are errors).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from compose_spec import PyCompose
+
+DOCKER = Path(__file__).resolve().parents[2] / "docker"
+VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's interpolation: unset or empty with ``:-`` takes the default; ``:?`` fails."""
+
+    def value(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        name, op, arg = match["name"], match["op"], match["arg"]
+        current = env.get(name)
+        if op in (":-", "-"):
+            return current if current or (op == "-" and current is not None) else arg
+        if op in (":?", "?") and not current:
+            raise KeyError(f"{name}: {arg}")
+        return current or ""
+
+    return VARIABLE.sub(value, text)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {}
+    for line in (DOCKER / "example.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, val = line.partition("=")
+            env[key.strip()] = val.split("#")[0].strip()
+    env.update(AIRFLOW_FERNET_KEY="x" * 44, AIRFLOW_JWT_SECRET="y" * 32, **extra)
+    return env
+
+
+def validate(text: str) -> dict[str, Any]:
+    """YAML (anchors and ``<<`` merge keys resolved, as Compose does) checked against the specification."""
+    loaded = yaml.safe_load(text)
+    PyCompose.from_json(json.dumps(loaded)).validate()
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return validate(interpolate((DOCKER / "compose.yaml").read_text(), _env()))
+
+
+def test_compose_file_follows_the_specification(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("postgres", "redis", "minio", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                 "airflow-triggerer", "airflow-worker", "ray-head", "ray-worker", "selenium-hub", "chromium",
+                 "trainer"):
+        assert name in services, name
+
+
+def test_roles_share_one_image_with_extras(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["airflow-worker"]["build"]["args"]["EXTRAS"] == "scaled"
+    assert services["trainer"]["build"]["args"]["EXTRAS"] == "scaled,gpu"
+    assert services["ray-worker"]["image"] == services["airflow-scheduler"]["image"] == "facescale:latest"
+    devices = services["trainer"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert services["trainer"]["command"][-4:] == ["--queues", "gpu", "--concurrency", "1"]
+
+
+def test_airflow_runs_on_postgres_celery_and_the_shared_services(compose: dict[str, Any]) -> None:
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:change-me@postgres/")
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert env["FACESCALE_STORAGE__ROOT"] == "s3://facescale/data"
+    assert env["FACESCALE_CURATION__RAY_ADDRESS"] == "ray://ray-head:10001"
+    assert env["FACESCALE_SCRAPER__SELENIUM_GRID_URL"] == "http://selenium-hub:4444"
+    assert '"endpoint_url": "http://minio:9000"' in env["FACESCALE_STORAGE__STORAGE_OPTIONS"]
+
+
+def test_the_facescale_settings_of_the_compose_file_load(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facescale.config import load_settings
+
+    for key, value in compose["services"]["airflow-worker"]["environment"].items():
+        if key.startswith("FACESCALE_"):
+            monkeypatch.setenv(key, str(value))
+    settings = load_settings()
+    assert settings.storage.storage_options["client_kwargs"]["endpoint_url"] == "http://minio:9000"
+    assert settings.orchestration.scrape_pool_slots == 4
+
+
+def test_secrets_are_required_not_defaulted() -> None:
+    text = (DOCKER / "compose.yaml").read_text()
+    env = _env()
+    del env["POSTGRES_PASSWORD"]
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        interpolate(text, env)
+
+
+def test_the_validator_rejects_a_misspelt_key() -> None:
+    text = interpolate((DOCKER / "compose.yaml").read_text(), _env()).replace("shm_size: 4gb", "shm_sise: 4gb", 1)
+    with pytest.raises(ValueError, match="shm_sise"):
+        validate(text)
