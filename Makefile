@@ -4,13 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all lint clean constraints
+.PHONY: setup demo airflow test test-all lint clean constraints
 
 setup:          ## apt packages + .venv with facescale installed (fast when done)
 	@scripts/setup.sh
 
-demo: setup     ## run every stage that exists on the embedded defaults (local storage, lfw-dev)
+demo: setup     ## the main job on the embedded defaults: nightly growth + retraining DAGs against the demo web
 	@scripts/demo.sh
+
+airflow: setup  ## Airflow standalone (SQLite in var/airflow) with the project's DAGs and the demo settings
+	@scripts/airflow.sh
 
 test: setup     ## lint + the default test tiers (what CI runs)
 	$(BIN)/ruff check .
@@ -27,4 +30,4 @@ constraints: setup ## re-pin constraints.txt from the current .venv (after chang
 	@mv constraints.txt.new constraints.txt
 
 clean:          ## remove the demo data and caches (keeps .venv)
-	rm -rf var/demo .pytest_cache .ruff_cache .hypothesis
+	rm -rf var/demo var/demo-runs var/airflow .pytest_cache .ruff_cache .hypothesis

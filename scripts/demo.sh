@@ -1,53 +1,70 @@
 #!/usr/bin/env bash
-# The main job on the embedded defaults: everything on this machine, storage in var/demo.
-# It grows as stages land. Today: start the demo web (a local image-search site over
-# ../shared/data/lfw-dev), scrape it with headless Chromium for the identities in
-# examples/demo-keywords.txt (nightly growth), curate the result on local Ray into a
-# validated dataset version, then report what was stored.
+# The main job on the embedded defaults: everything on this machine, storage in var/demo,
+# Airflow's metadata in var/airflow (SQLite). Start the demo web (a local image-search site
+# over ../shared/data/lfw-dev); run the nightly growth DAG (facescale_nightly: plan, scrape
+# with headless Chromium for the identities in examples/demo-keywords.txt, curate on local
+# Ray, Great Expectations gate, dataset Asset) and the retraining DAG it schedules
+# (facescale_retrain: Inception V3 on a small configuration, evaluation, quality bar, model
+# Asset), both with `airflow dags test` (every task in this process, recorded in Airflow's
+# database, so `make airflow` shows the runs); then report what was stored.
+# A rerun the same day is quick: the night's RAW runs and dataset version are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/airflow-env.sh
 
-export FACESCALE_STORAGE__ROOT=${FACESCALE_STORAGE__ROOT:-$PWD/var/demo}
-PHOTOS=${FACESCALE_DEMO_PHOTOS:-$PWD/../shared/data/lfw-dev}
-KEYWORDS=${FACESCALE_DEMO_KEYWORDS:-$PWD/examples/demo-keywords.txt}
-PER_KEYWORD=${FACESCALE_DEMO_PER_KEYWORD:-60}
-RUN_ID=${FACESCALE_DEMO_RUN_ID:-demo-$(date -u +%Y%m%d)}
-# lfw-dev has 20-50 photos for most of these people and the demo web mixes in trouble, so
-# fewer survive curation than the seed's 30-photo minimum: wait for 15 (the rest of the
-# seed's rules stand: 50 sources per identity, short ones topped up by augmentation only).
-export FACESCALE_CURATION__MIN_PER_IDENTITY=${FACESCALE_CURATION__MIN_PER_IDENTITY:-15}
+RUN_DATE=${FACESCALE_DEMO_DATE:-$(date -u +%Y-%m-%d)}
+KEY=${RUN_DATE//-/}
+LOGS="$FACESCALE_STORAGE__ROOT/logs"
 fs=.venv/bin/facescale
+mkdir -p "$FACESCALE_STORAGE__ROOT" "$LOGS"
 
-[ -d "$PHOTOS" ] || { echo "demo photos not found at $PHOTOS (set FACESCALE_DEMO_PHOTOS)" >&2; exit 1; }
-mkdir -p "$FACESCALE_STORAGE__ROOT"
+run_dag() {  # run_dag DAG_ID LOG [airflow dags test args...]: one DAG run, its log kept, a line on failure
+  local dag=$1 log=$2; shift 2
+  if ! .venv/bin/airflow dags test "$dag" "$@" > "$log" 2>&1; then
+    grep -E "ERROR|Error|error:" "$log" | tail -15 >&2 || true
+    echo "$dag failed: see $log" >&2
+    exit 1
+  fi
+  echo "   $dag: success ($(grep -c '\[DAG TEST\] end task' "$log") task runs; log: $log)"
+}
 
-echo "== demo web: a local image-search site over $PHOTOS"
-weblog="$FACESCALE_STORAGE__ROOT/demo-web.log"
-$fs demo-web "$PHOTOS" --port 0 > "$weblog" 2>&1 &
-web_pid=$!
-trap 'kill $web_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do
-  url=$(sed -n 's/^listening on //p' "$weblog")
-  [ -n "$url" ] && break
-  kill -0 $web_pid 2>/dev/null || { cat "$weblog" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$url" ] || { echo "demo web did not start" >&2; exit 1; }
-echo "   $url"
+echo "== demo web: a local image-search site over $FACESCALE_DEMO_PHOTOS"
+start_demo_web "$FACESCALE_STORAGE__ROOT/demo-web.log"
+trap 'kill $demo_web_pid 2>/dev/null || true' EXIT
+echo "   $demo_url"
 
-echo "== scrape: $(grep -cv '^#' "$KEYWORDS") identities, $PER_KEYWORD results each, headless Chromium -> RAW run $RUN_ID"
-$fs scrape --keywords "$KEYWORDS" --engine demo --base-url "$url" --per-keyword "$PER_KEYWORD" --run-id "$RUN_ID"
-echo "== curate on local Ray: crop, dedup, clean, balance, split, augment, Great Expectations gate"
-$fs curate
+echo "== Airflow: metadata database and the facescale_scrape pool in $AIRFLOW_HOME"
+prepare_airflow
+
+echo "== nightly growth: DAG facescale_nightly for $RUN_DATE (airflow dags test)"
+echo "== scrape: up to $FACESCALE_ORCHESTRATION__NEW_PER_NIGHT new identities of $FACESCALE_ORCHESTRATION__KEYWORDS_FILE, $FACESCALE_SCRAPER__PER_KEYWORD results each, headless Chromium -> RAW runs nightly-$KEY-bNN"
+echo "== curate on local Ray: crop, dedup, clean, balance, split, augment, Great Expectations gate -> dataset Asset"
+run_dag facescale_nightly "$LOGS/facescale_nightly-$KEY.log" "$RUN_DATE" -c "{\"base_url\": \"$demo_url\"}"
+
+echo "== retraining: DAG facescale_retrain on the newest version (Inception V3 ${FACESCALE_TRAINING__IMAGE_SIZE}px, $FACESCALE_TRAINING__MAX_EPOCHS epochs of at most $FACESCALE_ORCHESTRATION__MAX_STEPS_PER_EPOCH batches; quality bar: test top-1 >= $FACESCALE_ORCHESTRATION__MIN_TEST_TOP1)"
+run_dag facescale_retrain "$LOGS/facescale_retrain-$KEY.log"
+grep -o "version [^ ]*: \(train\|skip\) (.*)" "$LOGS/facescale_retrain-$KEY.log" | head -1 | sed 's/^/   /' || true
+grep -o "model [^ ]*: test top-1 .*" "$LOGS/facescale_retrain-$KEY.log" | head -1 | sed 's/^/   /' || true
+
 echo "== identity registry"
 $fs identities list
 echo "== RAW runs"
 $fs runs list
 echo "== dataset versions"
 $fs datasets list
+echo "== models"
+$fs models list
+model=$($fs models latest 2>/dev/null || true)
 echo
 echo "storage root: $FACESCALE_STORAGE__ROOT"
 echo "  registry:   $FACESCALE_STORAGE__ROOT/registry/identities.json"
 echo "  raw runs:   $FACESCALE_STORAGE__ROOT/raw/"
 echo "  datasets:   $FACESCALE_STORAGE__ROOT/datasets/ (Data Docs: datasets/<version>/validation/)"
 echo "  review:     $FACESCALE_STORAGE__ROOT/curation/sheets/index.html (contact sheets per identity)"
+if [ -n "$model" ]; then
+  echo "  model:      $FACESCALE_STORAGE__ROOT/models/$model/files/model.keras"
+  echo "  reports:    $FACESCALE_STORAGE__ROOT/models/$model/files/eval/ (metrics.json, curves, confusion, filters, feature maps)"
+fi
+echo "  training:   $FACESCALE_ORCHESTRATION__WORK_DIR/ (checkpoints, TensorBoard logs)"
+echo "  DAG logs:   $LOGS/"
+echo "Airflow UI: make airflow, then http://localhost:$AIRFLOW__API__PORT (user admin; password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)"
