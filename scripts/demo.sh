@@ -44,7 +44,7 @@ run_dag facescale_nightly "$LOGS/facescale_nightly-$KEY.log" "$RUN_DATE" -c "{\"
 echo "== retraining: DAG facescale_retrain on the newest version (Inception V3 ${FACESCALE_TRAINING__IMAGE_SIZE}px, $FACESCALE_TRAINING__MAX_EPOCHS epochs of at most $FACESCALE_ORCHESTRATION__MAX_STEPS_PER_EPOCH batches; quality bar: test top-1 >= $FACESCALE_ORCHESTRATION__MIN_TEST_TOP1)"
 run_dag facescale_retrain "$LOGS/facescale_retrain-$KEY.log"
 grep -o "version [^ ]*: \(train\|skip\) (.*)" "$LOGS/facescale_retrain-$KEY.log" | head -1 | sed 's/^/   /' || true
-grep -o "model [^ ]*: test top-1 .*" "$LOGS/facescale_retrain-$KEY.log" | head -1 | sed 's/^/   /' || true
+grep -o "model [^ ]*: test top-1 [^[]*" "$LOGS/facescale_retrain-$KEY.log" | head -1 | sed 's/^/   /' || true
 
 echo "== identity registry"
 $fs identities list
