@@ -142,3 +142,24 @@ def test_models_are_registered_listed_evaluated_and_grown_with_a_warm_start(
     new_conv = np.asarray(first_conv(new_model).kernel)
     assert np.abs(new_conv - old_conv).max() < 0.005
     assert DatasetStore(Location.from_uri(str(root))).get(grown.version_id).split_counts()["test"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_WAIT_S)
+def test_evaluate_with_the_leaky_baseline_reports_both_splits(
+    whole_run: Run, root: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    registry = ModelRegistry(Location.from_uri(str(root)))
+    record = register_run(registry, whole_run.out)
+    result = cli("evaluate", record.model_id, "--leaky-baseline", "--batch-size", "4")
+    assert result.code == 0, result.err
+    work = tmp_path / "facescale-runs" / f"eval-{record.model_id}"
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())
+    leaky = metrics["leaky"]
+    assert leaky["version_id"] == f"{record.version_id}-leaky" and leaky["honest_top1"] == metrics["top1"]
+    assert leaky["gap"] == pytest.approx(leaky["top1"] - metrics["top1"])
+    # the same settings and step cap as the registered run
+    trained = json.loads((work / "leaky" / "train" / "training.json").read_text())
+    assert trained["settings"] == record.config and trained["max_steps_per_epoch"] == 2
+    assert "honest vs leaky" in result.out and "by sample after augmentation (seed)" in result.out
+    assert registry.get(record.model_id).metrics["evaluation"]["leaky"]["top1"] == leaky["top1"]
