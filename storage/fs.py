@@ -91,9 +91,7 @@ class Location:
             if not self.fs.exists(path):
                 return []
             entries = self.fs.ls(path, detail=True)
-        return sorted(
-            posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory"
-        )
+        return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")
 
     def list_files(self, path: str) -> list[str]:
         """Names of the files directly in ``path`` (empty when it does not exist)."""
