@@ -2,11 +2,15 @@
 # Airflow (SQLite under var/airflow, the project's dags/) and for facescale (storage in
 # var/demo, the demo keywords, small curation and training configurations for 2 cores).
 # Every value can be overridden from the environment.
+# `airflow standalone` starts its components as `airflow ...` from PATH: the project's venv first.
+export PATH="$PWD/.venv/bin:$PATH"
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$PWD/var/airflow}
 export AIRFLOW__CORE__DAGS_FOLDER=${AIRFLOW__CORE__DAGS_FOLDER:-$PWD/dags}
 export AIRFLOW__CORE__LOAD_EXAMPLES=${AIRFLOW__CORE__LOAD_EXAMPLES:-False}
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-False}
 export AIRFLOW__API__PORT=${AIRFLOW__API__PORT:-8080}
+# task processes report to the api-server's Execution API: follow its port
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://localhost:$AIRFLOW__API__PORT/execution/}
 
 export FACESCALE_STORAGE__ROOT=${FACESCALE_STORAGE__ROOT:-$PWD/var/demo}
 export FACESCALE_ORCHESTRATION__KEYWORDS_FILE=${FACESCALE_ORCHESTRATION__KEYWORDS_FILE:-${FACESCALE_DEMO_KEYWORDS:-$PWD/examples/demo-keywords.txt}}

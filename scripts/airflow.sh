@@ -22,7 +22,8 @@ cat <<INFO
               (print it with: python3 -c 'import json; print(json.load(open("$password_file"))["admin"])')
    AIRFLOW_HOME: $AIRFLOW_HOME (SQLite: airflow.db; task logs: logs/)
    storage root: $FACESCALE_STORAGE__ROOT; demo web: $demo_url
-   DAGs are unpaused: facescale_nightly runs every night at 00:00 UTC; trigger a run now from the UI.
+   DAGs are unpaused: facescale_nightly runs every night at 00:00 UTC (on the first start, last night's run
+   starts at once, against the demo web); trigger more from the UI.
    Add people by hand: AIRFLOW_HOME=$AIRFLOW_HOME .venv/bin/airflow dags trigger facescale_add_identities \\
        --conf '{"names": ["Hugo Chavez"]}'   (or the UI's Trigger button)
 INFO
