@@ -42,7 +42,8 @@ def run_key(logical_date: datetime | None, run_id: str) -> str:
     """The idempotency key of a DAG run: its logical date (``20261130``), else its run id made id-safe."""
     if logical_date is not None:
         return f"{logical_date:%Y%m%d}"
-    return _ID_UNSAFE.sub("-", run_id).strip("-._")[:80] or "run"
+    _, _, rest = run_id.rpartition("__")  # "manual__2026-11-30T09:10:00+00:00": drop the run type
+    return _ID_UNSAFE.sub("-", rest or run_id).strip("-._")[:80] or "run"
 
 
 def _location(settings: Settings) -> Any:
