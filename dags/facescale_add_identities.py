@@ -58,7 +58,9 @@ def _key() -> str:
         "names": Param(
             [], type="array", items={"type": "string", "minLength": 1}, minItems=1, description="people to add"
         ),
-        "engine": Param("demo", type="string", enum=["demo", "bing"], description="search engine adapter"),
+        "engine": Param(
+            None, type=["null", "string"], enum=[None, "demo", "bing"], description="default: scraper.engine"
+        ),
         "base_url": Param(None, type=["null", "string"], description="engine base URL (the demo web's URL)"),
         "images_per_keyword": Param(
             None, type=["null", "integer"], minimum=1, description="default: scraper.per_keyword"

@@ -57,7 +57,9 @@ def _key() -> str:
     doc_md=__doc__,
     default_args={"owner": "facescale", "retries": 1, "retry_delay": timedelta(minutes=2)},
     params={
-        "engine": Param("demo", type="string", enum=["demo", "bing"], description="search engine adapter"),
+        "engine": Param(
+            None, type=["null", "string"], enum=[None, "demo", "bing"], description="default: scraper.engine"
+        ),
         "base_url": Param(None, type=["null", "string"], description="engine base URL (the demo web's URL)"),
         "images_per_keyword": Param(
             None, type=["null", "integer"], minimum=1, description="default: scraper.per_keyword"

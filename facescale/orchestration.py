@@ -103,7 +103,8 @@ def plan_night(
     """Plan the keywords of run ``key`` (or return the plan already made for it).
 
     New identities are the next ``new_per_night`` names of ``orchestration.keywords_file``
-    that are not registered yet (or ``names``, when given: the add-identities DAG). Added to
+    that are not registered yet (or ``names``, when given: the add-identities DAG), registered
+    here in that order so their labels do not depend on which scrape task runs first. Added to
     them: registered identities no RAW run has completed (a failed or interrupted scrape),
     and identities the newest dataset version lists as waiting for more clean photos, which
     are searched twice as deep (URLs fetched before are skipped by the scraper).
@@ -151,6 +152,9 @@ def plan_night(
         plan.batches.append(Batch("", waiting[start : start + batch_size], per_keyword * 2))
     for index, batch in enumerate(plan.batches):
         batch.run_id = f"{prefix}-{key}-b{index:02d}"
+    # Register tonight's new names now, in keyword-file order: labels must not depend on which
+    # mapped scrape task happens to run first.
+    registry.add(new)
     location.makedirs(location.path(PLANS_DIR))
     location.write_bytes_atomic(plan_path, json.dumps(plan.to_json(), indent=2).encode())
     log.info("planned %s-%s: %d new, %d pending, %d waiting, %d batches", prefix, key, len(new), len(pending),

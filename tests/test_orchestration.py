@@ -40,6 +40,8 @@ def test_plan_takes_the_next_new_names_in_batches_and_is_kept(tmp_path: Path) ->
         ("nightly-20261130-b00", ["Ada Lovelace", "Grace Hopper"], 7),
         ("nightly-20261130-b01", ["Alan Turing"], 7),
     ]
+    labels = IdentityRegistry(Location.from_uri(str(root))).labels()
+    assert labels == {"alan-turing": 0, "ada-lovelace": 1, "grace-hopper": 2}  # in plan order
     stored = json.loads((root / PLANS_DIR / "nightly-20261130.json").read_text())
     assert stored["batches"][1]["names"] == ["Alan Turing"]
 

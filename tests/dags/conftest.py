@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 RUN_DAG = Path(__file__).with_name("_run_dag.py")
 # People of lfw-dev with 20+ photos: enough to pass the tiny curation minimums below.
-PEOPLE = ["Colin Powell", "Tony Blair", "Donald Rumsfeld", "George W Bush", "Gerhard Schroeder", "Jacques Chirac"]
+PEOPLE = ["Colin Powell", "Tony Blair", "Donald Rumsfeld", "George W Bush", "Vladimir Putin", "Jacques Chirac"]
 
 
 def airflow_env(home: Path, **facescale: str) -> dict[str, str]:

@@ -109,6 +109,34 @@ def test_rerunning_a_night_changes_nothing(nights: dict[str, Any]) -> None:
     assert nights["after_again"] == nights["after_second"]
 
 
+@pytest.fixture(scope="module")
+def added(nights: dict[str, Any], demo_web_url: str) -> dict[str, Any]:
+    conf = {"names": ["Vladimir Putin"], "base_url": demo_web_url, "images_per_keyword": 12}
+    return nights["airflow"].test_dag("facescale_add_identities", None, conf)
+
+
+def test_adding_identities_by_hand_publishes_a_version_for_retraining(
+    nights: dict[str, Any], added: dict[str, Any]
+) -> None:
+    root = nights["airflow"].root
+    assert added["state"] == "success", added["log"]
+    assert added["tasks"] == {
+        "register": "success", "plan": "success", "scrape[0]": "success", "curate": "success",
+        "created": "success", "validate": "success", "publish": "success",
+    }
+    (batch,) = added["xcom"]["plan"]
+    assert batch["names"] == ["Vladimir Putin"] and batch["run_id"].startswith("manual-")
+    version = added["xcom"]["curate"]["version_id"]
+    assert version.startswith("manual-")
+    manifest = _manifest(root, version)
+    assert manifest["parent"] == "nightly-20261102"
+    assert {i["name"]: i["label"] for i in manifest["identities"]}["Vladimir Putin"] == 4
+    event = added["events"][-1]
+    assert event["dag_id"] == "facescale_add_identities"
+    assert event["extra"]["new_identities"] == ["vladimir-putin"]
+    assert added["queued"] == ["facescale_retrain"]
+
+
 @pytest.mark.slow
 def test_retrain_trains_on_the_asset_event_then_skips_when_nothing_changed(nights: dict[str, Any]) -> None:
     airflow = nights["airflow"]
@@ -117,10 +145,11 @@ def test_retrain_trains_on_the_asset_event_then_skips_when_nothing_changed(night
     assert trained["tasks"] == {
         "decide": "success", "train": "success", "evaluate": "success", "quality_bar": "success", "publish": "success",
     }
+    latest = [e for e in trained["events"] if e["asset"] == "facescale_dataset"][-1]["extra"]
     decision = trained["xcom"]["decide"]
-    assert decision["version_id"] == "nightly-20261102" and decision["train"]
+    assert decision["version_id"] == latest["version_id"] and decision["train"]
     model = trained["xcom"]["publish"]
-    assert model["version_id"] == "nightly-20261102" and model["classes"] == 4
+    assert model["version_id"] == latest["version_id"] and model["classes"] == latest["identities"]
     record = json.loads((airflow.root / "models" / model["model_id"] / "model.json").read_text())
     assert record["metrics"]["evaluation"]["top1"] == model["top1"]
     assert [e["asset"] for e in trained["events"]][-1] == "facescale_model"
