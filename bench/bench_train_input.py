@@ -49,7 +49,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class EpochTimes(keras.callbacks.Callback):
-    """Wall time of every epoch and of every batch after the first (tracing excluded)."""
+    """Wall time of every epoch, and per epoch the span from the first batch's end to the last's.
+
+    The span leaves out the first step (tracing) and whatever runs at the epoch's end
+    (validation, checkpoints), so it is the training steps alone.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,14 +67,14 @@ class EpochTimes(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._batches += 1
+        self._last = time.perf_counter()
         if self._first is None:
-            self._first = time.perf_counter()
+            self._first = self._last
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        now = time.perf_counter()
-        self.epochs.append(now - self._start)
+        self.epochs.append(time.perf_counter() - self._start)
         if self._first is not None:
-            self.after_first.append((self._batches - 1, now - self._first))
+            self.after_first.append((self._batches - 1, self._last - self._first))
 
 
 def peak_rss_mb() -> float:
