@@ -316,6 +316,8 @@ def retrain_decision(settings: Settings, version_id: str | None, *, force: bool 
             return Decision(False, "no published dataset version yet", None)
         version_id = newest.version_id
     manifest = store.get(version_id)
+    if not manifest.published:
+        return Decision(False, f"dataset version {version_id} is not published (validation failed?)", version_id)
     models = [r for r in ModelRegistry(location).list() if passed_bar(r, orch.min_test_top1)]
     base = models[-1] if models else None
     if base is None:
