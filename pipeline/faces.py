@@ -8,10 +8,11 @@ How a photo becomes a crop (`crop_face`):
    - Propose: the grey image is downscaled (INTER_AREA) so that its longer side is at most
      ``detect_max_side``, but never so far that a face of the minimum accepted size
      (``max(min_face_px, min_face_fraction * short side)``) spans fewer than
-     ``proposal_min_windows`` (1.15) of the proposing cascade's windows. ``proposal_cascade`` (frontalface_alt2: 20 px window, cheaper, and
-     on the small image it misses fewer faces than the default cascade) runs once with no
-     neighbour threshold; its raw hits are clustered (OpenCV's similarity rule, every
-     cluster kept) into candidates.
+     ``proposal_min_windows`` (1.15) of the proposing cascade's windows.
+     ``proposal_cascade`` (frontalface_alt2: 20 px window, cheaper, and on the small image
+     it misses fewer faces than the default cascade) runs once with no neighbour threshold;
+     its raw hits are clustered (OpenCV's similarity rule, every cluster kept) into
+     candidates.
    - Decide: candidates that overlap are merged into one region; ``cascade`` (frontalface
      default) scans each region of the FULL-resolution grey image (candidate +-35 %, faces
      0.6-1.5x its size) and keeps boxes with ``min_neighbors`` hits. OpenCV scans pyramid
