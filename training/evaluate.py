@@ -273,6 +273,8 @@ def plot_curves(history_csv: str | os.PathLike[str], path: str | os.PathLike[str
     with open(history_csv, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     metrics = [m for m in ("loss", "accuracy", "top5_accuracy") if rows and m in rows[0]]
     fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(4.5 * max(1, len(metrics)), 3.5), squeeze=False)
     epochs = [int(float(r["epoch"])) + 1 for r in rows]
@@ -282,6 +284,7 @@ def plot_curves(history_csv: str | os.PathLike[str], path: str | os.PathLike[str
             ax.plot(epochs, [float(r[f"val_{metric}"]) for r in rows], marker="o", label="val")
         ax.set_title(metric)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
         ax.grid(alpha=0.3)
     _save(fig, path)
@@ -313,7 +316,7 @@ def plot_confusion(
             matrix[index[t], index[q]] += 1
     totals = np.array([max(1, int((y == label).sum())) for label in shown])[:, None]
     plt = _pyplot()
-    side = 2.5 + 0.35 * len(shown)
+    side = max(5.0, 2.5 + 0.35 * len(shown))
     fig, ax = plt.subplots(figsize=(side + 1, side))
     image = ax.imshow(matrix / totals, cmap="Blues", vmin=0, vmax=1)
     names = [_who(labels, label)["slug"] for label in shown]
@@ -321,7 +324,7 @@ def plot_confusion(
     ax.set_yticks(range(len(shown)), names, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("confusion (share of the true identity's samples)")
+    ax.set_title("confusion: share of each true identity", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046)
     _save(fig, path)
     return shown
@@ -389,9 +392,10 @@ def plot_feature_maps(
     fig, axes = plt.subplots(len(maps), channels + 1, figsize=((channels + 1) * 1.2, len(maps) * 1.3), squeeze=False)
     for row, (name, values) in enumerate(maps):
         first = axes[row][0]
-        first.imshow((image + 1.0) / 2.0)
-        first.set_title("input" if row == 0 else "", fontsize=7)
         first.axis("off")
+        if row == 0:
+            first.imshow((image + 1.0) / 2.0)
+            first.set_title("input", fontsize=7)
         for c in range(channels):
             ax = axes[row][c + 1]
             ax.axis("off")
