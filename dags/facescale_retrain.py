@@ -22,42 +22,27 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
+from facescale_dags import DAG_DEFAULTS, DATASET, MODEL, run_key, settings
 
 from facescale import orchestration as orch
 
 log = logging.getLogger(__name__)
-DATASET = Asset(name=orch.DATASET_ASSET, uri=orch.DATASET_ASSET_URI)
-MODEL = Asset(name=orch.MODEL_ASSET, uri=orch.MODEL_ASSET_URI)
-
-
-def _settings() -> Any:
-    from facescale.config import load_settings
-
-    return load_settings()
-
-
-def _key() -> str:
-    context = get_current_context()
-    return orch.run_key(context.get("logical_date"), context["run_id"])
 
 
 @dag(
     dag_id="facescale_retrain",
     schedule=[DATASET],
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
     tags=["facescale", "model", "train"],
     doc_md=__doc__,
-    default_args={"owner": "facescale", "retries": 1, "retry_delay": timedelta(minutes=2)},
     params={
         "force": Param(False, type="boolean", description="train even if the version adds little"),
         "version_id": Param(None, type=["null", "string"], description="by hand: the version to train on"),
     },
+    **DAG_DEFAULTS,
 )
 def facescale_retrain() -> None:
     @task.short_circuit(inlets=[DATASET])
@@ -71,17 +56,17 @@ def facescale_retrain() -> None:
             else:  # by hand without a version: the latest published one
                 events = context["inlet_events"][DATASET]
                 version = events[-1].extra.get("version_id") if len(events) else None
-        decision = orch.retrain_decision(_settings(), version, force=context["params"]["force"])
+        decision = orch.retrain_decision(settings(), version, force=context["params"]["force"])
         log.info("version %s: %s (%s)", decision.version_id, "train" if decision.train else "skip", decision.reason)
         return asdict(decision) if decision.train else None
 
     @task(queue=orch.TRAINING_QUEUE, execution_timeout=timedelta(hours=24))
     def train(decision: dict[str, Any]) -> dict[str, Any]:
-        return orch.train_model(_settings(), orch.Decision(**decision), _key())
+        return orch.train_model(settings(), orch.Decision(**decision), run_key())
 
     @task(queue=orch.TRAINING_QUEUE)
     def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
-        return orch.evaluate_model(_settings(), trained["model_id"], _key())
+        return orch.evaluate_model(settings(), trained["model_id"], run_key())
 
     @task.short_circuit
     def quality_bar(evaluation: dict[str, Any]) -> bool:
@@ -93,7 +78,7 @@ def facescale_retrain() -> None:
 
     @task(outlets=[MODEL])
     def publish(evaluation: dict[str, Any]) -> dict[str, Any]:
-        extra = orch.model_event(_settings(), evaluation["model_id"])
+        extra = orch.model_event(settings(), evaluation["model_id"])
         get_current_context()["outlet_events"][MODEL].extra = extra
         return extra
 

@@ -10,11 +10,13 @@ import json
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 
 def main() -> None:
     dag_id, when, conf = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow import settings
+    from airflow.dag_processing.dagbag import BundleDagBag
     from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
     from airflow.models.pool import Pool
     from airflow.utils.session import create_session
@@ -23,7 +25,8 @@ def main() -> None:
     from facescale.orchestration import SCRAPE_POOL
 
     Pool.create_or_update_pool(SCRAPE_POOL, load_settings().orchestration.scrape_pool_slots, "scrape tasks", False)
-    bag = DagBag()
+    # as `airflow dags test` loads the dags-folder bundle (the folder goes on sys.path: facescale_dags)
+    bag = BundleDagBag(settings.DAGS_FOLDER, bundle_path=Path(settings.DAGS_FOLDER))
     assert not bag.import_errors, bag.import_errors
     dag = bag.get_dag(dag_id)
     logical_date = None if when == "none" else datetime.fromisoformat(when)

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.airflow
 
-HEAVY = ("tensorflow", "ray", "selenium", "cv2", "keras")
+HEAVY = ("tensorflow", "ray", "selenium", "cv2", "keras", "pyarrow")
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted(p.name for p in (REPO / "dags").glob("*.py"))
 EXPECTED = {"facescale_nightly", "facescale_retrain", "facescale_add_identities"}
@@ -22,11 +22,13 @@ EXPECTED = {"facescale_nightly", "facescale_retrain", "facescale_add_identities"
 # excluded: it is paid once per dag-processor, not per file).
 PARSE = """
 import json, sys, time
-from airflow.dag_processing.dagbag import DagBag
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
 import airflow.sdk  # warm: its import is paid once per process, not per file
 before = set(sys.modules)
 started = time.perf_counter()
-bag = DagBag(dag_folder=sys.argv[1])
+# as the DAG processor parses a file of the dags-folder bundle (which puts the folder on sys.path)
+bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[2]))
 seconds = time.perf_counter() - started
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r} and m not in before)
 dags = {{}}
@@ -42,13 +44,14 @@ for dag in bag.dags.values():
                   for t in dag.tasks}},
     }}
 print("RESULT " + json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "dags": dags,
-                               "heavy": heavy, "seconds": seconds}}))
+                               "files": sorted(bag.file_last_changed), "heavy": heavy, "seconds": seconds}}))
 """
 
 
 def _parse(path: Path, env: dict[str, str]) -> dict[str, Any]:
     code = PARSE.format(heavy=set(HEAVY))
-    done = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, timeout=300)
+    args = [sys.executable, "-c", code, str(path), str(REPO / "dags")]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     return json.loads(lines[-1].removeprefix("RESULT "))
@@ -60,12 +63,25 @@ def parsed(tmp_path_factory: pytest.TempPathFactory, airflow_tools: Any) -> dict
     return {name: _parse(REPO / "dags" / name, env) for name in DAG_FILES}
 
 
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory, airflow_tools: Any) -> dict[str, Any]:
+    env = airflow_tools.airflow_env(tmp_path_factory.mktemp("airflow-home"))
+    return _parse(REPO / "dags", env)
+
+
 def _dags(parsed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {dag_id: dag for result in parsed.values() for dag_id, dag in result["dags"].items()}
 
 
 def test_every_dag_is_there(parsed: dict[str, dict[str, Any]]) -> None:
     assert set(_dags(parsed)) == EXPECTED
+
+
+def test_the_folder_parses_as_the_dag_processor_lists_it(folder: dict[str, Any]) -> None:
+    """The DAG files parse; the helper package they share is not a DAG file (dags/.airflowignore)."""
+    assert folder["errors"] == {}
+    assert set(folder["dags"]) == EXPECTED
+    assert [Path(f).name for f in folder["files"]] == DAG_FILES
 
 
 @pytest.mark.parametrize("name", DAG_FILES)
