@@ -184,6 +184,10 @@ class OrchestrationSettings(_Section):
     )
     new_per_night: int = Field(20, ge=0, le=10_000, description="new identities planned per nightly run")
     batch_size: int = Field(10, ge=1, le=1000, description="keywords per mapped scrape task")
+    max_waiting_nights: int | None = Field(
+        3, ge=0, description="nights an identity still short of clean photos is searched again, then the nightly "
+        "gives up on it (None: no cap)"
+    )
     scrape_pool_slots: int = Field(2, ge=1, le=1024, description="slots of the facescale_scrape Airflow pool")
     work_dir: str = Field("./facescale-runs", description="local directory for training runs started by DAGs")
     retrain_min_new_identities: int = Field(1, ge=1, description="retrain when a version adds this many identities")

@@ -79,6 +79,9 @@ class Plan:
     new: list[str] = field(default_factory=list)  # names not registered before tonight
     pending: list[str] = field(default_factory=list)  # registered, never scraped to completion
     waiting: list[str] = field(default_factory=list)  # curated, still short of clean photos: searched deeper
+    given_up: list[str] = field(default_factory=list)  # still short, but searched max_waiting_nights already
+    waiting_nights: dict[str, int] = field(default_factory=dict)  # nights other plans searched them (waiting, given up)
+    max_waiting_nights: int | None = None  # the cap in effect when the plan was made
     batches: list[Batch] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -107,7 +110,10 @@ def plan_night(
     here in that order so their labels do not depend on which scrape task runs first. Added to
     them: registered identities no RAW run has completed (a failed or interrupted scrape),
     and identities the newest dataset version lists as waiting for more clean photos, which
-    are searched twice as deep (URLs fetched before are skipped by the scraper).
+    are searched twice as deep (URLs fetched before are skipped by the scraper) unless the
+    stored plans of ``orchestration.max_waiting_nights`` other nights searched them already:
+    those are listed as ``given_up`` (with every waiting identity's count in ``waiting_nights``),
+    so the plan shows why they are not searched. Adding such a person by hand searches it again.
     """
     from facescale.scraper.keywords import parse_keywords, read_keywords
     from facescale.storage import DatasetStore, IdentityRegistry, RawStore
@@ -138,13 +144,18 @@ def plan_night(
     completed = {slug for record in raw.list() for slug in record.completed}
     active = [i for i in registry.list() if i.slug not in completed]
     pending = list(dict.fromkeys(pending_names + [i.name for i in active]))
-    waiting: list[str] = []
+    plan = Plan(key, new=new, pending=pending, max_waiting_nights=orch.max_waiting_nights)
     if names is None:
         newest = DatasetStore(location).latest(published_only=False)
         notes = (newest.notes or {}).get("curation", {}) if newest is not None else {}
         by_slug = {i.slug: i.name for i in registry.list()}
-        waiting = [by_slug[s] for s in sorted(notes.get("waiting", {})) if s in by_slug and by_slug[s] not in pending]
-    plan = Plan(key, new=new, pending=pending, waiting=waiting)
+        short = [by_slug[s] for s in sorted(notes.get("waiting", {})) if s in by_slug and by_slug[s] not in pending]
+        searched = _waiting_nights(location, prefix, key) if short else {}
+        for name in short:
+            nights = plan.waiting_nights[name] = searched.get(name_key(name), 0)
+            capped = plan.max_waiting_nights is not None and nights >= plan.max_waiting_nights
+            (plan.given_up if capped else plan.waiting).append(name)
+    waiting = plan.waiting
     normal = new + pending
     for start in range(0, len(normal), batch_size):
         plan.batches.append(Batch("", normal[start : start + batch_size], per_keyword))
@@ -157,9 +168,22 @@ def plan_night(
     registry.add(new)
     location.makedirs(location.path(PLANS_DIR))
     location.write_bytes_atomic(plan_path, json.dumps(plan.to_json(), indent=2).encode())
-    log.info("planned %s-%s: %d new, %d pending, %d waiting, %d batches", prefix, key, len(new), len(pending),
-             len(waiting), len(plan.batches))
+    log.info("planned %s-%s: %d new, %d pending, %d waiting (%d given up), %d batches", prefix, key, len(new),
+             len(pending), len(waiting), len(plan.given_up), len(plan.batches))
     return plan
+
+
+def _waiting_nights(location: Any, prefix: str, key: str) -> dict[str, int]:
+    """How many stored ``prefix`` plans other than ``key``'s searched each identity as waiting (by name key)."""
+    from facescale.storage.identities import name_key
+
+    counts: dict[str, int] = {}
+    this = f"{prefix}-{key}.json"
+    for file in location.list_files(location.path(PLANS_DIR)):
+        if file.startswith(f"{prefix}-") and file.endswith(".json") and file != this:
+            for name in json.loads(location.read_bytes(location.path(PLANS_DIR, file))).get("waiting", []):
+                counts[name_key(name)] = counts.get(name_key(name), 0) + 1
+    return counts
 
 
 def register_identities(settings: Settings, names: list[str]) -> list[dict[str, Any]]:
