@@ -828,6 +828,204 @@ def models_latest(ctx: typer.Context) -> None:
     out.print(Text(_state(ctx).models().resolve("latest").model_id))
 
 
+# -- serving ---------------------------------------------------------------------------------------
+ModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", help="registered model id, or 'latest' (default: serving.model)")
+]
+BackendOption = Annotated[
+    str, typer.Option("--backend", "-b", help="embedding backend: 'model' (ours) or 'dlib' (pretrained)")
+]
+
+
+def _recognizer(state: State, model: str | None, *, calibrate_missing: bool = True) -> object:
+    from facescale.serving.loading import load_recognizer
+
+    return load_recognizer(
+        state.models(), state.datasets(), state.settings.serving, model or state.settings.serving.model,
+        calibrate_missing=calibrate_missing, progress=lambda line: err.print(Text(line)),
+    )
+
+
+def _photo(path: Path, state: State) -> object:
+    from facescale.serving.images import load_image
+    from facescale.serving.loading import image_limits
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FacescaleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return load_image(data, image_limits(state.settings.serving), str(path))
+
+
+def _backend(value: str) -> str:
+    if value not in ("model", "dlib"):
+        raise FacescaleError(f"unknown backend {value!r}: use 'model' or 'dlib'")
+    return value
+
+
+@app.command("identify")
+def identify_cmd(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="photos to look at")],
+    model: ModelOption = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, max=50, help="identities per face")] = None,
+    annotate: Annotated[
+        Path | None, typer.Option("--annotate", help="write each photo with boxes and names here (a folder)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Find every face in each photo and say who it is (top-k identities, 'unknown' below the threshold)."""
+    from facescale.serving.images import annotate as draw
+    from facescale.serving.images import encode_jpeg
+    from facescale.storage.fs import local_atomic_path
+
+    state = _state(ctx)
+    recognizer = _recognizer(state, model)
+    k = top_k or state.settings.serving.top_k
+    results = []
+    for path in images:
+        pixels = _photo(path, state)
+        matches = recognizer.identify(pixels, k)  # type: ignore[attr-defined]
+        results.append({"image": str(path), "faces": [m.to_json() for m in matches]})
+        if annotate is not None:
+            annotate.mkdir(parents=True, exist_ok=True)
+            labels = [
+                (m.box, f"{m.identity or 'unknown'} {100 * m.confidence:.0f}%", m.identity is not None) for m in matches
+            ]
+            target = annotate / f"{path.stem}.jpg"
+            with local_atomic_path(target) as tmp:
+                Path(tmp).write_bytes(encode_jpeg(draw(pixels, labels)))  # type: ignore[arg-type]
+            results[-1]["annotated"] = str(target)
+    if as_json:
+        out.print_json(json.dumps({"model_id": recognizer.model_id, "results": results}))  # type: ignore[attr-defined]
+        return
+    threshold = recognizer.unknown_threshold  # type: ignore[attr-defined]
+    table = Table("image", "face (x, y, w, h)", "identity", "confidence", "other candidates",
+                  title=f"model {recognizer.model_id}; unknown below {threshold:.3f}")  # type: ignore[attr-defined]
+    for result in results:
+        if not result["faces"]:
+            table.add_row(Text(result["image"]), "-", "no face found", "", "")
+        for face in result["faces"]:
+            b = face["box"]
+            others = ", ".join(f"{c['identity']} {c['confidence']:.3f}" for c in face["candidates"][1:])
+            table.add_row(
+                Text(result["image"]), f"{b['x']}, {b['y']}, {b['width']}, {b['height']}",
+                Text(face["identity"] or "unknown"), f"{face['confidence']:.3f}", Text(others),
+            )
+    out.print(table)
+    for result in results:
+        if "annotated" in result:
+            out.print(Text(f"annotated: {result['annotated']}"))
+
+
+@app.command("verify")
+def verify_cmd(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="two photos (same person?), or one with --identity")],
+    identity: Annotated[
+        str | None, typer.Option("--identity", "-i", help="check one photo against this enrolled identity")
+    ] = None,
+    backend: BackendOption = "model",
+    model: ModelOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Are two photos the same person, or is a photo the enrolled identity? (similarity, decision, threshold)"""
+    state = _state(ctx)
+    backend = _backend(backend)
+    if identity is None and len(images) != 2:
+        raise FacescaleError("give two photos to compare, or one photo and --identity NAME")
+    if identity is not None and len(images) != 1:
+        raise FacescaleError("with --identity, give exactly one photo")
+    recognizer = _recognizer(state, model)
+    photos = [_photo(p, state) for p in images]
+    if identity is None:
+        result = recognizer.verify_pair(photos[0], photos[1], backend)  # type: ignore[attr-defined]
+        what = f"{images[0]} vs {images[1]}"
+    else:
+        result = recognizer.verify_identity(photos[0], identity, backend)  # type: ignore[attr-defined]
+        what = f"{images[0]} vs {result['identity']} ({result['enrolled_photos']} enrolled photos)"
+    result["model_id"] = recognizer.model_id  # type: ignore[attr-defined]
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    verdict = "same person" if result["same"] else "different people"
+    out.print(
+        Text(
+            f"{what}: {verdict} (similarity {result['similarity']:.4f}, threshold {result['threshold']:.4f}, "
+            f"{backend} backend, model {result['model_id']})"
+        )
+    )
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="registered model id, or 'latest'")] = "latest",
+    unseen: Annotated[
+        Path | None,
+        typer.Option(help="a folder of people the model never saw (one sub-folder each, e.g. lfw-dev): "
+                     "pairs accuracy on them, and strangers for the unknown threshold"),
+    ] = None,
+    gallery: Annotated[int, typer.Option(min=1, help="enrolled training photos per identity")] = 10,
+    max_pairs: Annotated[int, typer.Option(min=10, help="validation pairs per backend")] = 4000,
+    unseen_identities: Annotated[int, typer.Option(min=2, help="at most this many unseen people")] = 200,
+    backends: Annotated[str, typer.Option(help="comma-separated backends to calibrate")] = "model,dlib",
+) -> None:
+    """Calibrate a model's unknown and verification thresholds, enrol its identities, and report (stored with it)."""
+    import tempfile
+
+    from facescale.serving.calibration import calibrate, store_calibration
+    from facescale.serving.loading import image_limits
+
+    state = _state(ctx)
+    chosen = [_backend(b.strip()) for b in backends.split(",") if b.strip()]
+    recognizer = _recognizer(state, model, calibrate_missing=False)
+    calibration = calibrate(
+        recognizer, state.datasets(), backends=chosen, gallery_per_identity=gallery,  # type: ignore[arg-type]
+        max_pairs=max_pairs, unseen=unseen, unseen_identities=unseen_identities,
+        limits=image_limits(state.settings.serving), progress=lambda line: err.print(Text(line)),
+    )
+    with tempfile.TemporaryDirectory(prefix="facescale-calibration-") as work:
+        store_calibration(state.models(), calibration, Path(work))
+    report = calibration.report
+    table = Table("backend", "check", "pairs", "threshold", "accuracy", "precision", "recall", "ROC AUC",
+                  title=f"model {calibration.model_id}: verification")
+    for backend, entry in report["backends"].items():
+        for check in ("pairs", "identity", "unseen_pairs"):
+            if check in entry:
+                m = entry[check]
+                table.add_row(backend, {"pairs": "val pairs", "identity": "val vs templates",
+                                        "unseen_pairs": "unseen people"}[check],
+                              str(m["pairs"]), _fmt(m["threshold"]), _fmt(m["accuracy"]), _fmt(m["precision"]),
+                              _fmt(m["recall"]), _fmt(m["roc_auc"]))
+    out.print(table)
+    ident = report["identify"]
+    out.print(Text(
+        f"identify: unknown below top-1 confidence {calibration.unknown_threshold:.4f} "
+        f"(validation top-1 {_fmt(ident.get('val_top1'))}, balanced accuracy of accept/refuse "
+        f"{_fmt(ident.get('balanced_accuracy'))}, {ident.get('unseen_faces', 0)} unseen faces)"
+    ))
+
+
+@app.command("serve")
+def serve_cmd(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="interface (default: serving.host)")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="port (default: serving.port; 0: any free)")
+    ] = None,
+    model: ModelOption = None,
+) -> None:
+    """Serve the identify / verify HTTP API and its web page (follows newly registered models)."""
+    from facescale.serving.server import run
+
+    state = _state(ctx)
+    settings = state.settings.serving
+    updates = {"host": host, "port": port, "model": model}
+    settings = settings.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    run(state.models(), state.datasets(), settings)
+
+
 @app.command("demo-web")
 def demo_web(
     photos: Annotated[Path, typer.Argument(help="a folder with one sub-folder of photos per person (e.g. lfw-dev)")],

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -199,10 +199,23 @@ class OrchestrationSettings(_Section):
 
 
 class ServingSettings(_Section):
+    """The identify / verify API, its page and the CLI commands that use a model."""
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    max_pixels: int = Field(40_000_000, ge=10_000)
+    model: str = Field(
+        "latest", description="registered model to serve: an id, or 'latest' (followed as new ones register)"
+    )
+    reload_interval_s: float = Field(30.0, gt=0, description="how often the API looks for a newly registered model")
+    token: SecretStr | None = Field(None, description="bearer token the API requires (none: no auth)")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest accepted image file")
+    max_pixels: int = Field(40_000_000, ge=10_000, description="largest accepted image, width x height")
+    min_face_px: int = Field(32, ge=8, description="smallest face side looked at, in source pixels")
+    top_k: int = Field(3, ge=1, le=50, description="identities listed per face")
+    cache_dir: str = Field(
+        "./facescale-runs/serving", description="local copies of models kept in a remote store"
+    )
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
 
 
 class Settings(BaseSettings):

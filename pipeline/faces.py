@@ -417,6 +417,16 @@ def find_faces(
     return found
 
 
+def faces_in_image(image: np.ndarray, params: CropParams) -> list[Face]:
+    """Every distinct face `find_faces` sees in a BGR (or grey) image, largest first, however small.
+
+    Uses the thread's own cascades (``params.cascade`` and ``params.proposal_cascade``):
+    safe to call from many threads at once.
+    """
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    return find_faces(grey, params, _default_cascade(params.cascade), _default_cascade(params.proposal_cascade))
+
+
 def _detect_tight(grey: np.ndarray, params: CropParams, cascade: cv2.CascadeClassifier) -> list[Face]:
     """The retry for inputs that are already tight face crops: pad the border, look for big faces."""
     height, width = grey.shape

@@ -1,7 +1,8 @@
 """The dependency direction of docs/ARCHITECTURE.md, enforced on the source tree.
 
 storage imports nothing of ours (but facescale.errors); stages import storage and config;
-serving may also load models from training; the CLI wires everything; dags import
+serving may also load models from training and use the pipeline's face detector and
+pretrained embedder (faces are found and cropped as the dataset's were); the CLI wires everything; dags import
 everything and nothing imports dags.
 """
 
@@ -35,7 +36,8 @@ ALLOWED: dict[str, set[str]] = {
     "facescale.scraper": STAGE,
     "facescale.pipeline": STAGE,
     "facescale.training": STAGE,
-    "facescale.serving": STAGE | {"facescale.training"},
+    # the detector and crop the dataset was made with, and the pretrained embedder (a backend)
+    "facescale.serving": STAGE | {"facescale.training", "facescale.pipeline.faces", "facescale.pipeline.embeddings"},
     "facescale.cli": {"facescale"},  # everything of ours, but never dags
     "facescale.orchestration": {"facescale"},  # the DAGs' work: wires the stages, never dags
     "dags": {"facescale"},
@@ -128,6 +130,7 @@ def test_rule_checker_catches_violations(tmp_path: Path) -> None:
     assert _allowed("facescale.storage.bad", "facescale.storage.fs", rule)
     assert not _allowed("facescale.serving.api", "facescale.pipeline.dedup", _rule("facescale.serving.api"))
     assert _allowed("facescale.serving.api", "facescale.training.artifacts", _rule("facescale.serving.api"))
+    assert _allowed("facescale.serving.api", "facescale.pipeline.faces", _rule("facescale.serving.api"))
 
 
 def test_storage_and_cli_import_no_heavy_libraries() -> None:

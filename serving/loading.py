@@ -1,0 +1,140 @@
+"""Loading registered models for serving, calibrating them on first use, and following the registry.
+
+`load_recognizer` turns a registry reference (an id or ``latest``) into a ready `Recognizer`:
+files fetched (or used in place on a local store), the dataset version's crop parameters,
+and the stored calibration, computed and stored first when the model has none.
+`ModelWatcher` keeps the newest registered model loaded for the API: a background thread
+looks at the registry every ``reload_interval_s`` and swaps a newly registered model in once
+it is fully loaded, so requests never wait for a load and never see half of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from facescale.config import ServingSettings
+from facescale.errors import FacescaleError
+from facescale.pipeline.faces import CropParams
+from facescale.serving.calibration import calibrate, load_calibration, store_calibration
+from facescale.serving.images import ImageLimits
+from facescale.serving.recognizer import Recognizer
+from facescale.storage import DatasetStore, ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+def crop_params(store: DatasetStore, version_id: str) -> CropParams:
+    """The crop parameters a dataset version was made with (its manifest's ``config.crop``)."""
+    manifest = store.get(version_id)
+    stored = manifest.config.get("crop") or {}
+    known = {f.name for f in dataclasses.fields(CropParams)}
+    return CropParams(**{k: v for k, v in stored.items() if k in known})
+
+
+def image_limits(settings: ServingSettings) -> ImageLimits:
+    return ImageLimits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+
+
+def load_recognizer(
+    registry: ModelRegistry,
+    store: DatasetStore,
+    settings: ServingSettings,
+    ref: str = "latest",
+    *,
+    calibrate_missing: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> Recognizer:
+    """A registered model, ready to serve.
+
+    Args:
+        registry: the model registry.
+        store: the dataset store (the model's version gives crop parameters and enrolment).
+        settings: the ``serving`` settings.
+        ref: a model id or ``latest``.
+        calibrate_missing: calibrate (and store) a model that has no calibration yet;
+            otherwise it is served uncalibrated (identification only).
+        progress: called with a line per calibration step.
+    """
+    record = registry.resolve(ref)
+    model_dir = registry.local_dir(record.model_id, Path(settings.cache_dir))
+    recognizer = Recognizer.from_dir(
+        model_dir, crop_params(store, record.version_id), model_id=record.model_id, min_face_px=settings.min_face_px
+    )
+    calibration = load_calibration(model_dir)
+    if calibration is None and calibrate_missing:
+        log.info("model %s has no calibration: calibrating it on its validation split", record.model_id)
+        calibration = calibrate(recognizer, store, limits=image_limits(settings), progress=progress)
+        with tempfile.TemporaryDirectory(prefix="facescale-calibration-") as work:
+            store_calibration(registry, calibration, Path(work))
+    recognizer.calibration = calibration
+    return recognizer
+
+
+class ModelWatcher:
+    """Keeps the newest registered model loaded (see the module doc).
+
+    Args:
+        load: loads a model by reference (``load_recognizer`` bound to a store and settings).
+        latest_id: the newest registered model's id, or None.
+        interval_s: seconds between looks at the registry.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[str], Recognizer],
+        latest_id: Callable[[], str | None],
+        interval_s: float,
+    ) -> None:
+        self._load = load
+        self._latest_id = latest_id
+        self.interval_s = interval_s
+        self.current: Recognizer | None = None
+        self.error: str | None = None
+        self.loading: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed: set[str] = set()
+
+    def refresh(self) -> bool:
+        """Load the newest model if it is not the one served; True when a new one was swapped in."""
+        try:
+            newest = self._latest_id()
+        except FacescaleError as exc:
+            self.error = str(exc)
+            return False
+        if newest is None or newest in self._failed or (self.current and self.current.model_id == newest):
+            return False
+        self.loading = newest
+        try:
+            recognizer = self._load(newest)
+        except Exception as exc:  # a broken model must not take the server down: keep serving the old one
+            log.exception("cannot load model %s; still serving %s", newest, self.current and self.current.model_id)
+            self._failed.add(newest)
+            self.error = f"model {newest} failed to load: {exc}"
+            return False
+        finally:
+            self.loading = None
+        self.current, self.error = recognizer, None
+        log.info("now serving model %s", newest)
+        return True
+
+    def start(self) -> None:
+        """Look at the registry every ``interval_s`` in a daemon thread (the first look is at once)."""
+        def run() -> None:
+            while True:
+                self.refresh()
+                if self._stop.wait(self.interval_s):
+                    return
+
+        self._thread = threading.Thread(target=run, name="facescale-model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
