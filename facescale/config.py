@@ -210,7 +210,6 @@ class ServingSettings(_Section):
     token: SecretStr | None = Field(None, description="bearer token the API requires (none: no auth)")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest accepted image file")
     max_pixels: int = Field(40_000_000, ge=10_000, description="largest accepted image, width x height")
-    min_face_px: int = Field(32, ge=8, description="smallest face side looked at, in source pixels")
     top_k: int = Field(3, ge=1, le=50, description="identities listed per face")
     cache_dir: str = Field(
         "./facescale-runs/serving", description="local copies of models kept in a remote store"

@@ -452,7 +452,7 @@ def _detect_tight(grey: np.ndarray, params: CropParams, cascade: cv2.CascadeClas
         for (fx, fy, fw, fh), n in zip(found, counts, strict=True)
     ]
     # A box must still cover part of the real image.
-    faces = [f for f in faces if _clip(f.box, width, height) is not None]
+    faces = [f for f in faces if clip_box(f.box, width, height) is not None]
     return _distinct(faces)
 
 
@@ -483,7 +483,8 @@ def _distinct(faces: list[Face]) -> list[Face]:
     return sorted(kept, key=lambda f: (-f.area, -f.neighbors, f.box))
 
 
-def _clip(box: Box, width: int, height: int) -> Box | None:
+def clip_box(box: Box, width: int, height: int) -> Box | None:
+    """The part of a box inside a ``width`` x ``height`` image, or None when none is."""
     x, y, w, h = box
     x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
     if x1 <= x0 or y1 <= y0:
@@ -576,14 +577,14 @@ def crop_face(
     min_side = min_face_side(params, width, height)
     big = [f for f in faces if min(f.box[2], f.box[3]) >= min_side]
     if not big:
-        return CropResult("face_too_small", face_box=_clip(faces[0].box, width, height), faces=count)
+        return CropResult("face_too_small", face_box=clip_box(faces[0].box, width, height), faces=count)
     if len(big) > 1 and big[0].area < params.dominance * big[1].area:
         return CropResult("multiple_faces", faces=count)
     face = big[0]
     crop = crop_square(image, face.box, params.margin, params.crop_size)
     sharpness, brightness, contrast = quality(crop)
     common: dict[str, Any] = {
-        "face_box": _clip(face.box, width, height),
+        "face_box": clip_box(face.box, width, height),
         "sharpness": sharpness,
         "brightness": brightness,
         "contrast": contrast,

@@ -13,13 +13,13 @@ whole body is never buffered); each image is checked by `facescale.serving.image
 ``Authorization: Bearer <token>``.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations, which name
+# dependencies local to `create_app`.
 import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -150,27 +150,31 @@ class BodyLimit:
             await self._refuse(send)
             return
         seen = 0
-        started = False
+        exceeded = started = False
 
         async def limited() -> Any:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Any) -> None:
+            # Once the body ran over, whatever the app answers (FastAPI turns a failed form read
+            # into a 400) is replaced by the 413.
             nonlocal started
+            if exceeded:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
+        with suppress(_TooLarge):
             await self.app(scope, limited, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+        if exceeded and not started:
+            await self._refuse(send)
 
     async def _refuse(self, send: Any) -> None:
         body = json.dumps(

@@ -63,7 +63,7 @@ def load_recognizer(
     record = registry.resolve(ref)
     model_dir = registry.local_dir(record.model_id, Path(settings.cache_dir))
     recognizer = Recognizer.from_dir(
-        model_dir, crop_params(store, record.version_id), model_id=record.model_id, min_face_px=settings.min_face_px
+        model_dir, crop_params(store, record.version_id), model_id=record.model_id
     )
     calibration = load_calibration(model_dir)
     if calibration is None and calibrate_missing:

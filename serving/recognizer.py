@@ -14,7 +14,6 @@ thread pool): the cascades are per thread, Keras inference is re-entrant, dlib i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import threading
@@ -27,7 +26,7 @@ import cv2
 import numpy as np
 
 from facescale.errors import ConfigError
-from facescale.pipeline.faces import CropParams, crop_square, faces_in_image
+from facescale.pipeline.faces import CropParams, clip_box, crop_square, faces_in_image, min_face_side
 from facescale.serving.images import Box, ImageRejected
 
 log = logging.getLogger(__name__)
@@ -82,7 +81,6 @@ class Recognizer:
         crop: the dataset version's crop parameters.
         model_id: the registered model's id.
         version_id: the dataset version it was trained on.
-        min_face_px: the smallest face side looked at, in source pixels.
         calibration: thresholds and enrolled embeddings (`facescale.serving.calibration.Calibration`).
     """
 
@@ -94,7 +92,6 @@ class Recognizer:
         *,
         model_id: str,
         version_id: str,
-        min_face_px: int = 32,
         calibration: Any = None,
     ) -> None:
         import keras
@@ -106,8 +103,9 @@ class Recognizer:
         self.version_id = version_id
         self.labels = labels
         self.image_size = int(model.inputs[0].shape[1])
-        # Detection accepts any face from min_face_px up (no size fraction: group photos too).
-        self.crop_params = dataclasses.replace(crop, min_face_px=min_face_px, min_face_fraction=0.0)
+        # The dataset's own detection settings: a face gets the box and crop curation gave it, and
+        # faces smaller than curation accepted (which the model never trained on) are not reported.
+        self.crop_params = crop
         embed = embedding_model(model)
         both = keras.Model(model.inputs, [model.outputs[0], embed.outputs[0]], name="serving")
         self._forward = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
@@ -125,7 +123,6 @@ class Recognizer:
         crop: CropParams,
         *,
         model_id: str,
-        min_face_px: int = 32,
         calibration: Any = None,
     ) -> Recognizer:
         """Load ``model.keras`` and ``labels.json`` from a local model directory."""
@@ -136,8 +133,7 @@ class Recognizer:
         labels = {int(k): {"name": v["name"], "slug": v["slug"]} for k, v in doc["labels"].items()}
         model = load_model(model_dir)
         return cls(
-            model, labels, crop, model_id=model_id, version_id=doc["version_id"],
-            min_face_px=min_face_px, calibration=calibration,
+            model, labels, crop, model_id=model_id, version_id=doc["version_id"], calibration=calibration,
         )
 
     # -- identities ----------------------------------------------------------------------------
@@ -152,13 +148,14 @@ class Recognizer:
 
     # -- faces ---------------------------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Box]:
-        """Boxes of every face in a BGR image (clipped to it), largest first."""
+        """Boxes of every face in a BGR image that curation would accept by size (clipped to it), largest first."""
         height, width = image.shape[:2]
+        smallest = min_face_side(self.crop_params, width, height)
         boxes = []
         for face in faces_in_image(image, self.crop_params):
-            if min(face.box[2], face.box[3]) < self.crop_params.min_face_px:
+            if min(face.box[2], face.box[3]) < smallest:
                 continue
-            clipped = _clip(face.box, width, height)
+            clipped = clip_box(face.box, width, height)
             if clipped is not None:
                 boxes.append(clipped)
         return boxes
@@ -302,10 +299,3 @@ class Recognizer:
 def _area(box: Box) -> int:
     return box[2] * box[3]
 
-
-def _clip(box: Box, width: int, height: int) -> Box | None:
-    x, y, w, h = box
-    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return x0, y0, x1 - x0, y1 - y0
