@@ -25,9 +25,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facescale import __version__
 from facescale.config import ServingSettings
@@ -114,6 +117,7 @@ class HealthOut(BaseModel):
 class ErrorOut(BaseModel):
     detail: str
     reason: str
+    errors: list[dict[str, Any]] | None = Field(None, description="per-field problems of an invalid request")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -227,7 +231,8 @@ def create_app(settings: ServingSettings, watcher: ModelWatcher, *, start_watche
         return recognizer
 
     Model = Annotated[Recognizer, Depends(served)]
-    guarded = [Depends(authorised)]
+    # Only a server that requires a token declares the bearer scheme in its OpenAPI schema.
+    guarded = [Depends(authorised)] if token is not None else []
 
     @app.exception_handler(ImageRejected)
     async def _rejected(_: Request, exc: ImageRejected) -> JSONResponse:
@@ -238,9 +243,17 @@ def create_app(settings: ServingSettings, watcher: ModelWatcher, *, start_watche
         status = 404 if isinstance(exc, NotFoundError) else 503
         return JSONResponse({"detail": str(exc), "reason": type(exc).__name__}, status_code=status)
 
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        reason = {401: "unauthorised", 503: "unavailable"}.get(exc.status_code, "http_error")
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"})
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": f"invalid request: {where}", "reason": "invalid_request", "errors": errors}, 422)
+
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's and Starlette's own (e.g. bad multipart data)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = {401: "unauthorised", 404: "not_found", 405: "method_not_allowed", 503: "unavailable"}.get(
+            exc.status_code, "bad_request" if exc.status_code == 400 else "http_error"
+        )
         return JSONResponse({"detail": exc.detail, "reason": reason}, status_code=exc.status_code, headers=exc.headers)
 
     async def read(upload: UploadFile, name: str) -> Any:

@@ -52,6 +52,17 @@ class Served:
     def photo(self, person: str, index: int = 0) -> Path:
         return sorted((self.photos / person).glob("*.jpg"))[index]
 
+    def two_people(self, path: Path) -> Path:
+        """Tony Blair and Colin Powell side by side (one face each) as a JPEG at ``path``."""
+        from PIL import Image
+
+        with Image.open(self.photo("Tony_Blair", 42)) as a, Image.open(self.photo("Colin_Powell", 40)) as b:
+            pair = Image.new("RGB", (500, 250))
+            pair.paste(a, (0, 0))
+            pair.paste(b, (250, 0))
+        pair.save(path, quality=92)
+        return path
+
 
 def make_version(location: Location, photos: Path) -> list[str]:
     """Write the version; return the names by label."""
