@@ -108,7 +108,9 @@ class Recognizer:
         self.crop_params = crop
         embed = embedding_model(model)
         both = keras.Model(model.inputs, [model.outputs[0], embed.outputs[0]], name="serving")
-        self._forward = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
+        # One trace for any batch size (a request has any number of faces).
+        signature = [tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32)]
+        self._forward = tf.function(lambda x: both(x, training=False), input_signature=signature)
         self._dlib: Any = None
         self._dlib_lock = threading.Lock()
         self.calibration = calibration

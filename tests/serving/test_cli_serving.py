@@ -1,0 +1,102 @@
+"""`facescale identify | verify | calibrate` on a registered model, in this process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from facescale.cli import main
+
+from .conftest import Served
+
+
+@pytest.fixture
+def store(served_base: Served, recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the served store (model already calibrated) as the CLI's storage root."""
+    root = tmp_path / "store"
+    shutil.copytree(served_base.root, root)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACESCALE_STORAGE__ROOT", str(root))
+    monkeypatch.setenv("NO_COLOR", "1")
+    return root
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_identify_prints_json_and_writes_annotated_images(
+    store: Path, served_base: Served, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    two = served_base.two_people(tmp_path / "two.jpg")
+    code, out, _ = _run(capsys, "identify", str(two), str(served_base.photo("Tony_Blair", 5)), "--json", "-k", "2",
+                        "--annotate", str(tmp_path / "boxes"))
+    assert code == 0
+    doc = json.loads(out)
+    assert [len(r["faces"]) for r in doc["results"]] == [2, 1]
+    assert all(len(f["candidates"]) == 2 for r in doc["results"] for f in r["faces"])
+    assert Path(doc["results"][0]["annotated"]).stat().st_size > 5_000
+    code, out, _ = _run(capsys, "identify", str(two))
+    assert code == 0 and "unknown below" in out and "Colin Powell" in out  # a candidate in the table
+    assert out.count("two.") == 2  # a row per face
+
+
+def test_verify_two_photos_and_an_identity(
+    store: Path, served_base: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = served_base.photo("Colin_Powell", 50), served_base.photo("Colin_Powell", 51)
+    code, out, _ = _run(capsys, "verify", str(a), str(b), "--backend", "dlib", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["same"] is True and doc["backend"] == "dlib" and doc["similarity"] >= doc["threshold"]
+    code, out, _ = _run(capsys, "verify", str(a), "--identity", "Jacques Chirac", "-b", "dlib")
+    assert code == 0 and "different people" in out and "Jacques Chirac (6 enrolled photos)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["verify", "a.jpg"], "give two photos"),
+        (["verify", "a.jpg", "b.jpg", "--identity", "X"], "exactly one photo"),
+        (["verify", "a.jpg", "b.jpg", "--backend", "resnet"], "unknown backend 'resnet'"),
+    ],
+)
+def test_usage_mistakes_are_one_error_line(
+    store: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_or_bad_photo_is_one_error_line(
+    store: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, served_base: Served
+) -> None:
+    code, _, err = _run(capsys, "identify", str(tmp_path / "nope.jpg"))
+    assert code == 2 and "cannot read" in err and "Traceback" not in err
+    grey = tmp_path / "grey.txt"
+    grey.write_text("not an image")
+    code, _, err = _run(capsys, "verify", str(grey), str(served_base.photo("Tony_Blair", 1)))
+    assert code == 2 and "not an image" in err
+
+
+def test_calibrate_reports_and_stores(
+    store: Path, served_base: Served, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    unseen = tmp_path / "unseen"
+    for person in ("Hans_Blix", "Kofi_Annan", "Naomi_Watts"):
+        shutil.copytree(served_base.photos / person, unseen / person)
+    code, out, err = _run(capsys, "calibrate", "latest", "--backends", "dlib", "--unseen", str(unseen),
+                          "--max-pairs", "100")
+    assert code == 0, err
+    assert "unseen people" in out and "val pairs" in out and "identify: unknown below" in out
+    assert "unseen people: 3" in err
+    code, out, _ = _run(capsys, "models", "show", "latest", "--json")
+    calibration = json.loads(out)["metrics"]["calibration"]
+    assert set(calibration["thresholds"]) == {"dlib"}
+    assert calibration["report"]["unseen"]["people"] == 3
