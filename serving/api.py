@@ -20,7 +20,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager, suppress
-from importlib import resources
+from importlib import metadata, resources
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -32,7 +32,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from facescale import __version__
 from facescale.config import ServingSettings
 from facescale.errors import FacescaleError, NotFoundError
 from facescale.serving.images import ImageLimits, ImageRejected, load_image
@@ -40,6 +39,7 @@ from facescale.serving.loading import ModelWatcher, image_limits
 from facescale.serving.recognizer import Recognizer
 
 log = logging.getLogger(__name__)
+__version__ = metadata.version("facescale")
 
 MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and fields besides the images
 
