@@ -100,3 +100,35 @@ def test_calibrate_reports_and_stores(
     calibration = json.loads(out)["metrics"]["calibration"]
     assert set(calibration["thresholds"]) == {"dlib"}
     assert calibration["report"]["unseen"]["people"] == 3
+
+
+def test_facescale_serve_runs_the_api(store: Path, served_base: Served, recognizer) -> None:
+    """The console script `facescale serve --port 0`: it binds a free port, loads the model, answers."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    script = Path(sys.executable).with_name("facescale")
+    env = {**os.environ, "FACESCALE_STORAGE__ROOT": str(store)}
+    proc = subprocess.Popen([str(script), "serve", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 120
+        while url is None:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "facescale serve exited"
+            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            url = found.group(1) if found else None
+            assert time.monotonic() < deadline
+        while httpx.get(f"{url}/healthz").json()["status"] != "ok":
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.3)
+        answer = httpx.post(f"{url}/v1/identify", files={"image": served_base.photo("Tony_Blair", 5).read_bytes()})
+        assert answer.status_code == 200 and answer.json()["model_id"] == recognizer.model_id
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
