@@ -6,8 +6,10 @@ In one run:
               this process: the work itself, no HTTP (the baseline)
   batching    the model alone on 8 face crops: 8 calls of one crop vs one call of 8 (would
               batching concurrent requests pay on this CPU?)
-  HTTP        `facescale serve`'s app under uvicorn in a child process on loopback; for each N
-              in --clients, N asyncio clients (httpx) each POST the photo to /v1/identify
+  HTTP        `facescale serve`'s app under uvicorn in a child process on loopback, once per
+              --max-batch setting (1: every request runs the model alone; 32: concurrent
+              requests' faces go through the model together, `serving.batching`); for each
+              N in --clients, N asyncio clients (httpx) each POST the photo to /v1/identify
               --requests times; latency p50/p99 per request and requests/s overall
 
 Prints p50/p99 and throughput for each, and the ratios HTTP/in-process. The model is the real
@@ -57,7 +59,7 @@ def load(directory: Path):
     return Recognizer.from_dir(directory, CropParams(), model_id="bench")
 
 
-def serve(directory: Path, port: int) -> None:
+def serve(directory: Path, port: int, max_batch: int) -> None:
     """Child process: the API over the model in ``directory`` on 127.0.0.1:``port``."""
     import uvicorn
 
@@ -66,6 +68,7 @@ def serve(directory: Path, port: int) -> None:
     from facescale.serving.loading import ModelWatcher
 
     recognizer = load(directory)
+    recognizer.batch_requests(max_batch)
     watcher = ModelWatcher(lambda ref: recognizer, lambda: "bench", 3600)
     watcher.refresh()
     app = create_app(ServingSettings(), watcher, start_watcher=False)
@@ -102,10 +105,12 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=650)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 32],
+                        help="server settings to compare (1: no batching of concurrent requests)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # child-process mode
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.max_batch[0])
         return
 
     from facescale.serving.images import ImageLimits, load_image
@@ -144,36 +149,42 @@ def main() -> None:
         del recognizer
 
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        child = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(directory), "--port", str(args.port),
-             "--classes", str(args.classes), "--image-size", str(args.image_size)], env=env,
-        )
-        try:
-            base = f"http://127.0.0.1:{args.port}"
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=2).json()["status"] == "ok":
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or child.poll() is not None:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.5)
-            asyncio.run(clients(f"{base}/v1/identify", data, 1, 3))  # warm-up
-            print(f"{'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7} {'p50 vs in-process':>18} "
-                  f"{'req/s vs in-process':>20}")
-            for n in args.clients:
-                latencies, wall = asyncio.run(clients(f"{base}/v1/identify", data, n, args.requests))
-                p50, p99 = percentiles(latencies)
-                rate = len(latencies) / wall
-                print(f"{n:>7} {1000 * p50:>8.1f} {1000 * p99:>8.1f} {rate:>7.1f} {p50 / base_p50:>17.2f}x "
-                      f"{rate / base_rate:>19.2f}x")
-            print(f"({args.requests} requests per client; latency = one request's round trip)")
-        finally:
-            child.terminate()
-            child.wait(timeout=30)
+        print(f"{'max_batch':>9} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7} {'p50 vs in-process':>18} "
+              f"{'req/s vs in-process':>20}")
+        for max_batch in args.max_batch:
+            http(args, directory, data, env, max_batch, base_p50, base_rate)
+        print(f"({args.requests} requests per client; latency = one request's round trip)")
 
+
+def http(args: argparse.Namespace, directory: Path, data: bytes, env: dict[str, str], max_batch: int,
+         base_p50: float, base_rate: float) -> None:
+    """Start the server with ``max_batch`` and measure every client count against it."""
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(directory), "--port", str(args.port), "--max-batch", str(max_batch),
+         "--classes", str(args.classes), "--image-size", str(args.image_size)], env=env,
+    )
+    try:
+        base = f"http://127.0.0.1:{args.port}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).json()["status"] == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or child.poll() is not None:
+                raise SystemExit("the server did not start")
+            time.sleep(0.5)
+        asyncio.run(clients(f"{base}/v1/identify", data, 2, 3))  # warm-up
+        for n in args.clients:
+            latencies, wall = asyncio.run(clients(f"{base}/v1/identify", data, n, args.requests))
+            p50, p99 = percentiles(latencies)
+            rate = len(latencies) / wall
+            print(f"{max_batch:>9} {n:>7} {1000 * p50:>8.1f} {1000 * p99:>8.1f} {rate:>7.1f} "
+                  f"{p50 / base_p50:>17.2f}x {rate / base_rate:>19.2f}x")
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
 
 if __name__ == "__main__":
     main()

@@ -215,6 +215,9 @@ class ServingSettings(_Section):
         "./facescale-runs/serving", description="local copies of models kept in a remote store"
     )
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    max_batch: int = Field(
+        32, ge=1, le=1024, description="faces of concurrent requests run through the model together (1: no batching)"
+    )
 
 
 class Settings(BaseSettings):

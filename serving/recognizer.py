@@ -27,6 +27,7 @@ import numpy as np
 
 from facescale.errors import ConfigError
 from facescale.pipeline.faces import CropParams, clip_box, crop_square, faces_in_image, min_face_side
+from facescale.serving.batching import Batcher
 from facescale.serving.images import Box, ImageRejected
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class Recognizer:
         # One trace for any batch size (a request has any number of faces).
         signature = [tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32)]
         self._forward = tf.function(lambda x: both(x, training=False), input_signature=signature)
+        self._batcher: Batcher | None = None
         self._dlib: Any = None
         self._dlib_lock = threading.Lock()
         self.calibration = calibration
@@ -190,8 +192,16 @@ class Recognizer:
         if not crops:
             return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, 0), np.float32)
         batch = np.stack([self._model_input(c) for c in crops])
-        probabilities, embeddings = self._forward(batch)
+        if self._batcher is not None:
+            probabilities, embeddings = self._batcher(batch)
+        else:
+            probabilities, embeddings = self._forward(batch)
         return np.asarray(probabilities), np.asarray(embeddings)
+
+    def batch_requests(self, max_batch: int) -> None:
+        """From now on run the model on the faces of concurrent callers together (see `batching`)."""
+        if max_batch > 1 and self._batcher is None:
+            self._batcher = Batcher(lambda x: tuple(np.asarray(t) for t in self._forward(x)), max_batch)
 
     def _model_input(self, crop: np.ndarray) -> np.ndarray:
         # As training reads a sample: RGB, bilinear resize to the input side, [-1, 1].

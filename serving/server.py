@@ -9,6 +9,7 @@ import uvicorn
 from facescale.config import ServingSettings
 from facescale.serving.api import create_app
 from facescale.serving.loading import ModelWatcher, load_recognizer
+from facescale.serving.recognizer import Recognizer
 from facescale.storage import DatasetStore, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,12 @@ def watcher_for(registry: ModelRegistry, store: DatasetStore, settings: ServingS
         newest = registry.latest()
         return newest.model_id if newest is not None else None
 
-    return ModelWatcher(
-        lambda ref: load_recognizer(registry, store, settings, ref), latest_id, settings.reload_interval_s
-    )
+    def load(ref: str) -> Recognizer:
+        recognizer = load_recognizer(registry, store, settings, ref)
+        recognizer.batch_requests(settings.max_batch)
+        return recognizer
+
+    return ModelWatcher(load, latest_id, settings.reload_interval_s)
 
 
 def run(registry: ModelRegistry, store: DatasetStore, settings: ServingSettings) -> None:
