@@ -124,10 +124,11 @@ def test_facescale_serve_runs_the_api(store: Path, served_base: Served, recogniz
             found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
             url = found.group(1) if found else None
             assert time.monotonic() < deadline
-        while httpx.get(f"{url}/healthz").json()["status"] != "ok":
+        while httpx.get(f"{url}/healthz", timeout=30).json()["status"] != "ok":
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.3)
-        answer = httpx.post(f"{url}/v1/identify", files={"image": served_base.photo("Tony_Blair", 5).read_bytes()})
+        photo = served_base.photo("Tony_Blair", 5).read_bytes()
+        answer = httpx.post(f"{url}/v1/identify", files={"image": photo}, timeout=120)  # first call traces the model
         assert answer.status_code == 200 and answer.json()["model_id"] == recognizer.model_id
     finally:
         proc.terminate()
