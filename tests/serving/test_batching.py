@@ -33,7 +33,7 @@ def test_every_caller_gets_its_own_rows_and_overlapping_callers_share_calls() ->
     assert max(sizes) <= 32
 
 
-def test_a_lone_caller_does_not_wait_and_max_batch_is_kept() -> None:
+def test_a_lone_caller_runs_alone_and_max_batch_is_kept() -> None:
     sizes: list[int] = []
     batcher = Batcher(_slow_double(sizes), max_batch=4)
     batcher(np.ones((2, 3)))
