@@ -972,8 +972,6 @@ def calibrate_cmd(
     backends: Annotated[str, typer.Option(help="comma-separated backends to calibrate")] = "model,dlib",
 ) -> None:
     """Calibrate a model's unknown and verification thresholds, enrol its identities, and report (stored with it)."""
-    import tempfile
-
     from facescale.serving.calibration import calibrate, store_calibration
     from facescale.serving.loading import image_limits
 
@@ -985,8 +983,7 @@ def calibrate_cmd(
         max_pairs=max_pairs, unseen=unseen, unseen_identities=unseen_identities,
         limits=image_limits(state.settings.serving), progress=lambda line: err.print(Text(line)),
     )
-    with tempfile.TemporaryDirectory(prefix="facescale-calibration-") as work:
-        store_calibration(state.models(), calibration, Path(work))
+    store_calibration(state.models(), calibration)
     report = calibration.report
     table = Table("backend", "check", "pairs", "threshold", "accuracy", "precision", "recall", "ROC AUC",
                   title=f"model {calibration.model_id}: verification")

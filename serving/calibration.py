@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -226,6 +227,14 @@ def sample_pairs(labels: Sequence[int], max_pairs: int, rng: random.Random) -> t
     return np.array(pairs, dtype=np.int64).reshape(-1, 2), truth
 
 
+def pair_similarities(vectors: np.ndarray, pairs: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities of index pairs of unit ``vectors``, and their truth, leaving out pairs with a NaN row."""
+    usable = np.all(np.isfinite(vectors), axis=1)
+    keep = usable[pairs[:, 0]] & usable[pairs[:, 1]]
+    pairs = pairs[keep]
+    return np.einsum("ij,ij->i", vectors[pairs[:, 0]], vectors[pairs[:, 1]]), truth[keep]
+
+
 def unseen_photos(
     folder: Path, known: set[str], max_identities: int, rng: random.Random
 ) -> dict[str, list[Path]]:
@@ -340,9 +349,7 @@ def calibrate(
         galleries[backend] = Gallery(np.array(gallery.labels, np.int64)[ok], enrolled[ok].astype(np.float32))
         usable = np.all(np.isfinite(vectors), axis=1)
 
-        keep = usable[pair_index[:, 0]] & usable[pair_index[:, 1]]
-        pairs, truth = pair_index[keep], pair_truth[keep]
-        similarity = np.einsum("ij,ij->i", vectors[pairs[:, 0]], vectors[pairs[:, 1]])
+        similarity, truth = pair_similarities(vectors, pair_index, pair_truth)
         pair_t = best_threshold(similarity, truth)
 
         templates = {label: galleries[backend].template(label) for label in sorted(set(gallery.labels))}
@@ -365,11 +372,7 @@ def calibrate(
         }
         if unseen_pairs is not None:
             u_vectors = model_unseen if backend == "model" else recognizer.embed(unseen_crops, backend)
-            u_index, u_truth = unseen_pairs
-            u_ok = np.all(np.isfinite(u_vectors), axis=1)
-            keep = u_ok[u_index[:, 0]] & u_ok[u_index[:, 1]]
-            u_index, u_truth = u_index[keep], u_truth[keep]
-            u_sim = np.einsum("ij,ij->i", u_vectors[u_index[:, 0]], u_vectors[u_index[:, 1]])
+            u_sim, u_truth = pair_similarities(u_vectors, *unseen_pairs)
             entry["unseen_pairs"] = score_at(u_sim, u_truth, pair_t)
         report["backends"][backend] = entry
         scored = entry["pairs"]
@@ -383,8 +386,15 @@ def calibrate(
     return Calibration(recognizer.model_id, unknown_threshold, thresholds, report, galleries)
 
 
-def store_calibration(registry: ModelRegistry, calibration: Calibration, work_dir: Path) -> None:
-    """Store a calibration with its model (``files/calibration/``) and its summary in the record."""
+def store_calibration(registry: ModelRegistry, calibration: Calibration, work_dir: Path | None = None) -> None:
+    """Store a calibration with its model (``files/calibration/``) and its summary in the record.
+
+    The files are written to ``work_dir`` first (a temporary directory by default).
+    """
+    if work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="facescale-calibration-") as work:
+            store_calibration(registry, calibration, Path(work))
+        return
     names = calibration.save(work_dir)
     summary = {
         "unknown_threshold": calibration.unknown_threshold,

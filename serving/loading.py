@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -69,8 +68,7 @@ def load_recognizer(
     if calibration is None and calibrate_missing:
         log.info("model %s has no calibration: calibrating it on its validation split", record.model_id)
         calibration = calibrate(recognizer, store, limits=image_limits(settings), progress=progress)
-        with tempfile.TemporaryDirectory(prefix="facescale-calibration-") as work:
-            store_calibration(registry, calibration, Path(work))
+        store_calibration(registry, calibration)
     recognizer.calibration = calibration
     return recognizer
 

@@ -293,19 +293,20 @@ class Recognizer:
         }
 
     def threshold(self, backend: Backend, kind: Literal["pair", "identity"]) -> float:
-        if self.calibration is None:
-            raise ConfigError(f"model {self.model_id} is not calibrated: run `facescale calibrate {self.model_id}`")
-        return self.calibration.threshold(backend, kind)
+        return self._calibrated().threshold(backend, kind)
 
     def template(self, label: int, backend: Backend) -> np.ndarray:
-        if self.calibration is None:
-            raise ConfigError(f"model {self.model_id} is not calibrated: run `facescale calibrate {self.model_id}`")
-        template = self.calibration.template(label, backend)
+        template = self._calibrated().template(label, backend)
         if template is None:
             raise ImageRejected(
                 "not_enrolled", f"{self.labels[label]['name']} has no enrolled photos for the {backend} backend", 404
             )
         return template
+
+    def _calibrated(self) -> Any:
+        if self.calibration is None:
+            raise ConfigError(f"model {self.model_id} is not calibrated: run `facescale calibrate {self.model_id}`")
+        return self.calibration
 
 
 def _area(box: Box) -> int:
