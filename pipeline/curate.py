@@ -83,7 +83,7 @@ log = logging.getLogger(__name__)
 #: Bumped when the prepare step's output changes meaning (cascades, keys, embedder).
 PREPARE_VERSION = "prepare/1: haar crop, phash192 + 5 windows, dlib resnet v1 (crop margin 0.1)"
 #: Bumped when sample generation changes (augmentation, encoding).
-SAMPLES_VERSION = "samples/1: augment.augmented_copy, JPEG q95"
+SAMPLES_VERSION = "samples/2: augment.augmented_copy, JPEG q95, identities mixed within a shard's split"
 JPEG_QUALITY = 95
 
 META_COLUMNS = [
@@ -566,7 +566,10 @@ def _write_new(
     sizing = writer.store.sizing
     ds = ds.map_batches(
         write_shards,
-        **sink_options(writer.target, ["sample_id"], ["identity_slug", "split"], sizing.max_rows_per_shard),
+        # identities mixed within each split of every shard: see `sink.mixed_order`
+        **sink_options(
+            writer.target, ["sample_id"], ["identity_slug", "split"], sizing.max_rows_per_shard, group_by=["split"]
+        ),
     )
     receipts = Receipts()
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):

@@ -7,24 +7,53 @@ value of a few tally columns), never the rows themselves, so the driver's memory
 with the data. Shard names derive from the keys of the rows they hold (`batch_name`): a task
 Ray retries with the same batch rewrites the same file, and anything else a dead task left is
 removed by the owner's commit (`ShardTarget.sweep`).
+
+Row order: with ``group_by`` the rows of a batch are written grouped by those columns and in a
+random order within each group (`mixed_order`). CURATED shards use it, grouped by split:
+rows arrive one identity's copies after another, and a training reader that shuffles whole
+row groups would otherwise feed batches of very few identities.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from facescale.storage import ShardInfo, ShardTarget, batch_name
 
 RECEIPT_SCHEMA = pa.schema([("shards", pa.string()), ("rows", pa.int64()), ("tally", pa.string())])
 
 
-def write_shards(batch: pa.Table, target: ShardTarget, keys: Sequence[str], tally: Sequence[str]) -> pa.Table:
+def mixed_order(batch: pa.Table, keys: Sequence[str], group_by: Sequence[str], seed: str) -> pa.Table:
+    """``batch`` grouped by the ``group_by`` columns (ascending), in a random order within each group.
+
+    The order depends on ``seed`` and on the rows alone, not on the order they arrived in
+    (rows are first put in the order of their ``keys``), so a retried batch is written
+    identically.
+    """
+    canonical = batch.take(pc.sort_indices(batch, sort_keys=[(k, "ascending") for k in keys]))
+    digest = hashlib.blake2b(seed.encode(), digest_size=8).digest()
+    shuffled = canonical.take(np.random.default_rng(int.from_bytes(digest, "little")).permutation(batch.num_rows))
+    if not group_by:
+        return shuffled
+    return shuffled.take(pc.sort_indices(shuffled, sort_keys=[(c, "ascending") for c in group_by]))  # stable
+
+
+def write_shards(
+    batch: pa.Table,
+    target: ShardTarget,
+    keys: Sequence[str],
+    tally: Sequence[str],
+    group_by: Sequence[str] | None = None,
+) -> pa.Table:
     """Ray Data batch function: write ``batch`` as shards of ``target``; return its receipt row.
 
     Args:
@@ -32,11 +61,15 @@ def write_shards(batch: pa.Table, target: ShardTarget, keys: Sequence[str], tall
         target: where the shards go.
         keys: columns that together identify a row (they name the shard).
         tally: columns whose value combinations are counted in the receipt.
+        group_by: when given, rows are written grouped by these columns and mixed within a
+            group (`mixed_order`); otherwise in the order they came.
     """
     if not batch.num_rows:
         return RECEIPT_SCHEMA.empty_table()
     columns = [batch.column(k).to_pylist() for k in keys]
     name = batch_name("\x1f".join("" if v is None else str(v) for v in row) for row in zip(*columns, strict=True))
+    if group_by is not None:
+        batch = mixed_order(batch, keys, group_by, name)
     infos = target.write(batch, name)
     counts = Counter(zip(*(batch.column(c).to_pylist() for c in tally), strict=True))
     return pa.table(
@@ -69,14 +102,25 @@ class Receipts:
         return rows
 
 
-def sink_options(target: ShardTarget, keys: Iterable[str], tally: Iterable[str], shard_rows: int) -> dict[str, Any]:
+def sink_options(
+    target: ShardTarget,
+    keys: Iterable[str],
+    tally: Iterable[str],
+    shard_rows: int,
+    group_by: Iterable[str] | None = None,
+) -> dict[str, Any]:
     """``map_batches`` keyword arguments for `write_shards` (one shard-sized batch per task).
 
     The write is I/O and already-encoded bytes, so it asks for no CPU: the transform before it
     holds every CPU as actors, and a write that waited for one would stall the stream.
     """
     return dict(
-        fn_kwargs={"target": target, "keys": list(keys), "tally": list(tally)},
+        fn_kwargs={
+            "target": target,
+            "keys": list(keys),
+            "tally": list(tally),
+            "group_by": None if group_by is None else list(group_by),
+        },
         batch_format="pyarrow",
         batch_size=shard_rows,
         num_cpus=0,

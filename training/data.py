@@ -8,8 +8,10 @@ at most three blocks of encoded JPEG bytes (about 5 KB each) and a few decoded b
 Training order (``shuffle=True``) is a function of ``(seed, epoch)`` only:
 
 1. the split's row groups are permuted (NumPy's PCG64 keyed by ``(seed, epoch)``) and cut
-   into blocks of consecutive row groups, so a block draws from shards all over the
-   version (curation writes one identity after another: a row group holds one or two);
+   into equal blocks (within one row group) of consecutive row groups, so a block draws
+   from shards all over the version; curation mixes the identities of a shard within each
+   split (`facescale.pipeline.sink.mixed_order`), so a row group holds many identities
+   and a block most of them;
 2. a block's row groups are read in parallel (threads; pyarrow releases the GIL, which
    also hides object-store latency), concatenated and permuted as a whole (keyed by
    ``(seed, epoch, block)``), while the next block is being read;
@@ -228,7 +230,7 @@ class CuratedInput:
         Returns:
             An unbatched dataset of ``(tf.string, tf.int32)`` scalars.
         """
-        blocks = math.ceil(len(self.row_groups) / self.groups_per_block)
+        blocks = self._blocks()
         epoch_tensor = tf.cast(epoch, tf.int64)
 
         def read(block: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -373,6 +375,9 @@ class CuratedInput:
             raise IntegrityError(f"shard {shown} lacks columns {missing}: not a CURATED shard")
         return metadata
 
+    def _blocks(self) -> int:
+        return math.ceil(len(self.row_groups) / self.groups_per_block)
+
     def _plan(self, shuffle: bool, seed: int, epoch: int) -> list[np.ndarray]:
         """The row groups of each block of an epoch."""
         key = (shuffle, seed, epoch)
@@ -380,8 +385,8 @@ class CuratedInput:
         if plan is None:
             count = len(self.row_groups)
             order = _rng(seed, epoch).permutation(count) if shuffle else np.arange(count)
-            step = self.groups_per_block
-            plan = [order[i : i + step] for i in range(0, count, step)]
+            # equal blocks: a short last block would end every epoch on a few row groups
+            plan = np.array_split(order, self._blocks())
             self._plans = {key: plan}  # one epoch at a time
         return plan
 

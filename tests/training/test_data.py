@@ -90,6 +90,17 @@ def test_training_order_is_shuffled_per_epoch_and_reproducible(curated: Curated)
     assert len({label for _, label in epoch0[:6]}) > 1
 
 
+def test_an_epoch_is_cut_into_equal_blocks(curated: Curated) -> None:
+    data = CuratedInput(curated.store, curated.version_id, "train", shuffle_buffer=10)
+    groups = len(data.row_groups)
+    assert groups % data.groups_per_block, "the fixture should not divide evenly"
+    blocks = data._plan(True, 7, 0)
+    sizes = [len(b) for b in blocks]
+    assert len(blocks) == -(-groups // data.groups_per_block)
+    assert max(sizes) - min(sizes) <= 1  # no short tail block ending every epoch on a few row groups
+    assert sorted(i for b in blocks for i in b.tolist()) == list(range(groups))
+
+
 def test_epoch_stream_resumes_where_an_uninterrupted_stream_is(curated: Curated) -> None:
     data = CuratedInput(curated.store, curated.version_id, "train", image_size=75)
     full = [labels.numpy().tolist() for _, labels in data.epochs(8, 2, end_epoch=3, seed=3)]

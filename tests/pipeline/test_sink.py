@@ -1,0 +1,65 @@
+"""The Ray sink's row order: CURATED rows grouped by split, identities mixed within a split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facescale.pipeline.sink import mixed_order, write_shards
+from facescale.storage import Location, ShardSizing, ShardTarget
+
+
+def _rows(identities: int = 6, per: int = 40) -> pa.Table:
+    """Rows as curation makes them: one identity's copies after another, splits interleaved."""
+    ids, people, splits = [], [], []
+    for person in range(identities):
+        for copy in range(per):
+            ids.append(f"p{person}-{copy:03d}")
+            people.append(f"person-{person}")
+            splits.append("train" if copy % 10 < 8 else ("val" if copy % 10 == 8 else "test"))
+    return pa.table({"sample_id": ids, "identity_slug": people, "split": splits})
+
+
+def _runs(values: list[str]) -> int:
+    """How many runs of equal consecutive values."""
+    return 1 + sum(1 for a, b in zip(values, values[1:], strict=False) if a != b)
+
+
+def test_rows_are_grouped_by_split_and_mixed_within() -> None:
+    batch = _rows()
+    out = mixed_order(batch, ["sample_id"], ["split"], "part-1")
+    assert sorted(out.column("sample_id").to_pylist()) == sorted(batch.column("sample_id").to_pylist())
+    splits = out.column("split").to_pylist()
+    assert splits == sorted(splits)  # test, then train, then val: each split one run
+    train = [p for p, s in zip(out.column("identity_slug").to_pylist(), splits, strict=True) if s == "train"]
+    assert len(set(train[:24])) == 6  # the first rows of the split already hold every identity
+    assert _runs(train) > len(train) // 2  # far from one run per identity (6)
+
+
+def test_order_depends_on_the_rows_and_seed_not_on_arrival() -> None:
+    batch = _rows()
+    reversed_batch = batch.take(list(range(batch.num_rows - 1, -1, -1)))
+    one = mixed_order(batch, ["sample_id"], ["split"], "part-1").column("sample_id").to_pylist()
+    assert mixed_order(reversed_batch, ["sample_id"], ["split"], "part-1").column("sample_id").to_pylist() == one
+    assert mixed_order(batch, ["sample_id"], ["split"], "part-2").column("sample_id").to_pylist() != one
+
+
+def test_write_shards_writes_the_mixed_order(tmp_path: Path) -> None:
+    schema = _rows().schema
+    location = Location.from_uri(str(tmp_path))
+    target = ShardTarget(location, str(tmp_path / "shards"), schema, ShardSizing(rows_per_row_group=32))
+    receipt = write_shards(_rows(), target, ["sample_id"], ["split"], group_by=["split"])
+    assert receipt.column("rows").to_pylist() == [240]
+    (path,) = sorted((tmp_path / "shards").glob("*.parquet"))
+    parquet = pq.ParquetFile(path)
+    for index in range(parquet.metadata.num_row_groups):
+        group = parquet.read_row_group(index)
+        if set(group.column("split").to_pylist()) == {"train"}:
+            assert len(set(group.column("identity_slug").to_pylist())) >= 5  # a row group mixes people
+    plain = ShardTarget(location, str(tmp_path / "plain"), schema, ShardSizing(rows_per_row_group=32))
+    write_shards(_rows(), plain, ["sample_id"], ["split"])
+    (path,) = sorted((tmp_path / "plain").glob("*.parquet"))
+    first = pq.ParquetFile(path).read_row_group(0)
+    assert set(first.column("identity_slug").to_pylist()) == {"person-0"}  # without: the order they came in
