@@ -169,6 +169,13 @@ class TrainingSettings(_Section):
         None, description="local weights file; train from scratch when unset"
     )
     embedding_dim: int = Field(128, ge=1, le=4096, description="width of the embedding layer (verification)")
+    batchnorm_momentum: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="momentum of the BatchNormalization moving statistics (None: Inception V3's 0.99; "
+        "0.9 suits short runs from scratch)",
+    )
     shuffle_buffer: int = Field(8192, ge=1, description="about how many samples are shuffled together")
     deterministic: bool = Field(
         True, description="reproducible input order and ops (exact resume); False is faster on GPUs"

@@ -244,6 +244,13 @@ def _actors(settings: CurationSettings, work: int) -> Any:
     return ray.data.ActorPoolStrategy(min_size=1, max_size=size)
 
 
+#: Rows per Ray block fed to the crop and sample actors: a read gives one block per file (up to
+#: 128 MiB), and an actor takes whole blocks, so without this a small run's single RAW shard
+#: was cropped by one actor while the other CPUs idled.
+PREPARE_BLOCK_ROWS = 64
+SAMPLE_BLOCK_ROWS = 128
+
+
 def _arrow_fs(location: Location) -> Any:
     if location.is_local:
         return None
@@ -313,6 +320,7 @@ def prepare(
         paths = [raw.location.path(run_id, s.path) for run_id, s in group]
         rows = sum(s.rows for _, s in group)
         ds = ray.data.read_parquet(paths, filesystem=_arrow_fs(raw.location), columns=list(RAW_COLUMNS))
+        ds = ds.repartition(target_num_rows_per_block=PREPARE_BLOCK_ROWS)
         ds = ds.map_batches(
             CropPreparer,
             fn_constructor_args=(params,),
@@ -555,6 +563,7 @@ def _write_new(
     progress.start("making samples", sum(len(o.plan) for o in outcomes))
     paths = crops.shard_paths(chunks)
     ds = ray.data.read_parquet(paths, filesystem=_arrow_fs(crops.location), columns=CACHE_COLUMNS, include_paths=True)
+    ds = ds.repartition(target_num_rows_per_block=SAMPLE_BLOCK_ROWS)
     ds = ds.map_batches(
         SampleMaker,
         fn_constructor_args=(plan, settings.seed, JPEG_QUALITY),

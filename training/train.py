@@ -334,7 +334,8 @@ def train(
     keras.utils.set_random_seed(settings.seed)
     with strategy.scope():
         model = build_model(
-            info.num_classes, settings.image_size, settings.weights, settings.embedding_dim, mixed_precision=mixed
+            info.num_classes, settings.image_size, settings.weights, settings.embedding_dim, mixed_precision=mixed,
+            batchnorm_momentum=settings.batchnorm_momentum,
         )
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
@@ -461,7 +462,7 @@ def _export(model: keras.Model, info: VersionInfo, settings: TrainingSettings, m
     if mixed:  # serve in float32 whatever the training precision: same layers, same weights
         export = build_model(
             info.num_classes, settings.image_size, embedding_dim=settings.embedding_dim, mixed_precision=False,
-            name=model.name,
+            batchnorm_momentum=settings.batchnorm_momentum, name=model.name,
         )
         export.set_weights(model.get_weights())
     else:

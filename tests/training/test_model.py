@@ -66,6 +66,7 @@ def test_backbone_starts_from_a_local_weights_file(model: keras.Model, tmp_path:
         ({"weights": "/nonexistent/inception.h5"}, "weights file not found"),
         ({"weights": "imagenet"}, "download"),
         ({"num_classes": 0}, "num_classes"),
+        ({"batchnorm_momentum": 1.0}, "batchnorm_momentum"),
     ],
 )
 def test_bad_arguments_are_config_errors(kwargs: dict, message: str) -> None:
@@ -84,3 +85,22 @@ def test_mixed_precision_keeps_a_float32_output_and_restores_the_policy() -> Non
     assert keras.config.dtype_policy().name == "float32"
     with pytest.raises(ConfigError, match="auto, on or off"):
         use_mixed_precision("sometimes")  # type: ignore[arg-type]
+
+
+def _bn_momenta(model: keras.Model) -> set[float]:
+    layers = [*model.get_layer(BACKBONE_LAYER).layers, *model.layers]
+    return {layer.momentum for layer in layers if isinstance(layer, keras.layers.BatchNormalization)}
+
+
+def test_batchnorm_momentum_reaches_every_layer_and_the_saved_model(model: keras.Model, tmp_path: Path) -> None:
+    assert _bn_momenta(model) == {0.99}  # Inception V3's own value by default
+    fast = build_model(3, image_size=75, embedding_dim=8, batchnorm_momentum=0.9)
+    assert _bn_momenta(fast) == {0.9}
+    images = _images(4)
+    fast.get_layer(EMBEDDING_LAYER)(np.ones((4, 8), "float32"), training=True)  # one training-mode update
+    layer = fast.get_layer(EMBEDDING_LAYER)
+    assert np.allclose(keras.ops.convert_to_numpy(layer.moving_mean), 0.1)  # 0.9 * 0 + 0.1 * 1
+    fast.save(tmp_path / "fast.keras")
+    loaded = keras.models.load_model(tmp_path / "fast.keras")
+    assert _bn_momenta(loaded) == {0.9}
+    assert np.allclose(loaded.predict(images, verbose=0), fast.predict(images, verbose=0), atol=1e-5)
