@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,7 +25,7 @@ def _rows(identities: int = 6, per: int = 40) -> pa.Table:
 
 def _runs(values: list[str]) -> int:
     """How many runs of equal consecutive values."""
-    return 1 + sum(1 for a, b in zip(values, values[1:], strict=False) if a != b)
+    return 1 + sum(1 for a, b in itertools.pairwise(values) if a != b)
 
 
 def test_rows_are_grouped_by_split_and_mixed_within() -> None:
