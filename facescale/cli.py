@@ -734,7 +734,8 @@ def evaluate_cmd(
             _fmt(result.leaky["top5"]), f"{100 * result.leaky['leak_rate']:.0f}%",
         )
         console.print(side)
-        console.print(Text(f"the leaky split overstates top-1 by {result.leaky['gap']:+.4f}"))
+        gap = result.leaky["gap"]
+        console.print(Text(f"top-1 gap, leaky - honest: {gap:+.4f}" + (" (the leak inflates it)" if gap > 0 else "")))
     worst = Table("identity", "label", "test samples", "top-1", title="worst identities")
     for row in result.per_identity[:5]:
         worst.add_row(Text(row["name"]), str(row["label"]), str(row["examples"]), _fmt(row["accuracy"]))
