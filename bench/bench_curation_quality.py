@@ -36,6 +36,22 @@ def iou(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> float
     return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
 
 
+def wrong_labels_line(raw_wrong: int, raw_total: int, curated_wrong: int, curated_total: int) -> str:
+    """The wrong-label shares of RAW and of the curated version, and their ratio where it is a number.
+
+    With no wrong label among the curated photos there is no ratio to give (it is one against
+    zero): the line gives the count instead, which bounds the curated share below 1/total.
+    """
+    raw = raw_wrong / max(1, raw_total)
+    curated = curated_wrong / max(1, curated_total)
+    if curated_wrong == 0:
+        return f"wrong labels: RAW {raw:.3f} ({raw_wrong} of {raw_total}) -> curated 0 of {curated_total}"
+    return (
+        f"wrong labels: RAW {raw:.3f} ({raw_wrong} of {raw_total}) -> curated {curated:.3f} "
+        f"({curated_wrong} of {curated_total}; {raw / curated:.1f}x fewer)"
+    )
+
+
 def who(row: dict, box: tuple[int, ...] | None) -> str | None:
     """The person whose true face the box covers (None: no face there)."""
     faces, people = row.get("faces") or [], row.get("identities") or []
@@ -106,10 +122,7 @@ def main() -> None:
     print(f"{'':34}{'photos':>8}{'right person':>14}")
     print(f"{'RAW accepted (largest face)':34}{sum(base.values()):>8}{share(base):>14.3f}")
     print(f"{'curated version (cropped face)':34}{sum(ours.values()):>8}{share(ours):>14.3f}")
-    print(
-        f"wrong labels: {1 - share(base):.3f} -> {1 - share(ours):.3f} "
-        f"({(1 - share(base)) / max(1e-9, 1 - share(ours)):.1f}x fewer)"
-    )
+    print(wrong_labels_line(base[False], base[True] + base[False], ours[False], ours[True] + ours[False]))
     repeats = sum(n - 1 for key, n in underlying.items() if key and n > 1)
     print(f"near-duplicates left: {repeats} of {sum(underlying.values())} kept photos share an underlying lfw photo")
     print("kept photos by demo-web kind:", dict(kinds.most_common()))

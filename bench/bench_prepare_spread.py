@@ -77,7 +77,7 @@ def main() -> None:
         summary = ingest(_people(base, args.photos), RawStore(location), IdentityRegistry(location), "bench")
         print(f"ingested {summary.accepted} photos as one RAW run")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         session = curation.RaySession(None)
         try:
             whole, rows_whole = _fill(base, "as-read", settings, 1 << 30, session)

@@ -66,9 +66,16 @@ app.add_typer(models_app, name="models")
 class State:
     """What the root options decide, shared with every subcommand."""
 
-    def __init__(self, config_file: Path | None) -> None:
+    def __init__(self, config_file: Path | None, verbose: int = 0) -> None:
         self.config_file = config_file
+        self.verbose = verbose
         self._settings: Settings | None = None
+
+    def tensorflow(self) -> None:
+        """Import TensorFlow (before the modules that need it), its C++ start-up lines only with -vv."""
+        from facescale.tflog import import_tensorflow
+
+        import_tensorflow(show_logs=self.verbose >= 2)
 
     @property
     def settings(self) -> Settings:
@@ -120,7 +127,7 @@ def root(
     level = logging.WARNING - 10 * min(verbose, 2)
     handler = RichHandler(console=err, show_path=False)
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
-    ctx.obj = State(config)
+    ctx.obj = State(config, verbose)
 
 
 @app.command()
@@ -624,11 +631,12 @@ def train_cmd(
     register: Annotated[bool, typer.Option(help="register the trained model")] = True,
 ) -> None:
     """Train the Inception V3 identity model on a dataset version and register it."""
+    state = _state(ctx)
+    state.tensorflow()
     from facescale.config import TrainingSettings
     from facescale.training.artifacts import register_run
     from facescale.training.train import train as run_train
 
-    state = _state(ctx)
     store = state.datasets()
     if version == "latest":
         newest = store.latest(published_only=True)
@@ -697,13 +705,14 @@ def evaluate_cmd(
     batch_size: Annotated[int, typer.Option(min=1, help="samples per prediction batch")] = 64,
 ) -> None:
     """Evaluate a registered model on its dataset version's test split (metrics + PNG plots)."""
+    state = _state(ctx)
+    state.tensorflow()
     from facescale.config import TrainingSettings
     from facescale.training.artifacts import register_evaluation
     from facescale.training.evaluate import evaluate
     from facescale.training.evaluate import leaky_baseline as run_leaky
     from facescale.training.train import TrainResult
 
-    state = _state(ctx)
     registry = state.models()
     record = registry.resolve(model)
     work = out_dir or RUNS_DIR / f"eval-{record.model_id}"
@@ -839,6 +848,7 @@ BackendOption = Annotated[
 
 
 def _recognizer(state: State, model: str | None, *, calibrate_missing: bool = True) -> object:
+    state.tensorflow()
     from facescale.serving.loading import load_recognizer
 
     return load_recognizer(
@@ -881,11 +891,11 @@ def identify_cmd(
     from facescale.storage.fs import local_atomic_path
 
     state = _state(ctx)
+    photos = [_photo(path, state) for path in images]  # bad input fails before any model work
     recognizer = _recognizer(state, model)
     k = top_k or state.settings.serving.top_k
     results = []
-    for path in images:
-        pixels = _photo(path, state)
+    for path, pixels in zip(images, photos, strict=True):
         matches = recognizer.identify(pixels, k)  # type: ignore[attr-defined]
         results.append({"image": str(path), "faces": [m.to_json() for m in matches]})
         if annotate is not None:
@@ -937,8 +947,8 @@ def verify_cmd(
         raise FacescaleError("give two photos to compare, or one photo and --identity NAME")
     if identity is not None and len(images) != 1:
         raise FacescaleError("with --identity, give exactly one photo")
+    photos = [_photo(p, state) for p in images]  # bad input fails before any model work
     recognizer = _recognizer(state, model)
-    photos = [_photo(p, state) for p in images]
     if identity is None:
         result = recognizer.verify_pair(photos[0], photos[1], backend)  # type: ignore[attr-defined]
         what = f"{images[0]} vs {images[1]}"
@@ -1015,9 +1025,10 @@ def serve_cmd(
     model: ModelOption = None,
 ) -> None:
     """Serve the identify / verify HTTP API and its web page (follows newly registered models)."""
+    state = _state(ctx)
+    state.tensorflow()
     from facescale.serving.server import run
 
-    state = _state(ctx)
     settings = state.settings.serving
     updates = {"host": host, "port": port, "model": model}
     settings = settings.model_copy(update={k: v for k, v in updates.items() if v is not None})

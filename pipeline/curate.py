@@ -217,8 +217,10 @@ class RaySession:
         if ray.is_initialized():
             return
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user session
+        # "local" starts a private instance: with address=None Ray would join the last cluster
+        # started on this machine (its ray_current_cluster file), whoever started it.
         ray.init(
-            address=self.address or os.environ.get("RAY_ADDRESS") or None,
+            address=self.address or os.environ.get("RAY_ADDRESS") or "local",
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.WARNING,

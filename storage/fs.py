@@ -103,7 +103,8 @@ class Location:
 
     # -- writing ---------------------------------------------------------------------------
     def makedirs(self, path: str) -> None:
-        with os_errors(path, self):
+        """Create ``path`` and its parents; a path that cannot be created is a StorageError."""
+        with os_errors(path, self, writing=True):
             self.fs.makedirs(path, exist_ok=True)
 
     def write_bytes_atomic(self, path: str, data: bytes) -> None:
@@ -143,7 +144,7 @@ class Location:
                     fh.discard()
                 raise
             return
-        with os_errors(path, self), local_atomic_path(path) as tmp_path, open(tmp_path, "wb") as fh:
+        with os_errors(path, self, writing=True), local_atomic_path(path) as tmp_path, open(tmp_path, "wb") as fh:
             yield fh
 
     def _defers_commit(self) -> bool:
@@ -219,16 +220,26 @@ class HashingWriter:
 
 
 @contextlib.contextmanager
-def os_errors(path: str, location: Location | None = None) -> Iterator[None]:
-    """Turn low-level OS errors into a one-line StorageError naming the path."""
+def os_errors(path: str, location: Location | None = None, *, writing: bool = False) -> Iterator[None]:
+    """Turn low-level OS errors into a one-line StorageError naming the path.
+
+    A missing file stays a `FileNotFoundError` for readers (they decide whether that is an
+    error); when ``writing``, a path whose parents cannot be made (a root under ``/proc``, a
+    vanished mount) is a StorageError like any other.
+    """
     try:
         yield
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as exc:
+        if not writing:
+            raise
+        raise StorageError(f"cannot create {_shown(path, location)}: {exc.strerror or 'no such directory'}") from exc
     except (PermissionError, NotADirectoryError, IsADirectoryError, OSError) as exc:
-        shown = location.display(path) if location else path
         reason = exc.strerror or exc.__class__.__name__
-        raise StorageError(f"cannot access {shown}: {reason}") from exc
+        raise StorageError(f"cannot access {_shown(path, location)}: {reason}") from exc
+
+
+def _shown(path: str, location: Location | None) -> str:
+    return location.display(path) if location else path
 
 
 @contextlib.contextmanager

@@ -375,6 +375,21 @@ def test_a_root_under_a_regular_file(
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("args", [["identities", "add", "Ada"], ["ingest", "{photos}", "--min-images", "1"]])
+def test_a_root_that_cannot_be_created(tmp_path: Path, args: list[str]) -> None:
+    """A root under /proc (no directory can be made there): one error line naming it, nothing written."""
+    photos = tmp_path / "photos" / "Ada"
+    photos.mkdir(parents=True)
+    Image.new("RGB", (64, 64), (90, 120, 200)).save(photos / "a.jpg")
+    before = _snapshot(tmp_path)
+    args = [a.format(photos=photos.parent) for a in args]
+    result = run_real(args, Path("/proc/facescale-nope/data"), cwd=tmp_path)
+    assert result.code == 2
+    line = result.single_error_line()
+    assert "cannot create /proc/facescale-nope/data" in line
+    assert _snapshot(tmp_path) == before
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_a_read_only_root(cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

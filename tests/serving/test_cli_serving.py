@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +136,43 @@ def test_facescale_serve_runs_the_api(store: Path, served_base: Served, recogniz
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_bad_photo_fails_before_an_uncalibrated_model_is_calibrated(
+    store: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Inputs are checked first: no calibration (a minute of embedding photos) for a file that is no image."""
+    from facescale.storage import Location, ModelRegistry
+
+    from .conftest import register_model
+
+    location = Location.from_uri(str(store))
+    fresh = register_model(location, tmp_path / "fresh-model", seed=1)  # registered, never calibrated
+    bad = tmp_path / "notanimage.jpg"
+    bad.write_text("not an image")
+    for args in (["identify", str(bad)], ["verify", str(bad), str(bad)]):
+        code, _, err = _run(capsys, *args, "--model", fresh)
+        assert code == 2 and "not an image" in err
+        assert len(err.strip().splitlines()) == 1, err  # calibration would have reported its steps
+    assert "calibration" not in ModelRegistry(location).get(fresh).metrics
+
+
+def _console(args: list[str], store: Path) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}, "FACESCALE_STORAGE__ROOT": str(store)}
+    script = Path(sys.executable).with_name("facescale")
+    return subprocess.run([str(script), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+TF_STARTUP = ("absl::InitializeLog", "oneDNN custom operations", "cpu_feature_guard")
+
+
+def test_tensorflow_start_up_lines_only_with_vv(store: Path, served_base: Served) -> None:
+    """The console script loads TensorFlow for `identify`: its C++ start-up lines are hidden unless -vv."""
+    photo = str(served_base.photo("Tony_Blair", 5))
+    quiet = _console(["identify", photo, "--json"], store)
+    assert quiet.returncode == 0, quiet.stderr
+    assert json.loads(quiet.stdout)["results"][0]["faces"]
+    assert not [line for line in quiet.stderr.splitlines() if any(t in line for t in TF_STARTUP)], quiet.stderr
+    loud = _console(["-vv", "identify", photo, "--json"], store)
+    assert loud.returncode == 0, loud.stderr
+    assert "oneDNN custom operations" in loud.stderr
