@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.client import HTTPException
 
 import psutil
@@ -385,6 +385,7 @@ class SearchResult:
     candidates: list[Candidate]
     error: str | None = None
     attempts: int = 1
+    notes: list[str] = field(default_factory=list)  # what the engine reported (e.g. page_load_timeout)
 
     @property
     def ok(self) -> bool:
@@ -476,8 +477,9 @@ class _Worker:
                 continue
             if not pool._limiter.wait(task.cancel):
                 return SearchResult(task.keyword, [], "cancelled", attempts)
+            notes: list[str] = []
             try:
-                candidates = self._attempt(driver, task)
+                candidates = self._attempt(driver, task, notes)
             except _KeywordTimeout:
                 error = f"timeout: no result within {pool.keyword_timeout_s:g} s"
             except _TIMEOUT_ERRORS as exc:
@@ -492,7 +494,7 @@ class _Worker:
                 if self.driver is not None and pool.restart_every and self.uses >= pool.restart_every:
                     log.info("browser %d: restarting after %d keywords", self.index, self.uses)
                     self.discard(graceful=True)
-                return SearchResult(task.keyword, candidates, None, attempts)
+                return SearchResult(task.keyword, candidates, None, attempts, notes)
             log.warning(
                 "browser %d: attempt %d/%d for %r failed: %s",
                 self.index,
@@ -522,7 +524,7 @@ class _Worker:
             log.info("browser %d started in %.1f s", self.index, time.monotonic() - started)
         return self.driver
 
-    def _attempt(self, driver: WebDriver, task: _Task) -> list[Candidate]:
+    def _attempt(self, driver: WebDriver, task: _Task, notes: list[str]) -> list[Candidate]:
         pool = self.pool
         with self._lock:
             self._attempt_id += 1
@@ -532,7 +534,7 @@ class _Worker:
         watchdog.start()
         found: list[Candidate] = []
         try:
-            collected = pool.engine.collect(driver, task.keyword, task.limit)
+            collected = pool.engine.collect(driver, task.keyword, task.limit, report=notes.append)
             try:
                 for candidate in collected:
                     found.append(candidate)

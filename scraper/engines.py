@@ -17,9 +17,13 @@ Engines
     ``a.iusc`` element whose ``m`` attribute is JSON with ``murl`` (the full image), ``purl``
     (the page it is on) and ``turl`` (Bing's thumbnail); scrolling loads more, and after a few
     pages a "See more images" button (``div.mm_seemore a.btn_seemore``) must be clicked; a
-    cookie-consent banner (``#bnp_btn_accept``) may cover the page in some regions. Bing shows
-    no reliable end-of-results marker, so the adapter stops when ``dry_rounds`` scrolls in a
-    row bring nothing new.
+    cookie-consent banner (``#bnp_btn_accept``) may cover the page in some regions. The "more"
+    box carries an end-of-results hint, ``data-isend="true"`` on ``div.mm_seemore`` once nothing
+    more will come; without it the adapter stops when ``dry_rounds`` scrolls in a row bring
+    nothing new. ``m`` holds more keys than the adapter reads (seen on saved real pages:
+    ``sid, cturl, cid, purl, murl, turl, md5, shkey, t, mid, desc``). Some ``murl`` values are
+    social networks' "lookaside/crawler" endpoints that serve no image to a normal client: the
+    downloader rejects them like any URL that yields no image.
 
 When an engine changes its pages (it will)
 ------------------------------------------
@@ -32,6 +36,10 @@ update the fixture page in ``tests/scraper/conftest.py`` to the new shape and ru
 ``pytest tests/scraper/test_engines.py``: the tests drive real headless Chromium against that
 local copy, never the live site. A new engine is a subclass of `ScrollingEngine` (or any class
 with the `SearchEngine` protocol) registered in `ENGINES`, with a fixture page and tests.
+
+A result page that is still loading when the page-load timeout strikes (its own scripts,
+ads or trackers left hanging by a slow or filtered network) is stopped and harvested if its
+result list is there, and the timeout is reported to the run (`ScrollingEngine._open`).
 
 Every adapter yields candidates in rank order, makes URLs absolute against the page URL,
 keeps only http(s) image URLs, drops repeats of an image URL within a keyword, and stops at
@@ -80,8 +88,14 @@ class SearchEngine(Protocol):
         """The result page for ``keyword``."""
         ...
 
-    def collect(self, driver: WebDriver, keyword: str, limit: int) -> Iterator[Candidate]:
-        """Open the result page and yield at most ``limit`` candidates in rank order."""
+    def collect(
+        self, driver: WebDriver, keyword: str, limit: int, report: Callable[[str], None] | None = None
+    ) -> Iterator[Candidate]:
+        """Open the result page and yield at most ``limit`` candidates in rank order.
+
+        ``report`` is called with a ``"<code>: <detail>"`` note for what happened on the way
+        that the run should record without failing the keyword (e.g. ``page_load_timeout``).
+        """
         ...
 
 
@@ -169,12 +183,14 @@ class ScrollingEngine:
             return None, None
         return _text(raw.get("full")), _text(raw.get("page"))
 
-    def collect(self, driver: WebDriver, keyword: str, limit: int) -> Iterator[Candidate]:
+    def collect(
+        self, driver: WebDriver, keyword: str, limit: int, report: Callable[[str], None] | None = None
+    ) -> Iterator[Candidate]:
         if limit <= 0:
             return
         url = self.search_url(keyword)
         read_js = _READ_JS.replace("EXTRACT", self.extract_js)  # spliced in, not eval'd: pages' CSP may forbid eval
-        driver.get(url)
+        self._open(driver, url, keyword, read_js, report)
         self._accept_consent(driver)
         seen: set[str] = set()
         yielded = 0
@@ -204,6 +220,32 @@ class ScrollingEngine:
                 return
             clicked = driver.execute_script(_MORE_JS, list(self.consent_selectors), self.more_selector)
             self._wait_for_more(driver, position, wait_for_button=not clicked)
+
+    def _open(
+        self, driver: WebDriver, url: str, keyword: str, read_js: str, report: Callable[[str], None] | None
+    ) -> None:
+        """Load the result page; on a page-load timeout keep what has loaded if it holds results.
+
+        A result page whose own scripts, ads or trackers never finish loading (a slow or
+        filtered network) can hold a complete result list long before the browser calls it
+        loaded: the load is stopped (``window.stop()``) and the results harvested, and the
+        timeout is reported. A page that shows no result when stopped is a real timeout: the
+        exception goes to the browser pool, which retries the keyword.
+        """
+        from selenium.common.exceptions import TimeoutException
+
+        try:
+            driver.get(url)
+        except TimeoutException:
+            driver.execute_script("window.stop();")
+            page = driver.execute_script(read_js, 0, self.result_selector, self.end_selector) or {}
+            total = int(page.get("total") or 0)
+            if not total:
+                raise
+            note = f"page_load_timeout: the result page was still loading; stopped it with {total} results in place"
+            log.warning("%s %r: %s", self.name, keyword, note)
+            if report is not None:
+                report(note)
 
     def _candidate(self, keyword: str, raw: Any, rank: int, base: str, seen: set[str]) -> Candidate | None:
         try:
@@ -261,7 +303,7 @@ class BingEngine(ScrollingEngine):
     name: ClassVar[str] = "bing"
     max_concurrency: ClassVar[int] = 4
     result_selector: ClassVar[str] = "a.iusc"
-    end_selector: ClassVar[str | None] = None
+    end_selector: ClassVar[str | None] = "div.mm_seemore[data-isend='true']"
     more_selector: ClassVar[str | None] = "div.mm_seemore a.btn_seemore, a.btn_seemore, input.btn_seemore"
     consent_selectors: ClassVar[tuple[str, ...]] = ("#bnp_btn_accept", "#bnp_container button[id*='accept']")
     extract_js: ClassVar[str] = "({m: el.getAttribute('m')})"

@@ -35,6 +35,9 @@ from .history import History
 
 log = logging.getLogger(__name__)
 
+#: Run-record ``meta`` key: keyword -> notes its search reported (``"<code>: <detail>"``).
+SEARCH_NOTES = "search_notes"
+
 
 @dataclass
 class KeywordOutcome:
@@ -53,6 +56,7 @@ class ScrapeSummary:
     keywords: int = 0
     skipped: int = 0  # completed by an earlier attempt of this run
     failed: dict[str, str] = field(default_factory=dict)  # keyword -> why its search failed
+    notes: dict[str, list[str]] = field(default_factory=dict)  # keyword -> what its search reported
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     finished: bool = False
@@ -104,7 +108,13 @@ def scrape(
         ):
             pending: list[str] = []  # keywords written but not yet committed
             pending_rows = 0
+            # what the engine reported per keyword (e.g. a page-load timeout it recovered from),
+            # kept in the run record across commits and resumed attempts
+            notes: dict[str, list[str]] = dict(writer.record.meta.get(SEARCH_NOTES, {}))
             for identity, result, fetched in _in_order(todo, pool, downloader, per_keyword, history, workers):
+                if result.notes:
+                    notes[identity.name] = list(result.notes)
+                    summary.notes[identity.name] = list(result.notes)
                 if result.error is not None:
                     summary.failed[identity.name] = result.error
                     log.warning("search failed for %r: %s", identity.name, result.error)
@@ -116,13 +126,13 @@ def scrape(
                 pending.append(identity.slug)
                 pending_rows += len(rows)
                 if pending_rows >= settings.commit_rows:  # rows and their keywords become durable together
-                    writer.commit(pending)
+                    writer.commit(pending, meta={SEARCH_NOTES: notes})
                     pending, pending_rows = [], 0
                 if on_keyword:
                     outcome = Counter(r["error"] for r in rows if r["error"])
                     accepted = sum(1 for r in rows if r["error"] is None)
                     on_keyword(KeywordOutcome(identity.name, len(rows), accepted, outcome))
-        record = writer.commit(pending, finished=not summary.failed)
+        record = writer.commit(pending, finished=not summary.failed, meta={SEARCH_NOTES: notes})
     return _count(store, summary, finished=record.finished)
 
 

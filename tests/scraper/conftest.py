@@ -20,6 +20,7 @@ log of search-page requests (time, keyword, the browser's TCP port).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import json
 import threading
@@ -40,6 +41,14 @@ CATALOGUE = {
     "Katherine Johnson": 14,
     "Slow Person": 4,
     "Hang Person": 4,
+    "Lookaside Person": 6,
+}
+# Social networks' crawler endpoints: they serve no image to a normal client (an HTML page,
+# a refusal, or nothing at all).
+LOOKASIDE = {
+    1: "/lookaside/crawler/media/?media_id=17841400001&get_thumbnail=1",  # 200 text/html
+    3: "/lookaside/crawler/media/?media_id=17841400003",  # 403
+    5: "/lookaside/crawler/hang/?media_id=17841400005",  # never answers
 }
 GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
 
@@ -60,6 +69,7 @@ class SearchSite:
     delays: dict[str, float] = field(default_factory=dict)  # keyword -> seconds before the page comes
     hang: set[str] = field(default_factory=set)  # keywords whose search page never comes
     no_end: set[str] = field(default_factory=set)  # keywords whose demo page never shows #fs-end
+    stall: set[str] = field(default_factory=set)  # keywords whose Bing page loads a script that never comes
     hits: list[Hit] = field(default_factory=list)
     api_calls: list[tuple[str, str, int]] = field(default_factory=list)  # (path, keyword, offset)
     consents: int = 0
@@ -69,6 +79,7 @@ class SearchSite:
         self.delays.clear()
         self.hang.clear()
         self.no_end.clear()
+        self.stall.clear()
         self.hits.clear()
         self.api_calls.clear()
         self.on_hit.clear()
@@ -87,6 +98,9 @@ class SearchSite:
             out[5]["full"] = out[2]["full"]  # a repeat
         if len(out) > 8:
             out[8]["full"] = "data:image/gif;base64,R0lGODlhAQABAAAAACw="  # not http(s)
+        if keyword == "Lookaside Person":
+            for i, path in LOOKASIDE.items():
+                out[i]["full"] = path
         return out
 
     def expected(self, keyword: str) -> list[tuple[str, str, int]]:
@@ -145,12 +159,29 @@ class SearchSite:
     async def bing_search(self, request: web.Request) -> web.Response:
         keyword = await self._search_gate(request)
         results = self.results(keyword)
+        # A parser-blocking script at the end that never comes (a tracker on a filtered
+        # network): the results and the page's own script are there, DOMContentLoaded never is.
+        stall = '<script src="/stall/tracker.js"></script>' if keyword in self.stall else ""
         body = BING_PAGE.format(
             title=html.escape(keyword),
             items="".join(_bing_item(r) for r in results[:PAGE_SIZE]),
+            isend="true" if len(results) <= PAGE_SIZE else "false",
             state=json.dumps({"q": keyword, "next": PAGE_SIZE, "total": len(results), "page": PAGE_SIZE}),
+            stall=stall,
         )
         return web.Response(text=body, content_type="text/html")
+
+    async def never(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(3600)
+        return web.Response(status=204)
+
+    async def lookaside(self, request: web.Request) -> web.Response:
+        if request.path.startswith("/lookaside/crawler/hang/"):
+            return await self.never(request)
+        if request.query.get("get_thumbnail"):
+            page = "<!doctype html><html><body>Log in to see this content.</body></html>"
+            return web.Response(text=page, content_type="text/html")
+        return web.Response(status=403, text="Forbidden")
 
     async def bing_async(self, request: web.Request) -> web.Response:
         keyword = request.query.get("q", "")
@@ -174,6 +205,8 @@ class SearchSite:
         app.router.add_get("/images/async", self.bing_async)
         app.router.add_get("/consent", self.consent)
         app.router.add_get("/thumb/{tail:.*}", self.thumb)
+        app.router.add_get("/stall/{tail:.*}", self.never)
+        app.router.add_get("/lookaside/{tail:.*}", self.lookaside)
         return app
 
 
@@ -186,7 +219,13 @@ def _demo_item(r: dict[str, Any]) -> str:
 
 
 def _bing_item(r: dict[str, Any]) -> str:
-    meta = json.dumps({"murl": r["full"], "purl": r["page"], "turl": r["thumb"], "md5": "x"})
+    # the keys of a real result's m attribute, in their order on saved pages
+    digest = hashlib.md5(str(r["full"]).encode()).hexdigest()
+    meta = json.dumps({
+        "sid": "", "cturl": f"https://www.bing.com/images/click?q={r['rank']}", "cid": digest[:8],
+        "purl": r["page"], "murl": r["full"], "turl": r["thumb"], "md5": digest, "shkey": "",
+        "t": f"Result {r['rank']}", "mid": digest[8:24].upper(), "desc": "",
+    })
     if r["full"] is None:
         meta = '{"murl": "broken'  # what a half-rendered attribute looks like
     return (
@@ -242,7 +281,7 @@ BING_PAGE = """<!doctype html>
 <body>
 <div id="bnp_container"><button id="bnp_btn_accept">Accept</button></div>
 <div id="mmComponent_images_1"><ul class="dgControl_list">{items}</ul></div>
-<div class="mm_seemore"><a class="btn_seemore cbtn mBtn" href="javascript:void(0)">See more images</a></div>
+<div class="mm_seemore" data-isend="{isend}"><a class="btn_seemore cbtn mBtn" href="javascript:void(0)">See more images</a></div>
 <script>
 const state = {state};
 let consented = false, loading = false, needsButton = false;
@@ -259,6 +298,7 @@ async function load() {{
   document.querySelector('ul.dgControl_list').insertAdjacentHTML('beforeend', await r.text());
   state.next += state.page;
   needsButton = true;  // after every scroll-loaded page, a person must ask for more
+  if (state.next >= state.total) seeMore.setAttribute('data-isend', 'true');
   loading = false;
 }}
 window.addEventListener('scroll', () => {{
@@ -273,7 +313,7 @@ seeMore.querySelector('a').addEventListener('click', () => {{
   needsButton = false;
   load();
 }});
-</script></body></html>
+</script>{stall}</body></html>
 """
 
 

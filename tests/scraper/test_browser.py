@@ -10,7 +10,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -78,7 +78,9 @@ class FakeEngine:
     def search_url(self, keyword: str) -> str:
         return f"fake://{keyword}"
 
-    def collect(self, driver: Any, keyword: str, limit: int) -> Iterator[Candidate]:
+    def collect(
+        self, driver: Any, keyword: str, limit: int, report: Callable[[str], None] | None = None
+    ) -> Iterator[Candidate]:
         with self.lock:
             self.calls.append((keyword, driver.number))
             crash = self.crash.get(keyword, 0)

@@ -143,6 +143,48 @@ def test_bing_shape_limit_and_unknown_keyword(driver: ManagedDriver, search_site
 
 
 @pytest.mark.browser
+def test_bing_end_hint_stops_without_waiting_for_dry_rounds(driver: ManagedDriver, search_site: SearchSite) -> None:
+    engine = BingEngine(search_site.base_url, scroll_wait_s=6.0, dry_rounds=3)
+    started = time.monotonic()
+    found = list(engine.collect(driver, "Katherine Johnson", 100))
+    assert _rows(found) == search_site.expected("Katherine Johnson")  # 10 on the page, 4 by scrolling
+    assert time.monotonic() - started < 6.0  # data-isend="true", not two 6 s dry rounds
+
+
+@pytest.fixture
+def impatient_driver() -> Iterator[ManagedDriver]:
+    browser = make_driver(page_load_timeout_s=3)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+@pytest.mark.browser
+def test_a_page_load_timeout_keeps_a_loaded_result_list(
+    impatient_driver: ManagedDriver, search_site: SearchSite
+) -> None:
+    """A tracker script that never comes holds the page 'loading': the results there are harvested, the timeout noted."""
+    search_site.stall.add("Ada Lovelace")
+    notes: list[str] = []
+    engine = BingEngine(search_site.base_url, scroll_wait_s=1.0, dry_rounds=2)
+    found = list(engine.collect(impatient_driver, "Ada Lovelace", 100, report=notes.append))
+    assert _rows(found) == search_site.expected("Ada Lovelace")  # the first page, then scrolling and "more"
+    assert len(notes) == 1 and notes[0].startswith("page_load_timeout: ") and "10 results" in notes[0]
+
+
+@pytest.mark.browser
+def test_a_page_that_never_comes_is_still_a_timeout(impatient_driver: ManagedDriver, search_site: SearchSite) -> None:
+    from selenium.common.exceptions import TimeoutException
+
+    search_site.hang.add("Hang Person")
+    notes: list[str] = []
+    with pytest.raises(TimeoutException):
+        list(BingEngine(search_site.base_url).collect(impatient_driver, "Hang Person", 10, report=notes.append))
+    assert notes == []
+
+
+@pytest.mark.browser
 def test_demo_engine_on_the_real_demo_web(driver: ManagedDriver, lfw_dev: Path) -> None:
     """The adapter against scraper/demoweb.py itself: every result in rank order, as its ground truth says."""
     name = "Abdullah Gul"

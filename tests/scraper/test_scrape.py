@@ -194,3 +194,26 @@ def test_odd_keyword_files_are_handled_safely(tmp_path: Path, demo: DemoWeb):
     assert len(slugs) == 6 and all("/" not in s and ".." not in s for s in slugs)
     outside = [p for p in tmp_path.rglob("*") if not (p == keywords or p.is_relative_to(root))]
     assert outside == [], "something was written outside the storage root"
+
+
+def test_bing_page_that_never_finishes_loading_and_crawler_only_urls(tmp_path: Path, search_site) -> None:
+    """A Bing-shaped page held 'loading' by a tracker that never comes still yields its results (the
+    timeout is recorded in the run), and social networks' crawler endpoints (an HTML page, a 403, no
+    answer at all) end as rejected rows with reasons without holding the keyword up."""
+    from .conftest import LOOKASIDE
+
+    search_site.stall.add("Lookaside Person")
+    store, registry = _stores(tmp_path / "store")
+    settings = ScraperSettings(politeness_delay_s=0.0, timeout_s=2.0, retries=0, workers=1)
+    started = time.monotonic()
+    summary = scrape(["Lookaside Person"], engine=get_engine("bing", search_site.base_url), store=store,
+                     registry=registry, run_id="night-1", settings=settings, per_keyword=20)  # fmt: skip
+    assert time.monotonic() - started < 60
+    assert summary.finished and not summary.failed
+    rows = {r["source_url"]: r for r in _rows(store)}
+    assert set(rows) == {url for url, _, _ in search_site.expected("Lookaside Person")}
+    crawler = [rows[urljoin(search_site.base_url + "/", path)] for path in LOOKASIDE.values()]
+    assert all(r["image"] is None and r["error"] for r in crawler), [r["error"] for r in crawler]
+    (note,) = store.get("night-1").meta["search_notes"]["Lookaside Person"]
+    assert note.startswith("page_load_timeout: ")
+    assert summary.notes == {"Lookaside Person": [note]}
