@@ -242,7 +242,10 @@ def main() -> None:
 
     import ray
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ray.init(
+        address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         ray_stage(datas[:WARM_UP], params, args.concurrency, args.batch_size)  # Ray Data's own lazy start-up

@@ -8,7 +8,10 @@ One aiohttp server on 127.0.0.1 (in a background thread, shared by the session) 
 - Bing shape: ``/images/search?q=&form=HDRSC2&first=1`` (``a.iusc`` with JSON ``m``), a cookie
   banner (``#bnp_btn_accept``) that blocks loading until accepted, scroll loading from
   ``/images/async?q=&first=``, and a "See more images" button (``div.mm_seemore a.btn_seemore``)
-  that must be clicked after every scroll-loaded page.
+  that must be clicked after every scroll-loaded page, and ``data-isend="true"`` on it when
+  nothing more will come; ``m`` holds every key a real result's has. A keyword in
+  ``stall`` gets a tracker script that never arrives (the page never finishes loading), and
+  "Lookaside Person" has crawler-only image URLs (an HTML page, a 403, no answer at all).
 
 Every name in `CATALOGUE` has that many results; result 3 is unreadable (no ``data-full`` /
 broken ``m`` JSON), result 5 repeats result 2's image, result 8 is a ``data:`` URL; even
@@ -281,7 +284,8 @@ BING_PAGE = """<!doctype html>
 <body>
 <div id="bnp_container"><button id="bnp_btn_accept">Accept</button></div>
 <div id="mmComponent_images_1"><ul class="dgControl_list">{items}</ul></div>
-<div class="mm_seemore" data-isend="{isend}"><a class="btn_seemore cbtn mBtn" href="javascript:void(0)">See more images</a></div>
+<div class="mm_seemore" data-isend="{isend}">
+<a class="btn_seemore cbtn mBtn" href="javascript:void(0)">See more images</a></div>
 <script>
 const state = {state};
 let consented = false, loading = false, needsButton = false;

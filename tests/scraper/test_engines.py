@@ -164,7 +164,7 @@ def impatient_driver() -> Iterator[ManagedDriver]:
 def test_a_page_load_timeout_keeps_a_loaded_result_list(
     impatient_driver: ManagedDriver, search_site: SearchSite
 ) -> None:
-    """A tracker script that never comes holds the page 'loading': the results there are harvested, the timeout noted."""
+    """A tracker script that never comes holds the page 'loading': its results are harvested, the timeout noted."""
     search_site.stall.add("Ada Lovelace")
     notes: list[str] = []
     engine = BingEngine(search_site.base_url, scroll_wait_s=1.0, dry_rounds=2)
