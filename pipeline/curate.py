@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,8 +60,10 @@ from facescale.storage import (
     ValidationSummary,
     VersionWriter,
     chunk_id,
+    iter_batches,
     layout,
     raw_shard_key,
+    read_table,
 )
 from facescale.storage.exclusions import Exclusion
 from facescale.storage.schemas import SPLITS
@@ -72,7 +73,7 @@ from .balance import BalanceParams, Candidate, Selection, balance_identity
 from .cleaning import SheetItem, Verdict, clean_identity, exclusions_for, write_contact_sheet
 from .dedup import Decision, Record, resolve
 from .faces import CropParams
-from .sink import Receipts, sink_options, write_shards
+from .sink import Receipts, data_context, sink_options, write_shards
 from .split import SplitParams, split_sources
 
 if TYPE_CHECKING:
@@ -261,17 +262,6 @@ def _arrow_fs(location: Location) -> Any:
     return pafs.PyFileSystem(pafs.FSSpecHandler(location.fs))
 
 
-def _data_context() -> None:
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the caller's `Progress` shows progress
-    ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset INFO lines, "progress bars disabled"
-    # A chunk with fewer shard-sized batches than the write concurrency is not a problem.
-    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
-
-
 # -- step 1: prepare --------------------------------------------------------------------------
 
 
@@ -314,7 +304,7 @@ def prepare(
     ray_session.ensure()
     import ray.data
 
-    _data_context()
+    data_context()
     progress.start("preparing crops", sum(s.rows for _, s in new))
     prepared, written = 0, []
     for group in _plan_chunks(new, settings.chunk_rows):
@@ -517,19 +507,34 @@ def identity_fingerprint(outcome: IdentityOutcome, config: Mapping[str, Any]) ->
 def _write_reused(
     store: DatasetStore, parent: Manifest, slugs: set[str], writer: VersionWriter
 ) -> Counter[tuple[str, str]]:
-    """Copy the parent's samples of unchanged identities (streamed, a shard's row group at a time)."""
+    """Carry the parent's samples of unchanged identities over.
+
+    A parent shard that holds only such identities is copied as a file (byte for byte, so a
+    version whose identities are all unchanged has its parent's very layout, and a model
+    trained on it sees its parent's input order); from a shard that mixes them with changed
+    or dropped identities their rows are copied, streamed a row group at a time.
+    """
     counts: Counter[tuple[str, str]] = Counter()
     if not slugs:
         return counts
     wanted = pa.array(sorted(slugs), pa.string())
-    for batch in store.iter_batches(parent.version_id, batch_size=1024):
-        table = pa.Table.from_batches([batch])
-        table = table.filter(pc.is_in(table.column("identity_slug"), value_set=wanted))
-        if len(table):
-            writer.write(table)
-            counts.update(
-                zip(table.column("identity_slug").to_pylist(), table.column("split").to_pylist(), strict=True)
-            )
+    for info, path in zip(parent.shards, store.shard_paths(parent), strict=True):
+        keys = read_table(store.location, [path], ["identity_slug", "split"])
+        present = set(keys.column("identity_slug").to_pylist())
+        if present.isdisjoint(slugs):
+            continue
+        if present <= slugs:
+            writer.copy_shard(path, info)
+            counts.update(zip(keys.column("identity_slug").to_pylist(), keys.column("split").to_pylist(), strict=True))
+            continue
+        for batch in iter_batches(store.location, [path], batch_size=1024):
+            table = pa.Table.from_batches([batch])
+            table = table.filter(pc.is_in(table.column("identity_slug"), value_set=wanted))
+            if len(table):
+                writer.write(table)
+                counts.update(
+                    zip(table.column("identity_slug").to_pylist(), table.column("split").to_pylist(), strict=True)
+                )
     return counts
 
 
@@ -561,7 +566,7 @@ def _write_new(
             plan[plan_key(outcome.slug, source)] = PlannedPhoto(
                 outcome.name, outcome.slug, outcome.label, splits[source], tuple(ks), outcome.chunks.get(source)
             )
-    _data_context()
+    data_context()
     progress.start("making samples", sum(len(o.plan) for o in outcomes))
     paths = crops.shard_paths(chunks)
     ds = ray.data.read_parquet(paths, filesystem=_arrow_fs(crops.location), columns=CACHE_COLUMNS, include_paths=True)

@@ -20,7 +20,7 @@ import pyarrow as pa
 from facescale.errors import ConflictError, ManifestError, NotFoundError
 
 from . import layout
-from .fs import Location
+from .fs import Location, os_errors
 from .manifest import IdentityEntry, Manifest, ValidationSummary, check_id, is_valid_id, utcnow
 from .schemas import CURATED_SCHEMA
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, iter_batches, verify_shard
@@ -169,6 +169,20 @@ class VersionWriter:
     def adopt(self, shards: Iterable[ShardInfo]) -> None:
         """Add shards that other processes wrote through `target` (e.g. Ray tasks)."""
         self._adopted.extend(shards)
+
+    def copy_shard(self, source_path: str, info: ShardInfo) -> None:
+        """Take another version's shard as it is: the file copied byte for byte under its own name.
+
+        Args:
+            source_path: the shard file (a path on this store's filesystem).
+            info: its manifest entry (rows, bytes, sha256; ``path`` relative to its manifest).
+        """
+        name = posixpath.basename(info.path)
+        target = posixpath.join(self.target.directory, name)
+        self.store.location.makedirs(self.target.directory)
+        with os_errors(target, self.store.location, writing=True):
+            self.store.location.fs.copy(source_path, target)
+        self._adopted.append(info.model_copy(update={"path": name}))
 
     def commit(self, identities: Sequence[IdentityEntry], notes: Mapping[str, Any] | None = None) -> Manifest:
         """Finish the shards and atomically write the manifest: the version now exists.

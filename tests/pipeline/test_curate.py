@@ -18,7 +18,15 @@ from facescale.config import CurationSettings
 from facescale.pipeline.curate import curate
 from facescale.pipeline.split import split_counts
 from facescale.scraper.ingest import ingest
-from facescale.storage import DatasetStore, ExclusionList, IdentityRegistry, Location, RawStore, read_table
+from facescale.storage import (
+    DatasetStore,
+    ExclusionList,
+    IdentityRegistry,
+    Location,
+    RawStore,
+    ShardSizing,
+    read_table,
+)
 from facescale.storage.manifest import utcnow
 
 pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -193,6 +201,36 @@ def test_second_night_adds_an_identity_and_reuses_the_others(
     assert [s for s, n in notes.items() if not n["reused"]] == ["luiz-inacio-lula-da-silva"]
     old, new = _content(store, summary.version_id), _content(store, second.version_id)
     assert {k: v for k, v in new.items() if k in old} == old  # the first night's samples, unchanged
+
+
+def test_the_layout_is_a_function_of_the_input_and_unchanged_shards_are_kept(
+    first_night: tuple[Path, object], photos: Path, tmp_path: Path
+) -> None:
+    """Curated twice from the same RAW and crop cache on the two-node cluster, the shards are byte-identical
+    (so a model trained on either sees the same input order); the next night's version keeps, as files,
+    every shard of its parent that holds only unchanged identities."""
+    root, _ = first_night
+    sizing = ShardSizing(rows_per_row_group=8, max_rows_per_shard=24)  # many shards, identities mixed
+    layouts, versions = [], []
+    for name in ("a", "b"):
+        copy = tmp_path / name
+        shutil.copytree(root, copy, symlinks=True)
+        shutil.rmtree(copy / "datasets")
+        summary = curate(Location.from_uri(str(copy)), SETTINGS, sizing=sizing, validate=False)
+        manifest = DatasetStore(Location.from_uri(str(copy))).get(summary.version_id)
+        layouts.append([(s.path, s.rows, s.sha256) for s in manifest.shards])
+        versions.append(summary.version_id)
+    assert len(layouts[0]) > 3
+    assert layouts[0] == layouts[1]
+
+    location = Location.from_uri(str(tmp_path / "a"))
+    _ingest(tmp_path / "a", photos / "night2", "night2")
+    second = curate(location, SETTINGS, sizing=sizing, validate=False)
+    store = DatasetStore(location)
+    parent, child = store.get(versions[0]), store.get(second.version_id)
+    assert child.parent == parent.version_id and second.identities_changed == 1
+    assert {(s.path, s.sha256) for s in parent.shards} <= {(s.path, s.sha256) for s in child.shards}
+    assert store.verify(child.version_id)
 
 
 def test_killed_ray_worker_loses_and_duplicates_nothing(

@@ -1,14 +1,16 @@
-"""The Ray sink's row order: CURATED rows grouped by split, identities mixed within a split."""
+"""The Ray sink: CURATED rows grouped by split, identities mixed within a split; shards follow the input order."""
 
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from facescale.pipeline.sink import mixed_order, write_shards
+from facescale.pipeline.sink import Receipts, data_context, mixed_order, sink_options, write_shards
 from facescale.storage import Location, ShardSizing, ShardTarget
 
 
@@ -64,3 +66,36 @@ def test_write_shards_writes_the_mixed_order(tmp_path: Path) -> None:
     (path,) = sorted((tmp_path / "plain").glob("*.parquet"))
     first = pq.ParquetFile(path).read_row_group(0)
     assert set(first.column("identity_slug").to_pylist()) == {"person-0"}  # without: the order they came in
+
+
+class _SlowFirst:
+    """An actor transform under which the batch holding row 0 finishes last."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if 0 in batch.column("n").to_pylist():
+            time.sleep(3)
+        return batch
+
+
+@pytest.mark.ray
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
+def test_shards_follow_the_input_order_whatever_finishes_first(tmp_path: Path) -> None:
+    """With `data_context`, a late first batch does not reshuffle which rows share a shard."""
+    ray = pytest.importorskip("ray")
+    rows = pa.table({"n": list(range(96)), "sample_id": [f"s{i:03d}" for i in range(96)], "split": ["train"] * 96})
+    target = ShardTarget(Location.from_uri(str(tmp_path)), str(tmp_path / "shards"), rows.schema, ShardSizing())
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        data_context()
+        # 12 blocks of 8 rows (no task makes them), two actors: the first block finishes last
+        ds = ray.data.from_arrow([rows.slice(i, 8) for i in range(0, rows.num_rows, 8)])
+        pool = ray.data.ActorPoolStrategy(size=2)
+        ds = ds.map_batches(_SlowFirst, batch_format="pyarrow", batch_size=8, compute=pool, num_cpus=1)
+        ds = ds.map_batches(write_shards, **sink_options(target, ["sample_id"], ["split"], 24))
+        receipts = Receipts()
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            receipts.add(batch)
+    finally:
+        ray.shutdown()
+    shards = sorted(pq.read_table(tmp_path / "shards" / s.path).column("n").to_pylist() for s in receipts.shards)
+    assert shards == [list(range(i, i + 24)) for i in range(0, 96, 24)]  # consecutive input rows, in order

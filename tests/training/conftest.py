@@ -167,6 +167,7 @@ STOPPING = {
 PLAIN = {"image_size": 75, "batch_size": 4, "max_epochs": 2, "stop_metric": "val_loss", "stop_threshold": 1e-6}
 RUNS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "whole": (STOPPING, ("--max-steps", "2")),  # uninterrupted, 1 replica (the default strategy)
+    "again": (STOPPING, ("--max-steps", "2")),  # the whole run once more, beside it in another process
     "killed": (STOPPING, ("--max-steps", "2", "--kill-at", "1:0")),  # SIGKILLed in epoch 2
     "resumed": (STOPPING, ("--max-steps", "2")),  # the killed run's directory, rerun
     "mirrored": (PLAIN, ("--max-steps", "1", "--replicas", "2")),  # 2 logical CPUs: global batch 8
@@ -174,6 +175,7 @@ RUNS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
 }
 NEEDS = {
     "whole_run": ("whole",),
+    "again_run": ("again",),
     "resumed_runs": ("killed",),
     "mirrored_run": ("mirrored",),
     "leaky_run": ("leaky",),
@@ -262,6 +264,12 @@ def training_runs(
 def whole_run(training_runs: TrainingRuns) -> Run:
     """An uninterrupted run: 1 replica, 2 steps/epoch, stops by threshold after epoch 2."""
     return training_runs.wait("whole")
+
+
+@pytest.fixture(scope="session")
+def again_run(training_runs: TrainingRuns) -> Run:
+    """The whole run's settings on the same version, run in another process at the same time."""
+    return training_runs.wait("again")
 
 
 @dataclass

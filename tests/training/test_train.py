@@ -105,6 +105,17 @@ def test_train_writes_the_model_labels_history_and_logs(whole_run: Run, curated:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.timeout(RUN_WAIT_S)
+def test_the_same_version_and_settings_give_the_same_model(whole_run: Run, again_run: Run, tmp_path: Path) -> None:
+    """Two processes training at once (sharing the cores) end on bit-identical weights and history."""
+    assert again_run.result["history"] == whole_run.result["history"]
+    mine = _weights(again_run.out / "model.keras", tmp_path / "again")
+    theirs = _weights(whole_run.out / "model.keras", tmp_path / "whole")
+    assert mine.keys() == theirs.keys() and len(mine) > 300
+    for name, value in theirs.items():
+        np.testing.assert_array_equal(mine[name], value, err_msg=name)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2 * RUN_WAIT_S)
 def test_a_killed_run_resumes_to_the_uninterrupted_result(
