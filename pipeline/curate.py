@@ -298,7 +298,12 @@ def prepare(
 
     fingerprint = prepare_fingerprint(params)
     covered = crops.covered(fingerprint)
-    new = [(r.run_id, s) for r in raw.list() for s in r.shards if raw_shard_key(r.run_id, s) not in covered]
+    # In run-id order, not commit order: a night's mapped scrape batches finish in any order,
+    # and the order here decides the chunks, so the crop cache, and so the version's layout.
+    new = sorted(
+        ((r.run_id, s) for r in raw.list() for s in r.shards if raw_shard_key(r.run_id, s) not in covered),
+        key=lambda item: (item[0], item[1].path),
+    )
     if not new:
         return 0, 0, []
     ray_session.ensure()
