@@ -62,6 +62,16 @@ class StorageSettings(_Section):
         return self
 
 
+def check_ray_address(value: str | None) -> str | None:
+    """A cluster address curation can use: Ray Data's streaming executor does not run under Ray Client."""
+    if value and value.strip().lower().startswith("ray://"):
+        raise ValueError(
+            f"{value!r} is a Ray Client address, under which Ray Data does not run: "
+            "give the cluster's GCS address (host:port, e.g. ray-head:6379)"
+        )
+    return value or None
+
+
 class ScraperSettings(_Section):
     """Search workers and the downloader."""
 
@@ -114,7 +124,7 @@ class CurationSettings(_Section):
     crop_size: int = Field(128, ge=32, le=1024, description="stored crop side in pixels")
     seed: int = 0
     ray_address: str | None = Field(
-        None, description="existing Ray cluster; local ray.init() when unset"
+        None, description="existing Ray cluster's GCS address (host:port); a private local Ray when unset"
     )
     concurrency: int | None = Field(
         None, ge=1, le=1024, description="Ray actors per stage (default: the cluster's CPUs)"
@@ -149,6 +159,11 @@ class CurationSettings(_Section):
             raise ValueError("min_brightness must not exceed max_brightness")
         return self
 
+
+    @field_validator("ray_address")
+    @classmethod
+    def _not_ray_client(cls, value: str | None) -> str | None:
+        return check_ray_address(value)
 
 class TrainingSettings(_Section):
     """Inception V3 training."""

@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from facescale.config import CurationSettings
-from facescale.errors import FacescaleError
+from facescale.errors import ConfigError, FacescaleError
 from facescale.storage import (
     ChunkRecord,
     CropStore,
@@ -217,11 +217,17 @@ class RaySession:
 
         if ray.is_initialized():
             return
+        from facescale.config import check_ray_address
+
+        try:
+            address = check_ray_address(self.address or os.environ.get("RAY_ADDRESS"))
+        except ValueError as exc:
+            raise ConfigError(f"RAY_ADDRESS: {exc}") from None
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, single-user session
         # "local" starts a private instance: with address=None Ray would join the last cluster
         # started on this machine (its ray_current_cluster file), whoever started it.
         ray.init(
-            address=self.address or os.environ.get("RAY_ADDRESS") or "local",
+            address=address or "local",
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.WARNING,

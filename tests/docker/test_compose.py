@@ -79,11 +79,11 @@ def test_roles_share_one_image_with_extras(compose: dict[str, Any]) -> None:
 
 def test_airflow_runs_on_postgres_celery_and_the_shared_services(compose: dict[str, Any]) -> None:
     env = compose["services"]["airflow-scheduler"]["environment"]
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert "AIRFLOW__CORE__EXECUTOR" not in env  # from deploy/roles.env (the next test)
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:change-me@postgres/")
     assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
     assert env["FACESCALE_STORAGE__ROOT"] == "s3://facescale/data"
-    assert env["FACESCALE_CURATION__RAY_ADDRESS"] == "ray://ray-head:10001"
+    assert env["FACESCALE_CURATION__RAY_ADDRESS"] == "ray-head:6379"  # GCS: Ray Data does not run under ray://
     assert env["FACESCALE_SCRAPER__SELENIUM_GRID_URL"] == "http://selenium-hub:4444"
     assert '"endpoint_url": "http://minio:9000"' in env["FACESCALE_STORAGE__STORAGE_OPTIONS"]
 
@@ -93,7 +93,11 @@ def test_the_facescale_settings_of_the_compose_file_load(
 ) -> None:
     from facescale.config import load_settings
 
-    for key, value in compose["services"]["airflow-worker"]["environment"].items():
+    worker = compose["services"]["airflow-worker"]
+    shared = (DOCKER / worker["env_file"][0]).read_text().splitlines()
+    values = dict(line.split("=", 1) for line in shared if line.strip() and not line.startswith("#"))
+    values.update(worker["environment"])  # compose: environment over env_file
+    for key, value in values.items():
         if key.startswith("FACESCALE_"):
             monkeypatch.setenv(key, str(value))
     settings = load_settings()
@@ -113,3 +117,20 @@ def test_the_validator_rejects_a_misspelt_key() -> None:
     text = interpolate((DOCKER / "compose.yaml").read_text(), _env()).replace("shm_size: 4gb", "shm_sise: 4gb", 1)
     with pytest.raises(ValueError, match="shm_sise"):
         validate(text)
+
+
+def test_airflow_roles_read_the_settings_the_native_stack_proves(compose: dict[str, Any]) -> None:
+    """deploy/roles.env is the one copy of the shared settings: compose's Airflow roles and scripts/cluster.sh read it."""
+    roles = DOCKER.parent / "deploy" / "roles.env"
+    settings = dict(
+        line.split("=", 1) for line in roles.read_text().splitlines() if line.strip() and not line.startswith("#")
+    )
+    assert settings["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-worker", "trainer"):
+        service = compose["services"][name]
+        assert service["env_file"] == ["../deploy/roles.env"], name
+        clash = {k for k in settings if k in service["environment"] and service["environment"][k] != settings[k]}
+        assert not clash, (name, clash)  # compose's environment would override the shared value
+    assert "deploy/roles.env" in (DOCKER.parent / "scripts" / "cluster.sh").read_text()
+    worker = " ".join(compose["services"]["airflow-worker"]["command"])
+    assert "ray start --address=ray-head:6379 --num-cpus=0" in worker and "airflow celery worker" in worker

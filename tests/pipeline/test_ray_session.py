@@ -76,3 +76,17 @@ def test_no_address_starts_a_private_ray_beside_another_cluster() -> None:
         except subprocess.TimeoutExpired:
             foreign.kill()
             foreign.wait(30)
+
+
+def test_a_ray_client_address_is_refused_before_connecting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Data dies under Ray Client (`ray://`) after connecting: say so up front, from either source."""
+    from facescale.config import CurationSettings
+    from facescale.errors import ConfigError
+    from facescale.pipeline.curate import RaySession
+
+    with pytest.raises(ValueError, match="Ray Client address"):
+        CurationSettings(ray_address="ray://ray-head:10001")
+    assert CurationSettings(ray_address="ray-head:6379").ray_address == "ray-head:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "ray://ray-head:10001")
+    with pytest.raises(ConfigError, match=r"RAY_ADDRESS: .*GCS address"):
+        RaySession(None).ensure()
