@@ -17,10 +17,10 @@ airflow: setup  ## Airflow standalone (SQLite in var/airflow) with the project's
 
 test: setup     ## lint + the default test tiers (what CI runs)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
 
-test-all: setup ## every tier, slow ones included
-	$(BIN)/pytest $(PYTEST_ARGS)
+test-all: setup ## every tier but the cluster's, slow ones included
+	$(BIN)/pytest -m "not cluster" $(PYTEST_ARGS)
 
 cluster: setup  ## the scaled-out stack on this machine: Airflow on Celery + Postgres + Redis, Ray cluster, Selenium Grid, S3
 	@scripts/cluster.sh up

@@ -36,6 +36,7 @@ GRID_NODE_PORTS=(55551 55552)
 RAY_HEAD_IP=127.0.0.2
 RAY_PORT=56380
 RAY_WORKER_IPS=(127.0.0.3 127.0.0.4)
+RAY_OBJECT_STORE=$((1024 * 1024 * 1024))  # bytes per node: three nodes share this machine's memory
 DEMO_PORT=58082
 API_PORT=58081
 
@@ -65,6 +66,15 @@ cluster_env() {
   export FACESCALE_SCRAPER__BASE_URL="http://127.0.0.1:$DEMO_PORT"
   export FACESCALE_ORCHESTRATION__KEYWORDS_FILE=${FACESCALE_ORCHESTRATION__KEYWORDS_FILE:-$ROOT/examples/demo-keywords.txt}
   export FACESCALE_ORCHESTRATION__WORK_DIR=$CLUSTER/runs
+  # Sized for this 2-core machine, as the embedded default's demo (scripts/airflow-env.sh):
+  # lfw-dev's people have fewer photos than the seed's 30, and training runs on the CPU.
+  export FACESCALE_CURATION__MIN_PER_IDENTITY=${FACESCALE_CURATION__MIN_PER_IDENTITY:-15}
+  export FACESCALE_TRAINING__IMAGE_SIZE=${FACESCALE_TRAINING__IMAGE_SIZE:-75}
+  export FACESCALE_TRAINING__MAX_EPOCHS=${FACESCALE_TRAINING__MAX_EPOCHS:-4}
+  export FACESCALE_TRAINING__BATCH_SIZE=${FACESCALE_TRAINING__BATCH_SIZE:-32}
+  export FACESCALE_TRAINING__BATCHNORM_MOMENTUM=${FACESCALE_TRAINING__BATCHNORM_MOMENTUM:-0.9}
+  export FACESCALE_ORCHESTRATION__MAX_STEPS_PER_EPOCH=${FACESCALE_ORCHESTRATION__MAX_STEPS_PER_EPOCH:-40}
+  export FACESCALE_ORCHESTRATION__MIN_TEST_TOP1=${FACESCALE_ORCHESTRATION__MIN_TEST_TOP1:-0.1}
   export RAY_AUTH_MODE=disabled
   export RAY_USAGE_STATS_ENABLED=0
 }
@@ -136,9 +146,9 @@ postgres_bin() {
 }
 
 # Run a PostgreSQL tool as the owner of the data directory (postgres refuses to run as root).
-as_pg() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
+AS_PG=()
+[ "$(id -u)" -eq 0 ] && AS_PG=(runuser -u postgres --)
+as_pg() { "${AS_PG[@]}" "$@"; }
 
 up_postgres() {
   postgres_bin
@@ -150,7 +160,7 @@ up_postgres() {
       || { cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
   fi
   [ "$(id -u)" -eq 0 ] && chown postgres "$data"
-  start postgres as_pg "$PG_BIN/postgres" -D "$data" -p "$PG_PORT" -h 127.0.0.1 -k "$data"
+  start postgres "${AS_PG[@]}" "$PG_BIN/postgres" -D "$data" -p "$PG_PORT" -h 127.0.0.1 -k "$data"
   wait_for postgres 60 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
   "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U facescale -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='airflow'" \
     | grep -q 1 || "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U facescale airflow
@@ -172,8 +182,7 @@ up_s3() {
 
 up_grid() {
   start grid-hub java -jar "$SELENIUM_JAR" hub --host 127.0.0.1 --port "$GRID_PORT" \
-    --publish-events "tcp://127.0.0.1:$GRID_PUB" --subscribe-events "tcp://127.0.0.1:$GRID_SUB" \
-    --selenium-manager false
+    --publish-events "tcp://127.0.0.1:$GRID_PUB" --subscribe-events "tcp://127.0.0.1:$GRID_SUB"
   wait_for grid-hub 90 http_ok "http://127.0.0.1:$GRID_PORT/status"
   local i=0
   for port in "${GRID_NODE_PORTS[@]}"; do
@@ -202,15 +211,15 @@ grid_nodes_up() {
 
 up_ray() {
   start ray-head ray start --head --block --node-ip-address "$RAY_HEAD_IP" --port "$RAY_PORT" \
-    --num-cpus 0 --include-dashboard false --disable-usage-stats --ray-client-server-port 0
+    --num-cpus 0 --object-store-memory "$RAY_OBJECT_STORE" --include-dashboard false --disable-usage-stats --ray-client-server-port 56381
   wait_for ray-head 90 port_open "$RAY_HEAD_IP" "$RAY_PORT"
   local i=0
-  for ip in "${RAY_WORKER_IPS[@]}"; do
+  for ip in "${RAY_WORKER_IPS[@]}"; do  # one at a time: two raylets registering at once on 2 busy cores time out
     i=$((i + 1))
     start "ray-worker-$i" ray start --block --address "$RAY_HEAD_IP:$RAY_PORT" --node-ip-address "$ip" \
-      --num-cpus 1 --disable-usage-stats
+      --num-cpus 1 --object-store-memory "$RAY_OBJECT_STORE" --disable-usage-stats
+    wait_for "ray-worker-$i" 180 ray_nodes_up $((1 + i))
   done
-  wait_for ray-head 120 ray_nodes_up $((1 + ${#RAY_WORKER_IPS[@]}))
 }
 
 ray_nodes_up() {
