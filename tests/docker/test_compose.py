@@ -120,7 +120,7 @@ def test_the_validator_rejects_a_misspelt_key() -> None:
 
 
 def test_airflow_roles_read_the_settings_the_native_stack_proves(compose: dict[str, Any]) -> None:
-    """deploy/roles.env is the one copy of the shared settings: compose's Airflow roles and scripts/cluster.sh read it."""
+    """deploy/roles.env is the one copy of the shared settings: compose's Airflow roles and cluster.sh read it."""
     roles = DOCKER.parent / "deploy" / "roles.env"
     settings = dict(
         line.split("=", 1) for line in roles.read_text().splitlines() if line.strip() and not line.startswith("#")
