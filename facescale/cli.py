@@ -361,9 +361,17 @@ def exclusions_remove(ctx: typer.Context, identity: IdentityArg, image_ids: Imag
 
 # -- runs ------------------------------------------------------------------------------------
 @runs_app.command("list")
-def runs_list(ctx: typer.Context) -> None:
+def runs_list(
+    ctx: typer.Context,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="the run records (meta included: engine, search notes)")
+    ] = False,
+) -> None:
     """List RAW runs with their committed rows."""
     records = _state(ctx).raw().list()
+    if as_json:
+        out.print_json(json.dumps([r.model_dump(mode="json", exclude={"shards", "completed"}) for r in records]))
+        return
     if not records:
         out.print("no raw runs yet")
         return

@@ -504,3 +504,17 @@ def test_exclusions_add_keep_list_remove(cli: Callable[..., Result], root: Path)
     assert excluded.excluded("ada-lovelace") == {"aaa"} and excluded.reviewed_keep("ada-lovelace") == {"bbb"}
     assert "2 entries removed" in cli("exclusions", "remove", "Ada Lovelace", "aaa", "bbb").out
     assert "unknown identity 'Nobody'" in cli("exclusions", "add", "Nobody", "x").single_error_line()
+
+
+def test_runs_list_json_gives_the_records_with_their_meta(
+    cli: Callable[..., Result], root: Path, tmp_path: Path
+) -> None:
+    photos = tmp_path / "photos" / "Ada_Lovelace"
+    photos.mkdir(parents=True)
+    Image.new("RGB", (96, 96), (10, 200, 30)).save(photos / "a.jpg")
+    assert cli("ingest", str(photos.parent), "--run-id", "r1").code == 0
+    result = cli("runs", "list", "--json")
+    assert result.code == 0
+    (record,) = json.loads(result.out)
+    assert record["run_id"] == "r1" and record["finished"] and "shards" not in record
+    assert record["meta"]["engine"] == "local"
