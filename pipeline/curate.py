@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facescale.config import CurationSettings
+from facescale.config import CurationSettings, check_ray_address
 from facescale.errors import ConfigError, FacescaleError
 from facescale.storage import (
     ChunkRecord,
@@ -217,8 +217,6 @@ class RaySession:
 
         if ray.is_initialized():
             return
-        from facescale.config import check_ray_address
-
         try:
             address = check_ray_address(self.address or os.environ.get("RAY_ADDRESS"))
         except ValueError as exc:

@@ -66,15 +66,9 @@ cluster_env() {
   export FACESCALE_SCRAPER__BASE_URL="http://127.0.0.1:$DEMO_PORT"
   export FACESCALE_ORCHESTRATION__KEYWORDS_FILE=${FACESCALE_ORCHESTRATION__KEYWORDS_FILE:-$ROOT/examples/demo-keywords.txt}
   export FACESCALE_ORCHESTRATION__WORK_DIR=$CLUSTER/runs
-  # Sized for this 2-core machine, as the embedded default's demo (scripts/airflow-env.sh):
-  # lfw-dev's people have fewer photos than the seed's 30, and training runs on the CPU.
-  export FACESCALE_CURATION__MIN_PER_IDENTITY=${FACESCALE_CURATION__MIN_PER_IDENTITY:-15}
-  export FACESCALE_TRAINING__IMAGE_SIZE=${FACESCALE_TRAINING__IMAGE_SIZE:-75}
-  export FACESCALE_TRAINING__MAX_EPOCHS=${FACESCALE_TRAINING__MAX_EPOCHS:-4}
-  export FACESCALE_TRAINING__BATCH_SIZE=${FACESCALE_TRAINING__BATCH_SIZE:-32}
-  export FACESCALE_TRAINING__BATCHNORM_MOMENTUM=${FACESCALE_TRAINING__BATCHNORM_MOMENTUM:-0.9}
-  export FACESCALE_ORCHESTRATION__MAX_STEPS_PER_EPOCH=${FACESCALE_ORCHESTRATION__MAX_STEPS_PER_EPOCH:-40}
-  export FACESCALE_ORCHESTRATION__MIN_TEST_TOP1=${FACESCALE_ORCHESTRATION__MIN_TEST_TOP1:-0.1}
+  # curation and training sized for this 2-core machine, as the embedded default's demo
+  # shellcheck source=scripts/small-machine.sh
+  source "$ROOT/scripts/small-machine.sh"
   export RAY_AUTH_MODE=disabled
   export RAY_USAGE_STATS_ENABLED=0
 }

@@ -69,13 +69,17 @@ def test_zero_limit_yields_nothing_without_touching_the_browser() -> None:
 # --------------------------------------------------------------------------- real browser
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[ManagedDriver]:
-    browser = make_driver(page_load_timeout_s=15)
+def _browser(page_load_timeout_s: float) -> Iterator[ManagedDriver]:
+    browser = make_driver(page_load_timeout_s=page_load_timeout_s)
     try:
         yield browser
     finally:
         browser.quit()
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[ManagedDriver]:
+    yield from _browser(15)
 
 
 @pytest.mark.browser
@@ -153,11 +157,7 @@ def test_bing_end_hint_stops_without_waiting_for_dry_rounds(driver: ManagedDrive
 
 @pytest.fixture
 def impatient_driver() -> Iterator[ManagedDriver]:
-    browser = make_driver(page_load_timeout_s=3)
-    try:
-        yield browser
-    finally:
-        browser.quit()
+    yield from _browser(3)
 
 
 @pytest.mark.browser
