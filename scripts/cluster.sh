@@ -359,12 +359,21 @@ down() {
   down_network
 }
 
+# resident memory of a role: every process of its session (the role's browsers, Ray workers...)
+session_rss_mib() { ps -s "$1" -o rss= 2>/dev/null | awk '{kib += $1} END {printf "%d", kib / 1024}'; }
+
 status() {
-  local role pid
+  local role pid rss total=0
   for role in "${ROLES[@]}"; do
     pid=$(pid_of "$role")
-    if running "$role"; then printf '%-24s running  pid %s\n' "$role" "$pid"; else printf '%-24s stopped\n' "$role"; fi
+    if running "$role"; then
+      rss=$(session_rss_mib "$pid"); total=$((total + rss))
+      printf '%-24s running  pid %-8s %6s MiB\n' "$role" "$pid" "$rss"
+    else
+      printf '%-24s stopped\n' "$role"
+    fi
   done
+  printf '%-24s %25s MiB\n' "all roles (RSS)" "$total"
   printf '%-24s %s (Ray head %s, workers %s)\n' network "$NET_MODE" "$RAY_HEAD_IP" "${RAY_WORKER_IPS[*]}"
 }
 
