@@ -1,17 +1,19 @@
 """The scaled-out stack's own figures, measured on the running stack (`make cluster`).
 
 1. Task queue-to-start latency under Celery: for every task instance the scheduler has run
-   (REST API: `start_date - queued_when`), median / p90 / max per queue. Run it after the
-   cluster tier (`make test-cluster`) so there are nights to read.
+   (REST API), median / p90 / max per queue of `queued_when - scheduled_when` (the
+   scheduler, pool slots) and of `start_date - queued_when` (Celery's delivery and the task
+   process starting on the worker). Run it after the cluster tier (`make test-cluster`) so
+   there are nights to read.
 2. How curation's work spreads over the Ray nodes: the same lfw-dev people ingested into a
    fresh root on the stack's S3 endpoint and curated with `facescale curate` on the cluster,
    while every process of each Ray worker node (its network namespace's, or its session's on
    loopback) is sampled from /proc: CPU seconds per node and the crop actors each node ran.
    The ratio is node 1's CPU seconds over node 2's (1.0: an even spread).
 3. Scrape throughput with 1 vs 2 Grid nodes: the same names scraped by the CLI through the
-   Grid (``--workers 4``; a node has 2 browser slots) into fresh roots, with the second node
-   stopped and then started again, alternated (1, 2, 2, 1); results/s and the ratio of the
-   medians. On this 2-core machine the browsers compete for the same cores, so this shows
+   Grid into fresh roots, as many browser workers as the Grid has slots (2 per node), with
+   the second node stopped and then started again, alternated (1, 2, 2, 1); results/s and
+   the ratio of the medians. On this 2-core machine the browsers compete for the same cores, so this shows
    the Grid spreading sessions more than it shows capacity.
 
 Run:  eval "$(scripts/cluster.sh env)"; .venv/bin/python bench/bench_cluster.py [--people 6] [--names 4]
@@ -39,6 +41,7 @@ FACESCALE = Path(sys.executable).with_name("facescale")
 LFW_DEV = REPO.parent / "shared" / "data" / "lfw-dev"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STAMP = f"{int(time.time())}"
+SLOTS_PER_NODE = 2  # scripts/cluster.sh: max-sessions of a Grid node
 
 
 def _api() -> tuple[str, requests.Session]:
@@ -52,30 +55,38 @@ def _api() -> tuple[str, requests.Session]:
     return base, session
 
 
+def _spread(seconds: list[float]) -> str:
+    seconds = sorted(seconds)
+    p90 = seconds[min(len(seconds) - 1, int(0.9 * len(seconds)))]
+    return f"median {statistics.median(seconds):.2f} s, p90 {p90:.2f} s, max {seconds[-1]:.2f} s"
+
+
 def queue_latency() -> None:
     base, session = _api()
-    waits: dict[str, list[float]] = defaultdict(list)
+    waits: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for dag in ("facescale_nightly", "facescale_add_identities", "facescale_retrain"):
-        runs = session.get(f"{base}/api/v2/dags/{dag}/dagRuns?limit=100", timeout=30).json()["dag_runs"]
+        runs = session.get(f"{base}/api/v2/dags/{dag}/dagRuns?limit=100", timeout=30).json().get("dag_runs", [])
         for run in runs:
             tasks = session.get(
                 f"{base}/api/v2/dags/{dag}/dagRuns/{run['dag_run_id']}/taskInstances?limit=200", timeout=30
             ).json()["task_instances"]
             for task in tasks:
-                if task["queued_when"] and task["start_date"]:
-                    queued = datetime.fromisoformat(task["queued_when"])
-                    started = datetime.fromisoformat(task["start_date"])
-                    waits[task["queue"]].append((started - queued).total_seconds())
+                when = {
+                    k: datetime.fromisoformat(task[k])
+                    for k in ("scheduled_when", "queued_when", "start_date")
+                    if task.get(k)
+                }
+                if len(when) == 3:
+                    queue = waits[task["queue"]]
+                    queue["scheduled"].append((when["queued_when"] - when["scheduled_when"]).total_seconds())
+                    queue["queued"].append((when["start_date"] - when["queued_when"]).total_seconds())
     if not waits:
         print("queue-to-start: no task instances yet (run `make test-cluster` first)")
         return
-    for queue, seconds in sorted(waits.items()):
-        seconds.sort()
-        p90 = seconds[min(len(seconds) - 1, int(0.9 * len(seconds)))]
-        print(
-            f"queue-to-start, queue {queue}: {len(seconds)} task instances, median {statistics.median(seconds):.2f} s,"
-            f" p90 {p90:.2f} s, max {seconds[-1]:.2f} s"
-        )
+    for queue, phases in sorted(waits.items()):
+        print(f"queue {queue}, {len(phases['queued'])} task instances (last try of each):")
+        print(f"  scheduled -> queued (scheduler, pools): {_spread(phases['scheduled'])}")
+        print(f"  queued -> started (Celery, task start): {_spread(phases['queued'])}")
 
 
 def _node_processes(node: int) -> list[int]:
@@ -171,12 +182,12 @@ def _with_grid_nodes(count: int) -> None:
         time.sleep(2)
 
 
-def _scrape(names: list[str], tag: str) -> tuple[float, int]:
+def _scrape(names: list[str], tag: str, workers: int) -> tuple[float, int]:
     env = {**os.environ, "FACESCALE_STORAGE__ROOT": f"s3://facescale/bench-grid-{STAMP}-{tag}"}
     args = [a for name in names for a in ("--identity", name)]
     started = time.perf_counter()
     done = subprocess.run(
-        [str(FACESCALE), "scrape", *args, "--workers", "4", "--run-id", "bench"],
+        [str(FACESCALE), "scrape", *args, "--workers", str(workers), "--run-id", "bench"],
         env=env,
         capture_output=True,
         text=True,
@@ -198,15 +209,15 @@ def grid_scaling(names: int) -> None:
     try:
         for i, count in enumerate((1, 2, 2, 1)):
             _with_grid_nodes(count)
-            wall, rows = _scrape(people, f"{count}-{i}")
+            wall, rows = _scrape(people, f"{count}-{i}", SLOTS_PER_NODE * count)
             rates[count].append(rows / wall)
             print(f"  {count} Grid node(s): {rows} results in {wall:.1f} s = {rows / wall:.1f} results/s")
     finally:
         _with_grid_nodes(2)
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
     print(
-        f"scrape throughput, {len(people)} names, 4 workers: 1 node {one:.1f}, 2 nodes {two:.1f} results/s "
-        f"= {two / one:.2f}x"
+        f"scrape throughput, {len(people)} names, {SLOTS_PER_NODE} browsers per node: "
+        f"1 node {one:.1f}, 2 nodes {two:.1f} results/s = {two / one:.2f}x"
     )
 
 

@@ -84,6 +84,12 @@ class ScraperSettings(_Section):
     selenium_grid_url: str | None = Field(
         None, description="Remote WebDriver URL; local Chromium when unset"
     )
+    grid_session_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="how long a new browser session may wait in the Grid's queue when every slot is "
+        "busy (the hub's --session-request-timeout, 300 s by default); other calls use timeout_s",
+    )
     politeness_delay_s: float = Field(1.0, ge=0)
     download_concurrency: int = Field(16, ge=1, le=512)
     per_host_concurrency: int = Field(4, ge=1, le=128)

@@ -274,6 +274,7 @@ def make_driver(
     page_load_timeout_s: float = 20.0,
     script_timeout_s: float | None = None,
     command_timeout_s: float | None = None,
+    session_timeout_s: float | None = None,
     extra_args: Sequence[str] = (),
 ) -> ManagedDriver:
     """Start a browser: local headless Chromium, or a Chrome session on the Grid at ``grid_url``.
@@ -286,6 +287,10 @@ def make_driver(
         script_timeout_s: longest script (default: the page-load timeout).
         command_timeout_s: longest HTTP call to chromedriver or the Grid (default: page-load
             timeout + 15 s, so WebDriver's own timeouts fire first).
+        session_timeout_s: Grid only: longest wait for the new session, which the hub queues
+            while every slot is busy (default: ``command_timeout_s``). A client that gives up
+            sooner than the hub leaves the hub to start a session nobody uses, holding a slot
+            until the hub's session timeout.
         extra_args: more Chromium flags.
 
     Raises:
@@ -301,11 +306,14 @@ def make_driver(
             script_timeout_s=script_timeout_s,
             extra_args=extra_args,
         )
-        config = ClientConfig(remote_server_addr=grid_url, timeout=int(command_timeout_s) or 1)
+        wait = max(command_timeout_s, session_timeout_s or 0.0)
+        config = ClientConfig(remote_server_addr=grid_url, timeout=int(wait) or 1)
         executor = ChromiumRemoteConnection(
             remote_server_addr=grid_url, vendor_prefix="goog", browser_name="chrome", client_config=config
         )
-        return ManagedDriver(executor, options)
+        driver = ManagedDriver(executor, options)
+        config.timeout = int(command_timeout_s) or 1  # read per request: the session's calls are bounded again
+        return driver
 
     profile = tempfile.mkdtemp(prefix=PROFILE_PREFIX)
     service = ChromeService(executable_path=chromedriver)

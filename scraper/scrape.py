@@ -91,6 +91,7 @@ def scrape(
         settings.chromedriver,
         grid_url=settings.selenium_grid_url,
         page_load_timeout_s=settings.timeout_s,
+        session_timeout_s=settings.grid_session_timeout_s,
         extra_args=getattr(engine, "browser_args", ()),
     )
     with store.open(run_id, meta={"engine": engine.name, "per_keyword": per_keyword}) as writer:
