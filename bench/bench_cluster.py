@@ -16,7 +16,7 @@
    the ratio of the medians. On this 2-core machine the browsers compete for the same cores, so this shows
    the Grid spreading sessions more than it shows capacity.
 
-Run:  eval "$(scripts/cluster.sh env)"; .venv/bin/python bench/bench_cluster.py [--people 6] [--names 4]
+Run:  eval "$(scripts/cluster.sh env)"; .venv/bin/python bench/bench_cluster.py [--people 6] [--names 8]
 """
 
 from __future__ import annotations
@@ -204,7 +204,8 @@ def _scrape(names: list[str], tag: str, workers: int) -> tuple[float, int]:
 
 
 def grid_scaling(names: int) -> None:
-    people = [p.name.replace("_", " ") for p in sorted(LFW_DEV.iterdir()) if p.is_dir()][:names]
+    keywords = (REPO / "examples" / "demo-keywords.txt").read_text().splitlines()
+    people = [line for line in keywords if line.strip() and not line.startswith("#")][:names]  # 60 results each
     rates: dict[int, list[float]] = {1: [], 2: []}
     try:
         for i, count in enumerate((1, 2, 2, 1)):
@@ -224,7 +225,7 @@ def grid_scaling(names: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", type=int, default=6, help="lfw-dev people (most photos first) for the Ray spread")
-    parser.add_argument("--names", type=int, default=4, help="names scraped per Grid round")
+    parser.add_argument("--names", type=int, default=8, help="names scraped per Grid round (demo keywords)")
     parser.add_argument("--only", choices=["latency", "spread", "grid"], action="append", help="run only these parts")
     args = parser.parse_args(argv)
     if "FACESCALE_CURATION__RAY_ADDRESS" not in os.environ:

@@ -370,7 +370,11 @@ def runs_list(
     """List RAW runs with their committed rows."""
     records = _state(ctx).raw().list()
     if as_json:
-        out.print_json(json.dumps([r.model_dump(mode="json", exclude={"shards", "completed"}) for r in records]))
+        rows = [
+            {**r.model_dump(mode="json", exclude={"shards", "completed"}), "rows": r.rows, "shards": len(r.shards)}
+            for r in records
+        ]
+        out.print_json(json.dumps(rows))
         return
     if not records:
         out.print("no raw runs yet")
@@ -561,7 +565,8 @@ def curate(
         return
     what = "new version" if summary.created else f"version ({summary.message})"
     out.print(f"{what} {summary.version_id}: {summary.rows} samples", markup=False, highlight=False)
-    _print_validation(summary.validation, state.datasets().version_dir(summary.version_id))
+    datasets = state.datasets()
+    _print_validation(summary.validation, datasets.location.display(datasets.version_dir(summary.version_id)))
     if summary.validation is not None and not summary.validation.success:
         raise typer.Exit(1)
 
@@ -586,7 +591,7 @@ def validate_cmd(
         store, version_id, publish=publish, max_duplicate_rate=state.settings.curation.max_duplicate_rate
     )
     out.print(f"version {version_id}", markup=False, highlight=False)
-    _print_validation(summary, store.version_dir(version_id))
+    _print_validation(summary, store.location.display(store.version_dir(version_id)))
     if not summary.success:
         raise typer.Exit(1)
 

@@ -216,6 +216,7 @@ def test_a_ray_worker_node_killed_during_curation_converges_to_the_same_version(
         assert ingested.returncode == 0, ingested.stderr[-2000:]
     undisturbed = facescale(env, "curate", "--version-id", "v1", root=roots["undisturbed"])
     assert undisturbed.returncode == 0, undisturbed.stderr[-2000:]
+    assert f"data docs: {roots['undisturbed']}/datasets/v1/" in undisturbed.stdout  # where a user finds them
 
     full = {**os.environ, **env, "FACESCALE_STORAGE__ROOT": roots["disturbed"]}
     command = [str(Path(sys.executable).with_name("facescale")), "curate", "--version-id", "v1"]
