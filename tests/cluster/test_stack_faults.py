@@ -204,8 +204,9 @@ def _cmdline(process: int) -> str:
 
 
 def test_a_ray_worker_node_killed_during_curation_converges_to_the_same_version(
-    env: dict[str, str], lfw_dev: Path, tmp_path: Path
+    night: dict[str, Any], env: dict[str, str], lfw_dev: Path, tmp_path: Path
 ) -> None:
+    # after the stack's own night: its curation would hold the cluster's CPUs
     people = tmp_path / "people"
     people.mkdir()
     for name in ("Paul_Bremer", "Jiang_Zemin", "Igor_Ivanov", "Angelina_Jolie", "Bill_Gates", "John_Snow"):
