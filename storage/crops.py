@@ -21,13 +21,14 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from facescale.errors import ConflictError, ManifestError, NotFoundError
+from facescale.errors import ConflictError, NotFoundError
 
 from . import layout
 from .fs import Location
 from .manifest import VERSION_ID_PATTERN, check_id, is_valid_id, utcnow
+from .records import parse_record
 from .schemas import CROP_SCHEMA
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, iter_batches
 
@@ -90,11 +91,7 @@ class CropStore:
             data = self.location.read_bytes(path)
         except NotFoundError:
             raise NotFoundError(f"unknown crop chunk {chunk!r}") from None
-        try:
-            return ChunkRecord.model_validate_json(data)
-        except ValidationError as exc:
-            where = self.location.display(path)
-            raise ManifestError(f"malformed crop chunk record {where}: {exc.errors()[0]['msg']}") from exc
+        return parse_record(ChunkRecord, data, "crop chunk record", self.location.display(path))
 
     def chunks(self, params: str) -> list[ChunkRecord]:
         """Committed chunks made with these parameters, oldest first."""

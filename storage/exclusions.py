@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Literal
 
 import filelock
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facescale.errors import ManifestError, StorageError
 
@@ -38,6 +38,7 @@ from . import layout
 from .fs import Location
 from .identities import MAX_SLUG_LENGTH, SLUG_PATTERN
 from .manifest import utcnow
+from .records import parse_record
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +106,7 @@ class ExclusionList:
             return []
         data = self.location.read_bytes(self.path)
         where = self.location.display(self.path)
-        try:
-            parsed = ExclusionsFile.model_validate_json(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-            raise ManifestError(f"malformed exclusion list {where}: {loc}: {err['msg']}") from exc
+        parsed = parse_record(ExclusionsFile, data, "exclusion list", where)
         keys = [e.key for e in parsed.entries]
         if len(keys) != len(set(keys)):
             raise ManifestError(f"malformed exclusion list {where}: duplicate (identity_slug, source_image_id)")

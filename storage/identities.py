@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Literal
 
 import filelock
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from slugify import slugify
 
 from facescale.errors import InvalidIdentityError, ManifestError, NotFoundError, StorageError
@@ -30,6 +30,7 @@ from facescale.errors import InvalidIdentityError, ManifestError, NotFoundError,
 from . import layout
 from .fs import Location
 from .manifest import utcnow
+from .records import parse_record
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +128,7 @@ class IdentityRegistry:
         if not self.location.exists(self.path):
             return []
         data = self.location.read_bytes(self.path)
-        try:
-            parsed = RegistryFile.model_validate_json(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-            where = self.location.display(self.path)
-            msg = f"malformed identity registry {where}: {loc}: {err['msg']}"
-            raise ManifestError(msg) from exc
+        parsed = parse_record(RegistryFile, data, "identity registry", self.location.display(self.path))
         _check_consistent(parsed.identities, self.location.display(self.path))
         return sorted(parsed.identities, key=lambda i: i.label)
 

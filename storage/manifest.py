@@ -6,15 +6,15 @@ does not parse, or parses into something else, raises ManifestError naming the f
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from facescale.errors import ManifestError, NotFoundError
+from facescale.errors import NotFoundError
 
+from .records import parse_record
 from .schemas import SPLITS
 from .shards import ShardInfo
 
@@ -109,13 +109,4 @@ class Manifest(BaseModel):
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Manifest:
-        try:
-            return cls.model_validate(json.loads(data))
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"malformed manifest {where}: not JSON ({exc.msg}, line {exc.lineno})") from exc
-        except UnicodeDecodeError as exc:
-            raise ManifestError(f"malformed manifest {where}: not JSON (not UTF-8 text)") from exc
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"]) or "(root)"
-            raise ManifestError(f"malformed manifest {where}: {loc}: {first['msg']}") from exc
+        return parse_record(cls, data, "manifest", where)

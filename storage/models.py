@@ -15,7 +15,6 @@ The registry knows nothing of Keras: what the files are is the training stage's 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import posixpath
@@ -25,13 +24,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from facescale.errors import ConflictError, IntegrityError, ManifestError, NotFoundError, StorageError
 
 from . import layout
 from .fs import Location, os_errors
 from .manifest import VERSION_ID_PATTERN, check_id, is_valid_id, utcnow
+from .records import parse_record
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,7 @@ class ModelRecord(BaseModel):
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> ModelRecord:
-        try:
-            return cls.model_validate(json.loads(data))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ManifestError(f"malformed model record {where}: not JSON") from exc
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"]) or "(root)"
-            raise ManifestError(f"malformed model record {where}: {loc}: {first['msg']}") from exc
+        return parse_record(cls, data, "model record", where)
 
 
 class ModelRegistry:

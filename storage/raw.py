@@ -18,13 +18,14 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from facescale.errors import ConflictError, ManifestError, NotFoundError
+from facescale.errors import ConflictError, NotFoundError
 
 from . import layout
 from .fs import Location
 from .manifest import VERSION_ID_PATTERN, check_id, is_valid_id, utcnow
+from .records import parse_record
 from .schemas import RAW_SCHEMA
 from .shards import ShardInfo, ShardSizing, ShardWriter, iter_batches, verify_shard
 
@@ -73,11 +74,7 @@ class RawStore:
             data = self.location.read_bytes(path)
         except NotFoundError:
             raise NotFoundError(f"unknown raw run {run_id!r}") from None
-        try:
-            return RunRecord.model_validate_json(data)
-        except ValidationError as exc:
-            where = self.location.display(path)
-            raise ManifestError(f"malformed run record {where}: {exc.errors()[0]['msg']}") from exc
+        return parse_record(RunRecord, data, "run record", self.location.display(path))
 
     def list(self) -> list[RunRecord]:
         return sorted((self.get(r) for r in self.run_ids()), key=lambda r: (r.created_at, r.run_id))

@@ -101,7 +101,7 @@ def test_remove(location: Location) -> None:
 @pytest.mark.parametrize(
     ("content", "detail"),
     [
-        (b"{not json", "(root)"),
+        (b"{not json", "not JSON (Expecting property name enclosed in double quotes, line 1)"),
         (b'{"format": 2, "entries": []}', "format"),
         (b'{"format": 1, "entries": [{"identity_slug": "Bad Slug", "source_image_id": "x", "reason": "r", '
          b'"added_at": "2026-11-23T18:00:00Z", "source": "auto"}]}', "identity_slug"),
