@@ -34,9 +34,7 @@ cluster-status:
 clean-cluster: cluster-down ## stop the stack and remove its state (var/cluster: databases, S3 objects, logs)
 	rm -rf var/cluster
 
-test-cluster: setup ## the cluster tier on a fresh stack (removes var/cluster, brings the stack up, leaves it up)
-	@scripts/cluster.sh down
-	rm -rf var/cluster
+test-cluster: setup clean-cluster ## the cluster tier on a fresh stack (removes var/cluster, brings the stack up, leaves it up)
 	@scripts/cluster.sh up
 	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
 

@@ -33,7 +33,7 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-import requests
+from facescale.stack import airflow_session, cpu_seconds, grid_nodes, process_title, ray_node_processes
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "scripts" / "cluster.sh"
@@ -44,17 +44,6 @@ STAMP = f"{int(time.time())}"
 SLOTS_PER_NODE = 2  # scripts/cluster.sh: max-sessions of a Grid node
 
 
-def _api() -> tuple[str, requests.Session]:
-    home = Path(os.environ["AIRFLOW_HOME"])
-    password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-    base = f"http://127.0.0.1:{os.environ['AIRFLOW__API__PORT']}"
-    token = requests.post(f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=30)
-    token.raise_for_status()
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-    return base, session
-
-
 def _spread(seconds: list[float]) -> str:
     seconds = sorted(seconds)
     p90 = seconds[min(len(seconds) - 1, int(0.9 * len(seconds)))]
@@ -62,7 +51,7 @@ def _spread(seconds: list[float]) -> str:
 
 
 def queue_latency() -> None:
-    base, session = _api()
+    base, session = airflow_session(os.environ)
     waits: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for dag in ("facescale_nightly", "facescale_add_identities", "facescale_retrain"):
         runs = session.get(f"{base}/api/v2/dags/{dag}/dagRuns?limit=100", timeout=30).json().get("dag_runs", [])
@@ -89,34 +78,6 @@ def queue_latency() -> None:
         print(f"  queued -> started (Celery, task start): {_spread(phases['queued'])}")
 
 
-def _node_processes(node: int) -> list[int]:
-    namespace = f"facescale-ray-{node}"
-    if Path(f"/run/netns/{namespace}").exists():
-        out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True)
-        return [int(p) for p in out.stdout.split()]
-    pids = Path(os.environ["AIRFLOW_HOME"]).parent / "pids" / f"ray-worker-{node}.pid"
-    leader = int(pids.read_text())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[3]) == leader:
-                found.append(int(entry.name))
-    return found
-
-
-def _cpu_and_name(process: int) -> tuple[float, str] | None:
-    try:
-        fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
-        name = Path(f"/proc/{process}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, name  # utime + stime
-
-
 def ray_spread(people: int) -> None:
     folders = sorted((p for p in LFW_DEV.iterdir() if p.is_dir()), key=lambda p: (-len(list(p.iterdir())), p.name))
     root = f"s3://facescale/bench-spread-{STAMP}"
@@ -138,19 +99,17 @@ def ray_spread(people: int) -> None:
         )
         baseline: dict[int, dict[int, float]] = {1: {}, 2: {}}
         for node in (1, 2):  # what the node's long-lived processes had used before the run
-            for process in _node_processes(node):
-                sample = _cpu_and_name(process)
-                if sample:
-                    baseline[node][process] = sample[0]
+            for process in ray_node_processes(os.environ, node):
+                if (used := cpu_seconds(process, CLOCK_TICKS)) is not None:
+                    baseline[node][process] = used
         while curating.poll() is None:
             for node in (1, 2):
-                for process in _node_processes(node):
-                    sample = _cpu_and_name(process)
-                    if sample is None:
+                for process in ray_node_processes(os.environ, node):
+                    if (used := cpu_seconds(process, CLOCK_TICKS)) is None:
                         continue
-                    used = sample[0] - baseline[node].get(process, 0.0)
+                    used -= baseline[node].get(process, 0.0)
                     cpu[node][process] = max(cpu[node].get(process, 0.0), used)
-                    if "CropPreparer" in sample[1]:
+                    if "CropPreparer" in process_title(process):
                         actors[node].add(process)
             time.sleep(0.5)
         wall = time.perf_counter() - started
@@ -165,18 +124,13 @@ def ray_spread(people: int) -> None:
         print(f"  spread: node 1 / node 2 CPU-seconds = {totals[1] / totals[2]:.2f} (1.0 is even)")
 
 
-def _grid_nodes_up() -> int:
-    status = requests.get(f"{os.environ['FACESCALE_SCRAPER__SELENIUM_GRID_URL']}/status", timeout=10).json()
-    return sum(1 for node in status["value"]["nodes"] if node["availability"] == "UP")
-
-
 def _with_grid_nodes(count: int) -> None:
     if count == 1:
         subprocess.run([str(CLUSTER_SH), "stop-role", "grid-node-2"], check=True, capture_output=True)
     else:
         subprocess.run([str(CLUSTER_SH), "start-role", "grid"], check=True, capture_output=True)
     deadline = time.monotonic() + 300
-    while _grid_nodes_up() != count:
+    while len(grid_nodes(os.environ["FACESCALE_SCRAPER__SELENIUM_GRID_URL"])) != count:
         if time.monotonic() > deadline:
             raise SystemExit(f"the Grid did not settle on {count} node(s)")
         time.sleep(2)

@@ -165,11 +165,11 @@ class CurationSettings(_Section):
             raise ValueError("min_brightness must not exceed max_brightness")
         return self
 
-
     @field_validator("ray_address")
     @classmethod
     def _not_ray_client(cls, value: str | None) -> str | None:
         return check_ray_address(value)
+
 
 class TrainingSettings(_Section):
     """Inception V3 training."""

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import requests
 
+from facescale.stack import airflow_session
+
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO / "scripts" / "cluster.sh"
 RUN_TIMEOUT_S = 1800
@@ -81,13 +83,7 @@ def env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def api(env: dict[str, str]) -> Iterator[Api]:
-    home = Path(env["AIRFLOW_HOME"])
-    password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-    base = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
-    token = requests.post(f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=30)
-    token.raise_for_status()
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    base, session = airflow_session(env)
     yield Api(base, session)
     session.close()
 
@@ -103,11 +99,6 @@ def cluster_sh(*args: str) -> None:
     """scripts/cluster.sh ARGS (e.g. ``start-role airflow``: start the roles of a group that are not running)."""
     done = subprocess.run([str(CLUSTER_SH), *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-
-
-def pid(env: dict[str, str], role: str) -> int:
-    """The pid (and process group) of a role of the stack, from its pid file."""
-    return int((Path(env["AIRFLOW_HOME"]).parent / "pids" / f"{role}.pid").read_text())
 
 
 def _read(env: dict[str, str], code: str, root: str | None) -> Any:

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from .conftest import Api, cluster_sh, facescale, pid, raw_rows, version_samples
+from facescale.stack import grid_nodes, process_title, ray_node_processes, role_pid
+
+from .conftest import Api, cluster_sh, facescale, raw_rows, version_samples
 
 pytestmark = pytest.mark.cluster
 
@@ -116,7 +117,7 @@ def test_a_celery_worker_killed_mid_scrape_is_retried_and_the_raw_run_resumes(
     night: dict[str, Any], twin: dict[str, Any], api: Api, env: dict[str, str]
 ) -> None:
     def kill_worker(_: str) -> None:
-        os.killpg(pid(env, "airflow-worker-default"), signal.SIGKILL)
+        os.killpg(role_pid(env, "airflow-worker-default"), signal.SIGKILL)
         cluster_sh("start-role", "airflow")
 
     run_id = _disturbed_night(api, env, "worker", kill_worker)
@@ -129,7 +130,7 @@ def test_the_scheduler_killed_and_restarted_mid_run(
     night: dict[str, Any], twin: dict[str, Any], api: Api, env: dict[str, str]
 ) -> None:
     def kill_scheduler(_: str) -> None:
-        os.killpg(pid(env, "airflow-scheduler"), signal.SIGKILL)
+        os.killpg(role_pid(env, "airflow-scheduler"), signal.SIGKILL)
         time.sleep(20)  # the running tasks go on without it
         cluster_sh("start-role", "airflow")
 
@@ -158,10 +159,11 @@ def test_a_grid_node_killed_while_its_browsers_search(
 ) -> None:
     def kill_grid_node(_: str) -> None:
         deadline = time.monotonic() + 120
-        while not _grid_sessions(env, GRID_NODE_1):  # until its browsers search
+        grid = env["FACESCALE_SCRAPER__SELENIUM_GRID_URL"]
+        while not any(n.busy for n in grid_nodes(grid) if n.uri == GRID_NODE_1):  # until its browsers search
             assert time.monotonic() < deadline, "no browser session on Grid node 1"
             time.sleep(0.5)
-        os.killpg(pid(env, "grid-node-1"), signal.SIGKILL)  # the node's JVM, chromedrivers and browsers
+        os.killpg(role_pid(env, "grid-node-1"), signal.SIGKILL)  # the node's JVM, chromedrivers and browsers
         time.sleep(5)
         cluster_sh("start-role", "grid")
 
@@ -170,37 +172,6 @@ def test_a_grid_node_killed_while_its_browsers_search(
 
 
 GRID_NODE_1 = "http://127.0.0.1:55551"  # scripts/cluster.sh GRID_NODE_PORTS
-
-
-def _grid_sessions(env: dict[str, str], node: str) -> int:
-    """Browser sessions the Grid hub sees on ``node`` now."""
-    status = requests.get(f"{env['FACESCALE_SCRAPER__SELENIUM_GRID_URL']}/status", timeout=10).json()
-    return sum(s["session"] is not None for n in status["value"]["nodes"] if n["uri"] == node for s in n["slots"])
-
-
-def _ray_node_processes(env: dict[str, str], node: int) -> list[int]:
-    """Every process of Ray worker node ``node``: its network namespace's, or its session's on loopback."""
-    namespace = f"facescale-ray-{node}"
-    if Path(f"/run/netns/{namespace}").exists():
-        out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True)
-        return [int(p) for p in out.stdout.split()]
-    leader = pid(env, f"ray-worker-{node}")
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _session(int(p.name)) == leader]
-
-
-def _session(process: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{process}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rpartition(")")[2].split()[3])  # fields after the command: state ppid pgrp session
-
-
-def _cmdline(process: int) -> str:
-    try:
-        return Path(f"/proc/{process}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def test_a_ray_worker_node_killed_during_curation_converges_to_the_same_version(
@@ -223,11 +194,11 @@ def test_a_ray_worker_node_killed_during_curation_converges_to_the_same_version(
     command = [str(Path(sys.executable).with_name("facescale")), "curate", "--version-id", "v1"]
     curating = subprocess.Popen(command, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
-    while not any("CropPreparer" in _cmdline(p) for p in _ray_node_processes(env, 2)):  # its crop actor works
+    while not any("CropPreparer" in process_title(p) for p in ray_node_processes(env, 2)):  # its crop actor works
         assert curating.poll() is None and time.monotonic() < deadline, "no crop actor on node 2"
         time.sleep(0.5)
     time.sleep(3)
-    killed = _ray_node_processes(env, 2)
+    killed = ray_node_processes(env, 2)
     for process in killed:
         os.kill(process, signal.SIGKILL)
     time.sleep(10)

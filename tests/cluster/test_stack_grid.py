@@ -12,9 +12,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 
 from facescale.scraper.browser import make_driver
+from facescale.stack import grid_nodes
 
 from .conftest import facescale
 
@@ -23,9 +23,8 @@ pytestmark = pytest.mark.cluster
 
 def _grid(env: dict[str, str]) -> tuple[int, int]:
     """(slots, busy slots) over the Grid's nodes."""
-    status = requests.get(f"{env['FACESCALE_SCRAPER__SELENIUM_GRID_URL']}/status", timeout=10).json()
-    slots = [s for n in status["value"]["nodes"] if n["availability"] == "UP" for s in n["slots"]]
-    return len(slots), sum(s["session"] is not None for s in slots)
+    nodes = grid_nodes(env["FACESCALE_SCRAPER__SELENIUM_GRID_URL"])
+    return sum(n.slots for n in nodes), sum(n.busy for n in nodes)
 
 
 def test_a_scrape_waits_for_a_grid_slot_instead_of_failing(env: dict[str, str]) -> None:
