@@ -15,8 +15,9 @@ demo: setup     ## the main job on the embedded defaults: nightly growth + retra
 airflow: setup  ## Airflow standalone (SQLite in var/airflow) with the project's DAGs and the demo settings
 	@scripts/airflow.sh
 
-test: setup     ## lint + the default test tiers (what CI runs)
+test: setup     ## lint, type check + the default test tiers (what CI runs)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
 
 test-all: setup ## every tier but the cluster's, slow ones included
@@ -38,8 +39,9 @@ test-cluster: setup clean-cluster ## the cluster tier on a fresh stack (removes 
 	@scripts/cluster.sh up
 	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
 
-lint: setup
+lint: setup     ## ruff + mypy
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 constraints: setup ## re-pin constraints.txt from the current .venv (after changing pyproject.toml)
 	@{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^facescale'; } > constraints.txt.new

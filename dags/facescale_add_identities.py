@@ -59,7 +59,7 @@ def facescale_add_identities() -> None:
         return [vars(b) for b in batches]
 
     # manual runs: one key per run (its run id), so adding people twice a day makes two versions
-    curate_and_publish(scrape.expand(batch=plan(register())), "manual", by_date=False)
+    curate_and_publish(scrape.expand(batch=plan(register())), "manual", by_date=False)  # type: ignore[arg-type]  # XComArg
 
 
 facescale_add_identities()

@@ -52,10 +52,10 @@ def facescale_retrain() -> None:
         if version is None:
             triggering = [e for events in (context.get("triggering_asset_events") or {}).values() for e in events]
             if triggering:
-                version = triggering[-1].extra.get("version_id")
+                version = (triggering[-1].extra or {}).get("version_id")
             else:  # by hand without a version: the latest published one
                 events = context["inlet_events"][DATASET]
-                version = events[-1].extra.get("version_id") if len(events) else None
+                version = (events[-1].extra or {}).get("version_id") if len(events) else None
         decision = orch.retrain_decision(settings(), version, force=context["params"]["force"])
         log.info("version %s: %s (%s)", decision.version_id, "train" if decision.train else "skip", decision.reason)
         return asdict(decision) if decision.train else None
@@ -82,8 +82,8 @@ def facescale_retrain() -> None:
         get_current_context()["outlet_events"][MODEL].extra = extra
         return extra
 
-    evaluation = evaluate(train(decide()))
-    quality_bar(evaluation) >> publish(evaluation)
+    evaluation = evaluate(train(decide()))  # type: ignore[arg-type]  # XComArg
+    quality_bar(evaluation) >> publish(evaluation)  # type: ignore[arg-type]  # XComArg
 
 
 facescale_retrain()

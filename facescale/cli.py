@@ -10,13 +10,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 import yaml
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import Progress, track
+from rich.progress import Progress, TaskID, track
 from rich.table import Table
 from rich.text import Text
 
@@ -32,7 +32,13 @@ from facescale.storage import (
     ModelRegistry,
     RawStore,
     ShardSizing,
+    ValidationSummary,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from facescale.serving.recognizer import Backend, Recognizer
 
 log = logging.getLogger("facescale")
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -511,16 +517,16 @@ class _Bars:
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.task: object | None = None
+        self.task: TaskID | None = None
 
     def start(self, step: str, total: int) -> None:
         if self.task is not None:
-            self.progress.update(self.task, visible=False)  # type: ignore[arg-type]
+            self.progress.update(self.task, visible=False)
         self.task = self.progress.add_task(step, total=total)
 
     def advance(self, n: int = 1) -> None:
         if self.task is not None:
-            self.progress.advance(self.task, n)  # type: ignore[arg-type]
+            self.progress.advance(self.task, n)
 
 
 @app.command()
@@ -548,7 +554,7 @@ def curate(
             sizing=state.sizing(),
             version_id=version_id,
             validate=validate,
-            progress=_Bars(progress),  # type: ignore[arg-type]
+            progress=_Bars(progress),
         )
     rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
     out.print(
@@ -596,19 +602,19 @@ def validate_cmd(
         raise typer.Exit(1)
 
 
-def _print_validation(summary: object, version_dir: str) -> None:
+def _print_validation(summary: ValidationSummary | None, version_dir: str) -> None:
     if summary is None:
         out.print("validation: skipped (not published)")
         return
-    stats = getattr(summary, "statistics", {}) or {}
+    stats = summary.statistics
     ok, total = stats.get("successful_expectations"), stats.get("evaluated_expectations")
     counted = f" ({ok}/{total} expectations)" if ok is not None and total is not None else ""
-    verdict = "passed, published" if summary.success else "FAILED, not published"  # type: ignore[attr-defined]
+    verdict = "passed, published" if summary.success else "FAILED, not published"
     out.print(f"validation: {verdict}{counted}", markup=False, highlight=False)
-    for line in getattr(summary, "failures", []):
+    for line in summary.failures:
         out.print(f"  - {line}", markup=False, highlight=False)
-    if getattr(summary, "data_docs", None):
-        docs = f"{version_dir.rstrip('/')}/{summary.data_docs}"  # type: ignore[attr-defined]
+    if summary.data_docs:
+        docs = f"{version_dir.rstrip('/')}/{summary.data_docs}"
         out.print(f"data docs: {docs}", markup=False, highlight=False)
 
 
@@ -860,7 +866,7 @@ BackendOption = Annotated[
 ]
 
 
-def _recognizer(state: State, model: str | None, *, calibrate_missing: bool = True) -> object:
+def _recognizer(state: State, model: str | None, *, calibrate_missing: bool = True) -> Recognizer:
     state.tensorflow()
     from facescale.serving.loading import load_recognizer
 
@@ -870,7 +876,7 @@ def _recognizer(state: State, model: str | None, *, calibrate_missing: bool = Tr
     )
 
 
-def _photo(path: Path, state: State) -> object:
+def _photo(path: Path, state: State) -> np.ndarray:
     from facescale.serving.images import load_image
     from facescale.serving.loading import image_limits
 
@@ -881,10 +887,10 @@ def _photo(path: Path, state: State) -> object:
     return load_image(data, image_limits(state.settings.serving), str(path))
 
 
-def _backend(value: str) -> str:
+def _backend(value: str) -> Backend:
     if value not in ("model", "dlib"):
         raise FacescaleError(f"unknown backend {value!r}: use 'model' or 'dlib'")
-    return value
+    return cast("Backend", value)
 
 
 @app.command("identify")
@@ -907,9 +913,9 @@ def identify_cmd(
     photos = [_photo(path, state) for path in images]  # bad input fails before any model work
     recognizer = _recognizer(state, model)
     k = top_k or state.settings.serving.top_k
-    results = []
+    results: list[dict[str, Any]] = []
     for path, pixels in zip(images, photos, strict=True):
-        matches = recognizer.identify(pixels, k)  # type: ignore[attr-defined]
+        matches = recognizer.identify(pixels, k)
         results.append({"image": str(path), "faces": [m.to_json() for m in matches]})
         if annotate is not None:
             annotate.mkdir(parents=True, exist_ok=True)
@@ -918,14 +924,14 @@ def identify_cmd(
             ]
             target = annotate / f"{path.stem}.jpg"
             with local_atomic_path(target) as tmp:
-                Path(tmp).write_bytes(encode_jpeg(draw(pixels, labels)))  # type: ignore[arg-type]
+                Path(tmp).write_bytes(encode_jpeg(draw(pixels, labels)))
             results[-1]["annotated"] = str(target)
     if as_json:
-        out.print_json(json.dumps({"model_id": recognizer.model_id, "results": results}))  # type: ignore[attr-defined]
+        out.print_json(json.dumps({"model_id": recognizer.model_id, "results": results}))
         return
-    threshold = recognizer.unknown_threshold  # type: ignore[attr-defined]
+    threshold = recognizer.unknown_threshold
     table = Table("image", "face (x, y, w, h)", "identity", "confidence", "other candidates",
-                  title=f"model {recognizer.model_id}; unknown below {threshold:.3f}")  # type: ignore[attr-defined]
+                  title=f"model {recognizer.model_id}; unknown below {threshold:.3f}")
     for result in results:
         if not result["faces"]:
             table.add_row(Text(result["image"]), "-", "no face found", "", "")
@@ -963,12 +969,12 @@ def verify_cmd(
     photos = [_photo(p, state) for p in images]  # bad input fails before any model work
     recognizer = _recognizer(state, model)
     if identity is None:
-        result = recognizer.verify_pair(photos[0], photos[1], backend)  # type: ignore[attr-defined]
+        result = recognizer.verify_pair(photos[0], photos[1], backend)
         what = f"{images[0]} vs {images[1]}"
     else:
-        result = recognizer.verify_identity(photos[0], identity, backend)  # type: ignore[attr-defined]
+        result = recognizer.verify_identity(photos[0], identity, backend)
         what = f"{images[0]} vs {result['identity']} ({result['enrolled_photos']} enrolled photos)"
-    result["model_id"] = recognizer.model_id  # type: ignore[attr-defined]
+    result["model_id"] = recognizer.model_id
     if as_json:
         out.print_json(json.dumps(result))
         return
@@ -1003,7 +1009,7 @@ def calibrate_cmd(
     chosen = [_backend(b.strip()) for b in backends.split(",") if b.strip()]
     recognizer = _recognizer(state, model, calibrate_missing=False)
     calibration = calibrate(
-        recognizer, state.datasets(), backends=chosen, gallery_per_identity=gallery,  # type: ignore[arg-type]
+        recognizer, state.datasets(), backends=chosen, gallery_per_identity=gallery,
         max_pairs=max_pairs, unseen=unseen, unseen_identities=unseen_identities,
         limits=image_limits(state.settings.serving), progress=lambda line: err.print(Text(line)),
     )

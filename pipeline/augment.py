@@ -129,7 +129,7 @@ def augment(image: np.ndarray, rng: np.random.Generator, params: AugmentParams |
         np.ascontiguousarray(image), matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
     ).reshape(image.shape)
 
-    out = warped.astype(np.float32)
+    out: np.ndarray = warped.astype(np.float32)
     mean = float(out.mean())
     out = (out - mean) * alpha + mean + beta
     if degrade < p.blur_prob:

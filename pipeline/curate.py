@@ -38,7 +38,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -66,7 +66,7 @@ from facescale.storage import (
     read_table,
 )
 from facescale.storage.exclusions import Exclusion
-from facescale.storage.schemas import SPLITS
+from facescale.storage.schemas import SPLITS, Split
 
 from .augment import AugmentParams, PlannedSample, extra_train_samples, plan_samples
 from .balance import BalanceParams, Candidate, Selection, balance_identity
@@ -100,8 +100,16 @@ META_COLUMNS = [
 ]
 
 
+class ProgressSink(Protocol):
+    """Where curation reports the progress of its long steps (the CLI shows rich bars)."""
+
+    def start(self, step: str, total: int) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+
 class Progress:
-    """Progress of the long steps; the CLI shows it as bars. The default shows nothing."""
+    """The default `ProgressSink`: shows nothing."""
 
     def start(self, step: str, total: int) -> None:
         pass
@@ -126,7 +134,7 @@ class IdentityOutcome:
     fingerprint: str | None = None
     chunks: dict[str, str] = field(default_factory=dict)  # image_id -> the crop-cache chunk its crop is read from
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[Split, int]:
         found = Counter(p.split for p in self.plan)
         return {s: found.get(s, 0) for s in SPLITS}
 
@@ -290,7 +298,7 @@ def prepare(
     crops: CropStore,
     settings: CurationSettings,
     params: CropParams,
-    progress: Progress,
+    progress: ProgressSink,
     ray_session: RaySession,
 ) -> tuple[int, int, list[str]]:
     """Step 1: fill the crop cache for every RAW shard it lacks.
@@ -333,7 +341,8 @@ def prepare(
         receipts = Receipts()
         with crops.open(chunk_id(fingerprint, keys), fingerprint, keys) as writer:
             ds = ds.map_batches(
-                write_shards,
+                # Ray types a batch function with one argument; sink_options passes the rest as fn_kwargs
+                write_shards,  # type: ignore[arg-type]
                 **sink_options(writer.target, _CROP_KEYS, ["error"], crops.sizing.max_rows_per_shard),
             )
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -553,7 +562,7 @@ def _write_new(
     outcomes: Sequence[IdentityOutcome],
     settings: CurationSettings,
     writer: VersionWriter,
-    progress: Progress,
+    progress: ProgressSink,
     ray_session: RaySession,
 ) -> Counter[tuple[str, str]]:
     """Make the changed identities' samples on Ray; the workers write the shards (see `sink`)."""
@@ -590,7 +599,7 @@ def _write_new(
     )
     sizing = writer.store.sizing
     ds = ds.map_batches(
-        write_shards,
+        write_shards,  # type: ignore[arg-type]  # the rest arrive as fn_kwargs (see above)
         # identities mixed within each split of every shard: see `sink.mixed_order`
         **sink_options(
             writer.target, ["sample_id"], ["identity_slug", "split"], sizing.max_rows_per_shard, group_by=["split"]
@@ -700,7 +709,7 @@ def curate(
     sizing: ShardSizing | None = None,
     version_id: str | None = None,
     validate: bool = True,
-    progress: Progress | None = None,
+    progress: ProgressSink | None = None,
 ) -> CurateSummary:
     """Run the curation stage over everything in the RAW store; see the module docstring.
 
@@ -732,7 +741,7 @@ def _build(
     settings: CurationSettings,
     sizing: ShardSizing | None,
     version_id: str | None,
-    progress: Progress,
+    progress: ProgressSink,
 ) -> CurateSummary:
     """Steps 1-3 and the commit: the new version (unvalidated), or why there is none."""
     raw = RawStore(location, sizing)

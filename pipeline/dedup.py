@@ -467,7 +467,7 @@ class _Band:
             size = int(total[end - 1]) - base
             a = np.repeat(rows[begin:end], reps)
             b = np.repeat(starts[begin:end] - (total[begin:end] - reps - base), reps) + np.arange(size)
-            dist = np.zeros(size, dtype=np.uint8 if len(self.words) < 4 else np.uint16)
+            dist: np.ndarray = np.zeros(size, dtype=np.uint8 if len(self.words) < 4 else np.uint16)
             for query_word, word in zip(query_words, self.words, strict=True):
                 dist += np.bitwise_count(query_word[a] ^ word[b])
             close = np.flatnonzero(dist <= max_distance)
@@ -710,7 +710,7 @@ def resolve(records: Iterable[Record], max_distance: int = DEFAULT_MAX_DISTANCE)
     hashed = np.array([i for i, r in enumerate(items) if r.phash is not None], dtype=np.int64)
     pairs = [_empty_pairs()]
     if len(hashed):
-        keys = as_hashes([items[i].phash for i in hashed], HASH_WORDS)  # type: ignore[misc]
+        keys = as_hashes([items[i].phash for i in hashed], HASH_WORDS)
         width = max(len(items[i].windows) for i in hashed)
         # records with fewer windows are padded with their own key, which adds nothing
         padded = [[*items[i].windows, *[items[i].phash] * (width - len(items[i].windows))] for i in hashed]

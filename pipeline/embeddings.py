@@ -137,7 +137,7 @@ class FaceEmbedder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Add ``output_column`` (``(n, 128)`` float32, NaN rows = no embedding) to a numpy batch."""
         images = batch[self.image_column]
-        boxes: Sequence[Any] | None = None if self.box_column is None else batch[self.box_column]
+        boxes: Sequence[Any] | np.ndarray | None = None if self.box_column is None else batch[self.box_column]
         out = np.full((len(images), EMBEDDING_DIM), np.nan, dtype=np.float32)
         failed = 0
         for i, data in enumerate(images):

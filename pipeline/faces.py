@@ -217,7 +217,7 @@ def load_cascade(name: str = DEFAULT_CASCADE) -> cv2.CascadeClassifier:
     """Load a Haar cascade by file name in ``cv2.data.haarcascades``, or by path."""
     path = Path(name)
     if not path.is_file():
-        path = Path(cv2.data.haarcascades) / name
+        path = Path(cv2.data.haarcascades) / name  # type: ignore[attr-defined]  # cv2's stubs lack cv2.data
     cascade = cv2.CascadeClassifier(str(path))
     if cascade.empty():
         raise ConfigError(f"cannot load the Haar cascade {name!r} (looked at {path})")

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from facescale.errors import StorageError
 from facescale.storage.schemas import CURATED_SCHEMA
 
 from .augment import AugmentParams, augmented_copy
@@ -85,9 +86,12 @@ class SampleMaker:
             crop = columns["crop"][i]
             if planned is None or crop is None:
                 continue
-            if planned.chunk is not None and paths[i] is not None and chunk_of_path(paths[i]) != planned.chunk:
+            path = paths[i]
+            if planned.chunk is not None and path is not None and chunk_of_path(path) != planned.chunk:
                 continue  # the same photo cached by another chunk: the plan reads it from one
             image = cv2.imdecode(np.frombuffer(crop, dtype=np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                raise StorageError(f"the crop cache's crop of {source} does not decode (run `facescale curate` again)")
             for k in planned.aug_indices:
                 data, metrics = self._copy(crop, image, source, k, columns, i)
                 _append(rows, source, planned, k, columns["face_box"][i], data, image.shape, metrics)

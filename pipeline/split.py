@@ -32,13 +32,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+from facescale.storage.schemas import SPLITS, Split
 
 if TYPE_CHECKING:
     from facescale.config import CurationSettings
 
-Split = Literal["train", "val", "test"]
-SPLITS: tuple[Split, Split, Split] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.2, 0.1)
 
 _PERSON = b"fs.split"  # blake2b personalisation: independent of balancing's tie-break

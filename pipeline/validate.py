@@ -295,7 +295,9 @@ def _counts(stats: _RowStats, manifest: Manifest, problems: list[str]) -> tuple[
     import pandas as pd
 
     found = {(str(slug), str(split)): n for (slug, split), n in stats.per_group.items() if n}
-    expected = {(e.slug, s): e.counts.get(s, 0) for e in manifest.identities for s in SPLITS}
+    expected: dict[tuple[str, str], int] = {
+        (e.slug, s): e.counts.get(s, 0) for e in manifest.identities for s in SPLITS
+    }
     keys = sorted(set(expected) | set(found))
     target = _train_target(manifest.config, problems)
     return (
@@ -526,6 +528,7 @@ def _run_gx(
         run = definition.run(batch_parameters=parameters, result_format=result_format)
         raw[suite.name] = run.to_json_dict()
         for result in run.results:
+            assert result.expectation_config is not None  # GX fills it for every result of a definition run
             outcomes[result.expectation_config.meta["facescale_check"]] = result
     context.build_data_docs()
     return [(by_key[k], outcomes[k]) for k in by_key], raw

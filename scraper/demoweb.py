@@ -311,8 +311,8 @@ def _truth_row(catalog: _Catalog, result: _Result) -> dict[str, Any]:
         if e.kind == "resized":
             box = scenes.map_box(box, scenes.resize_params(e.variant)[0], 0, 0)
         elif e.kind == "scene":
-            layout = scenes.scene_layout(e.variant, size)
-            box = scenes.map_box(box, layout.scale, layout.x, layout.y)
+            scene = scenes.scene_layout(e.variant, size)
+            box = scenes.map_box(box, scene.scale, scene.x, scene.y)
         faces, identities, sources = [box], [person], [catalog.relpath(e.person, e.photo)]
     return {
         "rank": result.rank,

@@ -212,7 +212,7 @@ def _retryable(outcome: _Outcome) -> bool:
 
 def _last_outcome(state: RetryCallState) -> _Outcome:
     assert state.outcome is not None
-    return state.outcome.result()  # type: ignore[no-any-return]
+    return state.outcome.result()
 
 
 class _BackoffOrRetryAfter(wait_base):
@@ -292,7 +292,7 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
         import uvloop  # optional: a faster event loop when installed
     except ImportError:
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return uvloop.new_event_loop()
 
 
 class Downloader:
@@ -586,6 +586,7 @@ class Downloader:
                 if length is not None and length > limits.max_body_bytes:
                     return _Outcome("body_too_large", status)
                 encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+                body: bytes | None
                 if length is not None and encoding in ("", "identity"):
                     body = await resp.read()  # exactly Content-Length bytes, already bounded
                 else:

@@ -80,9 +80,19 @@ __all__ = [
 class SearchEngine(Protocol):
     """What the browser pool needs from an engine adapter."""
 
-    name: str
-    max_concurrency: int  # browsers that may search this engine at once (the pool caps its workers)
-    browser_args: tuple[str, ...]  # extra Chromium flags this engine's pages work with
+    # read-only members: the adapters set them as class attributes
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_concurrency(self) -> int:
+        """Browsers that may search this engine at once (the pool caps its workers)."""
+        ...
+
+    @property
+    def browser_args(self) -> tuple[str, ...]:
+        """Extra Chromium flags this engine's pages work with."""
+        ...
 
     def search_url(self, keyword: str) -> str:
         """The result page for ``keyword``."""

@@ -140,5 +140,5 @@ def _summarise(store: RawStore, record: RunRecord, summary: IngestSummary) -> In
     summary.identities = len(record.completed)
     verdicts = store.verdicts([record.run_id])
     summary.accepted = verdicts.pop(None, 0)
-    summary.rejected.update(verdicts)
+    summary.rejected.update({reason: n for reason, n in verdicts.items() if reason is not None})
     return summary

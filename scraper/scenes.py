@@ -261,7 +261,7 @@ def reencode(photo: bytes, quality: int) -> bytes:
 
 def thumbnail(data: bytes, side: int = THUMB_SIDE) -> bytes:
     """A small JPEG preview whose longer side is at most ``side``."""
-    img = Image.open(io.BytesIO(data))
+    img: Image.Image = Image.open(io.BytesIO(data))
     img.draft("RGB", (side, side))  # let the JPEG decoder downscale by 1/2, 1/4, 1/8
     img = img.convert("RGB")
     img.thumbnail((side, side), Image.Resampling.BICUBIC)

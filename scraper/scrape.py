@@ -237,5 +237,5 @@ def _count(store: RawStore, summary: ScrapeSummary, finished: bool) -> ScrapeSum
     summary.finished = finished
     verdicts = store.verdicts([summary.run_id])
     summary.accepted = verdicts.pop(None, 0)
-    summary.rejected.update(verdicts)
+    summary.rejected.update({reason: n for reason, n in verdicts.items() if reason is not None})
     return summary

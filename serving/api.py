@@ -106,8 +106,11 @@ class ModelOut(BaseModel):
     thresholds: dict[str, dict[str, float]]
 
 
+HealthStatus = Literal["ok", "loading", "no_model", "error"]
+
+
 class HealthOut(BaseModel):
-    status: Literal["ok", "loading", "no_model", "error"]
+    status: HealthStatus
     version: str
     model_id: str | None
     loading: str | None = None
@@ -267,7 +270,9 @@ def create_app(settings: ServingSettings, watcher: ModelWatcher, *, start_watche
     @app.get("/healthz", response_model=HealthOut, tags=["service"])
     async def health() -> HealthOut:
         current = watcher.current
-        status = "ok" if current else "loading" if watcher.loading else "error" if watcher.error else "no_model"
+        status: HealthStatus = (
+            "ok" if current else "loading" if watcher.loading else "error" if watcher.error else "no_model"
+        )
         return HealthOut(
             status=status, version=__version__, model_id=current.model_id if current else None,
             loading=watcher.loading, error=watcher.error,

@@ -59,7 +59,9 @@ class Batcher:
                     break
                 pending.append(item)
                 size += len(item[0])
-            take, keep, total = [], [], 0
+            take: list[tuple[np.ndarray, Future[Outputs]]] = []
+            keep: list[tuple[np.ndarray, Future[Outputs]]] = []
+            total = 0
             for item in pending:  # whole requests, up to max_batch (the first always goes)
                 if not take or total + len(item[0]) <= self.max_batch:
                     take.append(item)

@@ -83,7 +83,7 @@ class Calibration:
     unknown_threshold: float
     thresholds: dict[str, dict[str, float]]  # backend -> {"pair": t, "identity": t}
     report: dict[str, Any]
-    galleries: dict[str, Gallery]
+    galleries: dict[Backend, Gallery]
 
     def threshold(self, backend: Backend, kind: Kind) -> float:
         try:
@@ -128,7 +128,7 @@ class Calibration:
         if not path.is_file():
             raise NotFoundError(f"no calibration at {directory}")
         doc = json.loads(path.read_text(encoding="utf-8"))
-        galleries = {}
+        galleries: dict[Backend, Gallery] = {}
         for backend in BACKENDS:
             npz = directory / f"gallery-{backend}.npz"
             if npz.is_file():
@@ -337,7 +337,7 @@ def calibrate(
     say(f"identify: unknown below top-1 confidence {unknown_threshold:.4f}")
 
     thresholds: dict[str, dict[str, float]] = {}
-    galleries: dict[str, Gallery] = {}
+    galleries: dict[Backend, Gallery] = {}
     report: dict[str, Any] = {"identify": identify, "backends": {}, "unseen": unseen_report}
     pair_index, pair_truth = sample_pairs(val.labels, max_pairs, rng)
     unseen_pairs = sample_pairs(unseen_people, max_pairs, rng) if len(set(unseen_people)) >= 2 else None
@@ -354,7 +354,7 @@ def calibrate(
 
         templates = {label: galleries[backend].template(label) for label in sorted(set(gallery.labels))}
         enrolled_labels = [label for label, t in templates.items() if t is not None]
-        matrix = np.stack([templates[label] for label in enrolled_labels])
+        matrix = np.stack([t for t in templates.values() if t is not None])  # in enrolled_labels order
         column = {label: i for i, label in enumerate(enrolled_labels)}
         rows = [i for i in range(len(val.labels)) if usable[i] and val.labels[i] in column]
         sims = vectors[rows] @ matrix.T

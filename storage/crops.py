@@ -23,12 +23,12 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from facescale.errors import ConflictError, NotFoundError
+from facescale.errors import ConflictError
 
 from . import layout
+from .committed import committed_ids, read_record, uncommitted_ids
 from .fs import Location
-from .manifest import VERSION_ID_PATTERN, check_id, is_valid_id, utcnow
-from .records import parse_record
+from .manifest import VERSION_ID_PATTERN, check_id, utcnow
 from .schemas import CROP_SCHEMA
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, iter_batches
 
@@ -79,19 +79,11 @@ class CropStore:
 
     def chunk_ids(self) -> list[str]:
         """Ids of committed chunks, sorted."""
-        return [
-            c
-            for c in self.location.list_dirs(self.location.root)
-            if is_valid_id(c) and self.location.exists(self._record_path(c))
-        ]
+        return committed_ids(self.location, layout.CHUNK_FILE)
 
     def get(self, chunk: str) -> ChunkRecord:
         path = self._record_path(chunk)
-        try:
-            data = self.location.read_bytes(path)
-        except NotFoundError:
-            raise NotFoundError(f"unknown crop chunk {chunk!r}") from None
-        return parse_record(ChunkRecord, data, "crop chunk record", self.location.display(path))
+        return read_record(self.location, path, ChunkRecord, "crop chunk record", f"unknown crop chunk {chunk!r}")
 
     def chunks(self, params: str) -> list[ChunkRecord]:
         """Committed chunks made with these parameters, oldest first."""
@@ -123,9 +115,7 @@ class CropStore:
 
     def uncommitted(self) -> list[str]:
         """Chunk directories left behind by writes that never committed."""
-        return [
-            c for c in self.location.list_dirs(self.location.root) if not self.location.exists(self._record_path(c))
-        ]
+        return uncommitted_ids(self.location, layout.CHUNK_FILE)
 
 
 class ChunkWriter:

@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import posixpath
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Literal
 
-import filelock
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from facescale.errors import ManifestError, StorageError
+from facescale.errors import ManifestError
 
 from . import layout
-from .fs import Location
+from .fs import Location, edit_lock
 from .identities import MAX_SLUG_LENGTH, SLUG_PATTERN
 from .manifest import utcnow
 from .records import parse_record
@@ -45,7 +43,6 @@ log = logging.getLogger(__name__)
 #: Where the list lives under the storage root (to move into layout.py).
 #: Manual reason that marks an image as reviewed and kept (not excluded).
 REVIEWED_KEEP = "reviewed_keep"
-LOCK_TIMEOUT_S = 60.0
 
 Source = Literal["auto", "manual"]
 
@@ -180,30 +177,10 @@ class ExclusionList:
         the caller raises, nothing is written.
         """
         self.load()
-        lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
-        if self.location.is_local:
-            self.location.makedirs(posixpath.dirname(self.path))
-            lock = _locked(self.path + ".lock", self.location.display(self.path))
-        with lock:
+        with edit_lock(self.location, self.path, "exclusion list"):
             before = {e.key: e for e in self.load()}
             current = dict(before)
             yield current
             if current != before:
                 doc = ExclusionsFile(entries=sorted(current.values(), key=lambda e: e.key))
                 self.location.write_bytes_atomic(self.path, doc.model_dump_json(indent=2).encode() + b"\n")
-
-
-@contextlib.contextmanager
-def _locked(lock_path: str, shown: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold the list's file lock; failures to take it are StorageErrors, not tracebacks."""
-    lock = filelock.FileLock(lock_path, timeout=timeout)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise StorageError(f"exclusion list {shown} is locked by another process (waited {timeout:g} s)") from None
-    except OSError as exc:
-        raise StorageError(f"cannot lock exclusion list {shown}: {exc.strerror or exc}") from exc
-    try:
-        yield
-    finally:
-        lock.release()

@@ -20,12 +20,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import filelock
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from facescale.errors import NotFoundError, StorageError
 
 TMP_PREFIX = "_tmp-"
+LOCK_TIMEOUT_S = 60.0  # how long an edit waits for another process's edit of the same document
 
 # Object stores whose uploads stay invisible until ``commit()`` when a file is opened with
 # ``autocommit=False`` (checked against a real S3 API in tests/storage/test_s3.py). Other
@@ -162,6 +164,32 @@ class Location:
         with os_errors(path, self):
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
+
+
+@contextlib.contextmanager
+def edit_lock(location: Location, path: str, what: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold ``<path>.lock`` while the document at ``path`` is read, changed and rewritten.
+
+    Only local disks have file locks: on an object store this holds nothing and two editors
+    of one document race (the last write wins). ``what`` names the document in errors; a
+    lock that cannot be taken is a `StorageError`, not a traceback.
+    """
+    if not location.is_local:
+        yield
+        return
+    location.makedirs(posixpath.dirname(path))
+    shown = location.display(path)
+    lock = filelock.FileLock(path + ".lock", timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise StorageError(f"{what} {shown} is locked by another process (waited {timeout:g} s)") from None
+    except OSError as exc:
+        raise StorageError(f"cannot lock {what} {shown}: {exc.strerror or exc}") from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def sha256_file(location: Location, path: str, chunk_size: int = 1 << 20) -> str:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import logging
@@ -21,14 +22,13 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Literal
 
-import filelock
 from pydantic import BaseModel, ConfigDict, Field
 from slugify import slugify
 
-from facescale.errors import InvalidIdentityError, ManifestError, NotFoundError, StorageError
+from facescale.errors import InvalidIdentityError, ManifestError, NotFoundError
 
 from . import layout
-from .fs import Location
+from .fs import Location, edit_lock
 from .manifest import utcnow
 from .records import parse_record
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 200
 MAX_SLUG_LENGTH = 64
-LOCK_TIMEOUT_S = 60.0
 SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
@@ -146,7 +145,7 @@ class IdentityRegistry:
         return {i.slug: i.label for i in self.list()}
 
     # -- editing ---------------------------------------------------------------------------
-    def add(self, names: Iterable[str]) -> list[tuple[Identity, bool]]:
+    def add(self, names: Iterable[str]) -> builtins.list[tuple[Identity, bool]]:
         """Register names; returns (identity, changed) for each, changed=False if already active.
 
         All names are validated before anything is written.
@@ -176,7 +175,7 @@ class IdentityRegistry:
                 results.append((identity, True))
         return results
 
-    def remove(self, names: Iterable[str]) -> list[Identity]:
+    def remove(self, names: Iterable[str]) -> builtins.list[Identity]:
         """Mark identities removed (their labels stay reserved). Unknown names are an error."""
         names = list(names)
         current = self.load()
@@ -198,18 +197,14 @@ class IdentityRegistry:
         return removed
 
     @contextlib.contextmanager
-    def _edit(self) -> Iterator[list[Identity]]:
+    def _edit(self) -> Iterator[builtins.list[Identity]]:
         """Load under a lock, let the caller mutate the list, then save atomically.
 
         If the caller raises, nothing is written. A malformed registry is reported before
         anything (directory, lock file) is created.
         """
         self.load()
-        lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
-        if self.location.is_local:
-            self.location.makedirs(self.location.path(layout.REGISTRY_FILE.rsplit("/", 1)[0]))
-            lock = _locked(self.path + ".lock", self.location.display(self.path))
-        with lock:
+        with edit_lock(self.location, self.path, "identity registry"):
             identities = self.load()
             before = list(identities)
             yield identities
@@ -217,24 +212,6 @@ class IdentityRegistry:
                 _check_consistent(identities, self.path)
                 data = RegistryFile(identities=identities).model_dump_json(indent=2)
                 self.location.write_bytes_atomic(self.path, data.encode() + b"\n")
-
-
-@contextlib.contextmanager
-def _locked(lock_path: str, shown: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold the registry's file lock; failures to take it are StorageErrors, not tracebacks."""
-    lock = filelock.FileLock(lock_path, timeout=timeout)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise StorageError(
-            f"identity registry {shown} is locked by another process (waited {timeout:g} s)"
-        ) from None
-    except OSError as exc:
-        raise StorageError(f"cannot lock identity registry {shown}: {exc.strerror or exc}") from exc
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _find(

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facescale.errors import NotFoundError
 
 from .records import parse_record
-from .schemas import SPLITS
+from .schemas import SPLITS, Split
 from .shards import ShardInfo
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT: Final = 1
 VERSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _ID_RE = re.compile(VERSION_ID_PATTERN)
 
@@ -46,7 +46,7 @@ class IdentityEntry(BaseModel):
     name: str
     slug: str
     label: int = Field(ge=0)
-    counts: dict[Literal["train", "val", "test"], int] = Field(default_factory=dict)
+    counts: dict[Split, int] = Field(default_factory=dict)
     sources: int | None = Field(default=None, ge=0, description="distinct source photos")
 
     @property

@@ -14,6 +14,7 @@ The registry knows nothing of Keras: what the files are is the training stage's 
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import os
@@ -22,20 +23,21 @@ import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from facescale.errors import ConflictError, IntegrityError, ManifestError, NotFoundError, StorageError
 
 from . import layout
+from .committed import committed_ids, read_record, uncommitted_ids
 from .fs import Location, os_errors
 from .manifest import VERSION_ID_PATTERN, check_id, is_valid_id, utcnow
 from .records import parse_record
 
 log = logging.getLogger(__name__)
 
-RECORD_FORMAT = 1
+RECORD_FORMAT: Final = 1
 _CHUNK = 1 << 20
 
 
@@ -104,11 +106,7 @@ class ModelRegistry:
 
     def model_ids(self) -> list[str]:
         """Ids of registered models (those whose record exists), sorted."""
-        return [
-            m
-            for m in self.location.list_dirs(self.location.root)
-            if is_valid_id(m) and self.location.exists(self.record_path(m))
-        ]
+        return committed_ids(self.location, layout.MODEL_RECORD_FILE)
 
     def list(self) -> list[ModelRecord]:
         """Registered models, oldest first."""
@@ -116,11 +114,7 @@ class ModelRegistry:
 
     def get(self, model_id: str) -> ModelRecord:
         path = self.record_path(model_id)
-        try:
-            data = self.location.read_bytes(path)
-        except NotFoundError:
-            raise NotFoundError(f"unknown model {model_id!r}") from None
-        record = ModelRecord.from_json(data, self.location.display(path))
+        record = read_record(self.location, path, ModelRecord, "model record", f"unknown model {model_id!r}")
         if record.model_id != model_id:
             raise ManifestError(f"malformed model record {self.location.display(path)}: it names {record.model_id!r}")
         return record
@@ -257,15 +251,11 @@ class ModelRegistry:
         self.location.write_bytes_atomic(self.record_path(model_id), updated.to_json())
         return updated
 
-    def uncommitted(self) -> list[str]:
+    def uncommitted(self) -> builtins.list[str]:
         """Model directories left behind by registers that never finished."""
-        return [
-            m
-            for m in self.location.list_dirs(self.location.root)
-            if not self.location.exists(posixpath.join(self.location.path(m), layout.MODEL_RECORD_FILE))
-        ]
+        return uncommitted_ids(self.location, layout.MODEL_RECORD_FILE)
 
-    def _upload(self, model_id: str, source: Path, files: Iterable[str], prefix: str = "") -> list[ModelFile]:
+    def _upload(self, model_id: str, source: Path, files: Iterable[str], prefix: str = "") -> builtins.list[ModelFile]:
         stored = []
         for rel in files:
             parts = Path(rel).parts

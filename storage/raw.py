@@ -10,6 +10,7 @@ overwritten, never read. So a rerun neither loses nor duplicates rows.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import posixpath
 from collections import Counter
@@ -23,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from facescale.errors import ConflictError, NotFoundError
 
 from . import layout
+from .committed import committed_ids, read_record
 from .fs import Location
-from .manifest import VERSION_ID_PATTERN, check_id, is_valid_id, utcnow
-from .records import parse_record
+from .manifest import VERSION_ID_PATTERN, check_id, utcnow
 from .schemas import RAW_SCHEMA
 from .shards import ShardInfo, ShardSizing, ShardWriter, iter_batches, verify_shard
 
@@ -62,24 +63,16 @@ class RawStore:
         return self.location.path(check_id(run_id, "raw run"))
 
     def run_ids(self) -> list[str]:
-        return [
-            r
-            for r in self.location.list_dirs(self.location.root)
-            if is_valid_id(r) and self.location.exists(posixpath.join(self.location.path(r), layout.RUN_FILE))
-        ]
+        return committed_ids(self.location, layout.RUN_FILE)
 
     def get(self, run_id: str) -> RunRecord:
         path = posixpath.join(self.run_dir(run_id), layout.RUN_FILE)
-        try:
-            data = self.location.read_bytes(path)
-        except NotFoundError:
-            raise NotFoundError(f"unknown raw run {run_id!r}") from None
-        return parse_record(RunRecord, data, "run record", self.location.display(path))
+        return read_record(self.location, path, RunRecord, "run record", f"unknown raw run {run_id!r}")
 
     def list(self) -> list[RunRecord]:
         return sorted((self.get(r) for r in self.run_ids()), key=lambda r: (r.created_at, r.run_id))
 
-    def shard_paths(self, run_ids: Iterable[str] | None = None) -> list[str]:
+    def shard_paths(self, run_ids: Iterable[str] | None = None) -> builtins.list[str]:
         paths = []
         for run_id in run_ids if run_ids is not None else self.run_ids():
             record = self.get(run_id)

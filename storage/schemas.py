@@ -7,13 +7,14 @@ here is a contract change: add nullable fields at the end, never rename or retyp
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 
 from facescale.errors import StorageError
 
-SPLITS = ("train", "val", "test")
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, Split, Split] = ("train", "val", "test")
 
 
 def _f(name: str, type_: pa.DataType, nullable: bool, doc: str) -> pa.Field:

@@ -8,20 +8,23 @@ replace of the manifest, shards untouched).
 
 from __future__ import annotations
 
+import builtins
 import logging
 import posixpath
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from types import EllipsisType
 from typing import Any
 
 import pyarrow as pa
 
-from facescale.errors import ConflictError, ManifestError, NotFoundError
+from facescale.errors import ConflictError, ManifestError
 
 from . import layout
+from .committed import committed_ids, read_record, uncommitted_ids
 from .fs import Location, os_errors
-from .manifest import IdentityEntry, Manifest, ValidationSummary, check_id, is_valid_id, utcnow
+from .manifest import IdentityEntry, Manifest, ValidationSummary, check_id, utcnow
 from .schemas import CURATED_SCHEMA
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, iter_batches, verify_shard
 
@@ -51,11 +54,7 @@ class DatasetStore:
 
     def version_ids(self) -> list[str]:
         """Ids of committed versions (those whose manifest exists), sorted."""
-        return [
-            v
-            for v in self.location.list_dirs(self.location.root)
-            if is_valid_id(v) and self.location.exists(self.manifest_path(v))
-        ]
+        return committed_ids(self.location, layout.MANIFEST_FILE)
 
     def list(self) -> list[Manifest]:
         """Committed versions, oldest first."""
@@ -63,11 +62,7 @@ class DatasetStore:
 
     def get(self, version_id: str) -> Manifest:
         path = self.manifest_path(version_id)
-        try:
-            data = self.location.read_bytes(path)
-        except NotFoundError:
-            raise NotFoundError(f"unknown dataset version {version_id!r}") from None
-        manifest = Manifest.from_json(data, self.location.display(path))
+        manifest = read_record(self.location, path, Manifest, "manifest", f"unknown dataset version {version_id!r}")
         if manifest.version_id != version_id:
             raise ManifestError(
                 f"malformed manifest {self.location.display(path)}: it names version {manifest.version_id!r}"
@@ -78,7 +73,7 @@ class DatasetStore:
         versions = [m for m in self.list() if m.published or not published_only]
         return versions[-1] if versions else None
 
-    def shard_paths(self, manifest: Manifest) -> list[str]:
+    def shard_paths(self, manifest: Manifest) -> builtins.list[str]:
         base = self.version_dir(manifest.version_id)
         return [posixpath.join(base, s.path) for s in manifest.shards]
 
@@ -101,17 +96,17 @@ class DatasetStore:
         self,
         version_id: str | None = None,
         *,
-        parent: str | None = ...,  # type: ignore[assignment]
+        parent: str | EllipsisType | None = ...,
         config: Mapping[str, Any] | None = None,
     ) -> VersionWriter:
         """Start writing a new version. Nothing is visible until `VersionWriter.commit`.
 
-        ``parent`` defaults to the newest committed version.
+        ``parent`` defaults (``...``) to the newest committed version; ``None`` starts a root version.
         """
         version_id = version_id or new_version_id()
         if self.location.exists(self.manifest_path(version_id)):
             raise ConflictError(f"dataset version {version_id!r} already exists")
-        if parent is ...:
+        if isinstance(parent, EllipsisType):
             newest = self.latest(published_only=False)
             parent = newest.version_id if newest else None
         if parent is not None:
@@ -132,13 +127,9 @@ class DatasetStore:
         self.location.write_bytes_atomic(self.manifest_path(version_id), updated.to_json())
         return updated
 
-    def uncommitted(self) -> list[str]:
+    def uncommitted(self) -> builtins.list[str]:
         """Version directories left behind by writes that never committed."""
-        return [
-            v
-            for v in self.location.list_dirs(self.location.root)
-            if not self.location.exists(posixpath.join(self.location.path(v), layout.MANIFEST_FILE))
-        ]
+        return uncommitted_ids(self.location, layout.MANIFEST_FILE)
 
 
 class VersionWriter:

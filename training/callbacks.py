@@ -33,8 +33,10 @@ WEIGHTS_PATTERN = "epoch-{epoch:05d}.weights.h5"
 
 
 def _direction(monitor: str, mode: str) -> Literal["min", "max"]:
-    if mode in ("min", "max"):
-        return mode  # type: ignore[return-value]
+    if mode == "min":
+        return "min"
+    if mode == "max":
+        return "max"
     if mode != "auto":
         raise ValueError(f"mode must be auto, min or max, not {mode!r}")
     return "min" if monitor.removeprefix("val_").endswith("loss") else "max"

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
@@ -41,6 +41,7 @@ import tensorflow as tf
 from facescale.config import TrainingSettings
 from facescale.errors import ConfigError, NotFoundError
 from facescale.storage import DatasetStore, IdentityEntry, Location
+from facescale.storage.schemas import Split
 
 from .callbacks import write_json
 from .data import CuratedInput, decode_image
@@ -54,8 +55,9 @@ FILTERS_PNG = "filters.png"
 FEATURE_MAPS_PNG = "feature_maps.png"
 PLOTS = (CURVES_PNG, CONFUSION_PNG, FILTERS_PNG, FEATURE_MAPS_PNG)
 LEAKY_DIR = "leaky"
-LEAKY_FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
+LEAKY_FRACTIONS: dict[Split, float] = {"train": 0.7, "val": 0.2, "test": 0.1}
 TOP_K = 5
+_Key = TypeVar("_Key")
 
 
 @dataclass(frozen=True)
@@ -438,7 +440,7 @@ def make_leaky_version(
     target: DatasetStore,
     *,
     seed: int = 0,
-    fractions: Mapping[str, float] = LEAKY_FRACTIONS,
+    fractions: Mapping[Split, float] = LEAKY_FRACTIONS,
 ) -> str:
     """Re-split every sample of a version at the sample level, as the seed did, into ``target``.
 
@@ -466,7 +468,7 @@ def make_leaky_version(
     table = pa.Table.from_batches(list(ids))
     sample_ids = np.array(table.column("sample_id").to_pylist(), dtype=object)
     labels = table.column("label").to_numpy()
-    assigned: dict[str, str] = {}
+    assigned: dict[str, Split] = {}
     rng = np.random.default_rng([seed, 0x1EA7])
     for label in sorted(set(labels.tolist())):
         members = sample_ids[labels == label]
@@ -478,7 +480,7 @@ def make_leaky_version(
             for sample in members[start : start + count]:
                 assigned[sample] = split
             start += count
-    per_label: dict[int, Counter[str]] = {}
+    per_label: dict[int, Counter[Split]] = {}
     with target.create(leaky_id, parent=None, config={"leaky_resplit_of": version_id, "seed": seed}) as writer:
         for batch in source.iter_batches(version_id, batch_size=1024):
             table = pa.Table.from_batches([batch])
@@ -547,7 +549,7 @@ def leaky_baseline(
         validation_steps=validation_steps, verbose=verbose,
     )
     evaluation = evaluate(scratch, work / "train", work / "eval", batch_size=batch_size, plots=False)
-    report = {
+    report: dict[str, Any] = {
         "version_id": leaky_id,
         "top1": evaluation.top1,
         "top5": evaluation.top5,
@@ -568,7 +570,7 @@ def accuracy_on_labels(predictions: Predictions, labels: Sequence[int]) -> tuple
     return predictions.accuracy(mask), int(mask.sum())
 
 
-def _exact_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
+def _exact_counts(n: int, fractions: Mapping[_Key, float]) -> dict[_Key, int]:
     """Split ``n`` by ``fractions`` into integers summing to ``n`` (largest remainder)."""
     total = sum(fractions.values())
     raw = {k: n * v / total for k, v in fractions.items()}

@@ -529,7 +529,7 @@ def _warm_start_report(store: DatasetStore, version_id: str, previous: _Previous
         "test_samples": before[1],
         "previous_accuracy": before[0],
         "new_accuracy": after[0],
-        "at_least_as_good": None if before[0] is None else bool(after[0] >= before[0]),
+        "at_least_as_good": None if before[0] is None or after[0] is None else bool(after[0] >= before[0]),
         "copied_classes": int(previous.model.output_shape[-1]),
         "new_classes": int(model.output_shape[-1] - previous.model.output_shape[-1]),
     }

@@ -102,7 +102,7 @@ def curate_and_publish(scraped: Any, prefix: str, *, by_date: bool) -> None:
         return extra
 
     curated = curate()
-    validated = validate(curated)
+    validated = validate(curated)  # type: ignore[arg-type]  # XComArg
     scraped >> curated
-    created(curated) >> validated
-    publish(validated)
+    created(curated) >> validated  # type: ignore[arg-type]  # XComArg
+    publish(validated)  # type: ignore[arg-type]  # XComArg
