@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo airflow test test-all lint clean constraints cluster cluster-down cluster-status test-cluster clean-cluster
+.PHONY: setup demo airflow test-fast test test-all lint clean constraints cluster cluster-down cluster-status test-cluster clean-cluster
 
 setup:          ## apt packages + .venv with facescale installed (fast when done)
 	@scripts/setup.sh
@@ -14,6 +14,13 @@ demo: setup     ## the main job on the embedded defaults: nightly growth + retra
 
 airflow: setup  ## Airflow standalone (SQLite in var/airflow) with the project's DAGs and the demo settings
 	@scripts/airflow.sh
+
+FAST := not slow and not cluster and not ray and not browser and not airflow and not training
+
+test-fast: setup ## the unit tier (no Ray, browser, Airflow or training) + lint and type check: a few minutes
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -m "$(FAST)" $(PYTEST_ARGS)
 
 test: setup     ## lint, type check + the default test tiers (what CI runs)
 	$(BIN)/ruff check .

@@ -2,7 +2,7 @@
 
 Builds the demo web's hard case, faces placed small in larger scenes (``scene``, 640x480 to
 800x600, faces of about 50-95 px), plus untouched lfw-dev photos (``orig``, 250x250), with
-`facescale.scraper.scenes` (the code the demo web renders with), so every true face box is
+`facescale.demoweb.scenes` (the code the demo web renders with), so every true face box is
 known. Then, on the same images:
 
 - seed: one file per image; ``cv2.imread``, grey, ``detectMultiScale`` on the FULL image
@@ -52,6 +52,7 @@ from typing import TypeVar
 
 import cv2
 
+from facescale.demoweb import scenes
 from facescale.pipeline.faces import (
     CropParams,
     CropResult,
@@ -61,7 +62,6 @@ from facescale.pipeline.faces import (
     find_faces,
     load_cascade,
 )
-from facescale.scraper import scenes
 
 REPO = Path(__file__).resolve().parents[1]
 Box = tuple[int, int, int, int]

@@ -1,6 +1,6 @@
 """End-to-end label quality of a curated version built from the demo web, against the demo web's ground truth.
 
-The demo web knows what every result shows (`facescale.scraper.demoweb.truth`: each face's box
+The demo web knows what every result shows (`facescale.demoweb.truth`: each face's box
 and who it is). This joins a published version's original samples (aug_index 0) back to the
 RAW rows they came from (by ``image_id``) and to the demo web's truth (by URL path), finds
 the true face the crop was taken from (the truth box with the highest IoU with the sample's
@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
-from facescale.scraper.demoweb import truth
+from facescale.demoweb import truth
 from facescale.storage import DatasetStore, Location, RawStore, read_table
 
 

@@ -43,7 +43,7 @@ from urllib.parse import urljoin
 
 import pyarrow.parquet as pq
 
-from facescale.scraper.demoweb import DemoWeb, truth
+from facescale.demoweb import DemoWeb, truth
 from facescale.scraper.downloader import Downloader, DownloadLimits
 
 REPO = Path(__file__).resolve().parents[1]

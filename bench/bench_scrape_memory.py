@@ -135,7 +135,7 @@ def main() -> None:
         child(args)
         return
 
-    from facescale.scraper.demoweb import DemoWeb
+    from facescale.demoweb import DemoWeb
 
     people = sorted(p.name.replace("_", " ") for p in args.photos.iterdir() if p.is_dir())
     random.Random(args.seed).shuffle(people)

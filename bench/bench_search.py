@@ -29,8 +29,8 @@ from urllib.parse import urljoin
 import psutil
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from facescale.demoweb import DemoWeb, truth
 from facescale.scraper.browser import BrowserPool, DriverFactory, make_driver
-from facescale.scraper.demoweb import DemoWeb, truth
 from facescale.scraper.downloader import Downloader, DownloadLimits
 from facescale.scraper.engines import SearchEngine, get_engine
 

@@ -1063,7 +1063,7 @@ def demo_web(
     seed: Annotated[int, typer.Option(help="varies which trouble images each name gets")] = 0,
 ) -> None:
     """Serve the local demo image-search site (for the demo engine, tests and people)."""
-    from facescale.scraper.demoweb import serve
+    from facescale.demoweb import serve
 
     if not photos.is_dir():
         raise FacescaleError(f"not a directory: {photos}")

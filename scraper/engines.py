@@ -6,7 +6,7 @@ the browsers, retries and politeness. Adapters are stateless and shared by all w
 Engines
 -------
 ``demo``
-    Our offline demo web site (``scraper/demoweb.py``): ``GET {base}/search?q=<keyword>``;
+    Our offline demo web site (``demoweb/``, package ``facescale.demoweb``): ``GET {base}/search?q=<keyword>``;
     results are ``<a class="fs-result" href=PAGE data-full=IMAGE data-rank=N><img src=THUMB></a>``
     inside ``<div id="results">``; scrolling near the bottom loads more; ``<div id="fs-end">``
     appears when nothing more will come (at once for unknown names).

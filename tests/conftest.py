@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from .helpers import Result, run_cli
 
 # The machine is shared and has two cores: a per-example deadline only makes tests flaky.
 settings.register_profile("facescale", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("facescale")
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+# Fixtures whose set-up trains a real model: a test that uses one is in the training tier.
+TRAINING_FIXTURES = frozenset({"training_runs", "served_base"})
 LFW_DEV = Path(os.environ.get("FACESCALE_TEST_DATA", REPO.parent / "shared" / "data" / "lfw-dev"))
 
 
@@ -30,3 +36,25 @@ def _isolated_config(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("FACESCALE_") and key != "FACESCALE_TEST_DATA":
             monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run `facescale` in this process: ``cli("models", "list")`` -> `Result`."""
+
+    def run(*args: str) -> Result:
+        return run_cli(capsys, *args)
+
+    return run
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put every test under tests/training, and every test that needs a trained model, in the training tier.
+
+    The tiers are markers (pyproject.toml); `make test-fast` leaves out the ray, browser,
+    airflow, training, slow and cluster tiers.
+    """
+    for item in items:
+        in_training = item.path.is_relative_to(TESTS / "training")
+        if in_training or TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.training)

@@ -24,6 +24,7 @@ PACKAGES = {
     "pipeline": "facescale.pipeline",
     "training": "facescale.training",
     "serving": "facescale.serving",
+    "demoweb": "facescale.demoweb",
 }
 BASE = {"facescale.errors"}
 STAGE = BASE | {"facescale.storage", "facescale.config"}
@@ -38,6 +39,8 @@ ALLOWED: dict[str, set[str]] = {
     "facescale.training": STAGE,
     # the detector and crop the dataset was made with, and the pretrained embedder (a backend)
     "facescale.serving": STAGE | {"facescale.training", "facescale.pipeline.faces", "facescale.pipeline.embeddings"},
+    # a tool for demos, tests and benchmarks: the site and its image synthesiser, nothing of the stages
+    "facescale.demoweb": BASE,
     "facescale.cli": {"facescale"},  # everything of ours, but never dags
     "facescale.orchestration": {"facescale"},  # the DAGs' work: wires the stages, never dags
     "dags": {"facescale"},

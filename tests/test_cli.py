@@ -14,35 +14,19 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image
 
-from facescale.cli import main
 from facescale.storage import DatasetStore, ExclusionList, IdentityEntry, Location, Manifest
+
+from .helpers import Result
 
 BIN = Path(sys.executable).parent
 SCRIPT = shutil.which("facescale", path=str(BIN))
 ENTRY = [SCRIPT] if SCRIPT else [sys.executable, "-m", "facescale.cli"]
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def single_error_line(self) -> str:
-        """Assert the failure contract and return the one error line."""
-        assert self.code != 0
-        assert "Traceback" not in self.out + self.err
-        lines = self.err.splitlines()
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("error: ")
-        return lines[0]
 
 
 def _snapshot(root: Path) -> dict[str, str]:
@@ -74,19 +58,6 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data = tmp_path / "data"
     monkeypatch.setenv("FACESCALE_STORAGE__ROOT", str(data))
     return data
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """`facescale.cli.main` in this process: fast, same code path as the console script."""
-
-    def run(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 def _jpeg(shade: int) -> bytes:

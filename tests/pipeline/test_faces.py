@@ -1,7 +1,7 @@
 """Face detection and cropping: policy, crops, quality gates, reason codes, the Ray transform.
 
 Real photos come from lfw-dev (``lfw_dev`` fixture); scenes, pairs and face-free pictures
-are synthesised with the demo web's renderer (facescale.scraper.scenes), so every true face
+are synthesised with the demo web's renderer (facescale.demoweb.scenes), so every true face
 box is known. Everything but the last test runs without Ray.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from facescale.demoweb import scenes
 from facescale.errors import ConfigError
 from facescale.pipeline.faces import (
     OUTPUT_SCHEMA,
@@ -30,7 +31,6 @@ from facescale.pipeline.faces import (
     load_cascade,
     quality,
 )
-from facescale.scraper import scenes
 
 Box = tuple[int, int, int, int]
 PARAMS = CropParams()

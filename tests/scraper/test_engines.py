@@ -10,10 +10,10 @@ from urllib.parse import urljoin
 
 import pytest
 
+from facescale.demoweb import DemoWeb, truth
 from facescale.errors import ConfigError
 from facescale.scraper.browser import ManagedDriver, make_driver
 from facescale.scraper.candidates import Candidate
-from facescale.scraper.demoweb import DemoWeb, truth
 from facescale.scraper.engines import ENGINES, BingEngine, DemoEngine, SearchEngine, get_engine
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def test_a_page_that_never_comes_is_still_a_timeout(impatient_driver: ManagedDri
 
 @pytest.mark.browser
 def test_demo_engine_on_the_real_demo_web(driver: ManagedDriver, lfw_dev: Path) -> None:
-    """The adapter against scraper/demoweb.py itself: every result in rank order, as its ground truth says."""
+    """The adapter against the demo web itself: every result in rank order, as its ground truth says."""
     name = "Abdullah Gul"
     with DemoWeb(lfw_dev, hostile=True, page_size=10, max_results=45) as web:
         base = web.url

@@ -16,7 +16,7 @@ from urllib.parse import urljoin
 import pytest
 
 from facescale.config import ScraperSettings
-from facescale.scraper.demoweb import HOSTILE_EXPECTED, DemoWeb, truth
+from facescale.demoweb import HOSTILE_EXPECTED, DemoWeb, truth
 from facescale.scraper.engines import get_engine
 from facescale.scraper.keywords import parse_keywords
 from facescale.scraper.scrape import scrape

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from facescale.cli import main
-
+from ..helpers import run_cli
 from .conftest import Served
 
 
@@ -27,25 +26,18 @@ def store(served_base: Served, recognizer, tmp_path: Path, monkeypatch: pytest.M
     return root
 
 
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_identify_prints_json_and_writes_annotated_images(
     store: Path, served_base: Served, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     two = served_base.two_people(tmp_path / "two.jpg")
-    code, out, _ = _run(capsys, "identify", str(two), str(served_base.photo("Tony_Blair", 5)), "--json", "-k", "2",
+    code, out, _ = run_cli(capsys, "identify", str(two), str(served_base.photo("Tony_Blair", 5)), "--json", "-k", "2",
                         "--annotate", str(tmp_path / "boxes"))
     assert code == 0
     doc = json.loads(out)
     assert [len(r["faces"]) for r in doc["results"]] == [2, 1]
     assert all(len(f["candidates"]) == 2 for r in doc["results"] for f in r["faces"])
     assert Path(doc["results"][0]["annotated"]).stat().st_size > 5_000
-    code, out, _ = _run(capsys, "identify", str(two))
+    code, out, _ = run_cli(capsys, "identify", str(two))
     assert code == 0 and "unknown below" in out and "Colin Powell" in out  # a candidate in the table
     assert out.count("two.") == 2  # a row per face
 
@@ -54,11 +46,11 @@ def test_verify_two_photos_and_an_identity(
     store: Path, served_base: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a, b = served_base.photo("Colin_Powell", 50), served_base.photo("Colin_Powell", 51)
-    code, out, _ = _run(capsys, "verify", str(a), str(b), "--backend", "dlib", "--json")
+    code, out, _ = run_cli(capsys, "verify", str(a), str(b), "--backend", "dlib", "--json")
     assert code == 0
     doc = json.loads(out)
     assert doc["same"] is True and doc["backend"] == "dlib" and doc["similarity"] >= doc["threshold"]
-    code, out, _ = _run(capsys, "verify", str(a), "--identity", "Jacques Chirac", "-b", "dlib")
+    code, out, _ = run_cli(capsys, "verify", str(a), "--identity", "Jacques Chirac", "-b", "dlib")
     assert code == 0 and "different people" in out and "Jacques Chirac (6 enrolled photos)" in out
 
 
@@ -73,18 +65,18 @@ def test_verify_two_photos_and_an_identity(
 def test_usage_mistakes_are_one_error_line(
     store: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
 ) -> None:
-    code, _, err = _run(capsys, *args)
+    code, _, err = run_cli(capsys, *args)
     assert code == 2 and err.startswith("error: ") and needle in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_missing_or_bad_photo_is_one_error_line(
     store: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, served_base: Served
 ) -> None:
-    code, _, err = _run(capsys, "identify", str(tmp_path / "nope.jpg"))
+    code, _, err = run_cli(capsys, "identify", str(tmp_path / "nope.jpg"))
     assert code == 2 and "cannot read" in err and "Traceback" not in err
     grey = tmp_path / "grey.txt"
     grey.write_text("not an image")
-    code, _, err = _run(capsys, "verify", str(grey), str(served_base.photo("Tony_Blair", 1)))
+    code, _, err = run_cli(capsys, "verify", str(grey), str(served_base.photo("Tony_Blair", 1)))
     assert code == 2 and "not an image" in err
 
 
@@ -94,12 +86,12 @@ def test_calibrate_reports_and_stores(
     unseen = tmp_path / "unseen"
     for person in ("Hans_Blix", "Kofi_Annan", "Naomi_Watts"):
         shutil.copytree(served_base.photos / person, unseen / person)
-    code, out, err = _run(capsys, "calibrate", "latest", "--backends", "dlib", "--unseen", str(unseen),
+    code, out, err = run_cli(capsys, "calibrate", "latest", "--backends", "dlib", "--unseen", str(unseen),
                           "--max-pairs", "100")
     assert code == 0, err
     assert "unseen people" in out and "val pairs" in out and "identify: unknown below" in out
     assert "unseen people: 3" in err
-    code, out, _ = _run(capsys, "models", "show", "latest", "--json")
+    code, out, _ = run_cli(capsys, "models", "show", "latest", "--json")
     calibration = json.loads(out)["metrics"]["calibration"]
     assert set(calibration["thresholds"]) == {"dlib"}
     assert calibration["report"]["unseen"]["people"] == 3
@@ -151,7 +143,7 @@ def test_a_bad_photo_fails_before_an_uncalibrated_model_is_calibrated(
     bad = tmp_path / "notanimage.jpg"
     bad.write_text("not an image")
     for args in (["identify", str(bad)], ["verify", str(bad), str(bad)]):
-        code, _, err = _run(capsys, *args, "--model", fresh)
+        code, _, err = run_cli(capsys, *args, "--model", fresh)
         assert code == 2 and "not an image" in err
         assert len(err.strip().splitlines()) == 1, err  # calibration would have reported its steps
     assert "calibration" not in ModelRegistry(location).get(fresh).metrics

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,40 +19,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facescale.cli import main
 from facescale.storage import DatasetStore, Location, ModelRegistry
 from facescale.training.artifacts import register_run
 from facescale.training.data import decode_image
 from facescale.training.evaluate import first_conv
 
+from ..helpers import Result
+
 if TYPE_CHECKING:
     from conftest import Curated, Run
 
 RUN_WAIT_S = 1500
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def single_error_line(self) -> str:
-        assert self.code != 0 and "Traceback" not in self.out + self.err
-        lines = self.err.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), self.err
-        return lines[0]
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    def run(*args: str) -> Result:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture

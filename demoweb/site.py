@@ -40,7 +40,7 @@ from facescale.errors import FacescaleError, NotFoundError
 
 from . import scenes
 
-log = logging.getLogger("facescale.scraper.demoweb")  # the same name when run with -m
+log = logging.getLogger("facescale.demoweb")  # the same name when run with -m
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 TROUBLE_KINDS = ("scene", "pair", "other", "noface", "resized", "dup", "corrupt")
@@ -906,7 +906,7 @@ class DemoWeb:
     def command(self) -> list[str]:
         o = self.options
         cmd = [
-            sys.executable, "-m", "facescale.scraper.demoweb",
+            sys.executable, "-m", "facescale.demoweb",
             "--photos", str(self.photos_root), "--port", "0", "--host", "127.0.0.1",
             "--seed", str(o["seed"]), "--page-size", str(o["page_size"]),
             "--max-results", str(o["max_results"]), "--slow-seconds", str(o["slow_seconds"]),
@@ -981,7 +981,7 @@ def _read_lines(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m facescale.scraper.demoweb", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m facescale.demoweb", description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, required=True, help="a folder with one sub-folder of photos per person")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
@@ -1010,6 +1010,3 @@ def main(argv: list[str] | None = None) -> None:
         log.error("%s", exc)
         raise SystemExit(exc.exit_code) from None
 
-
-if __name__ == "__main__":
-    main()

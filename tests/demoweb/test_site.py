@@ -25,8 +25,8 @@ import numpy as np
 import psutil
 import pytest
 
+from facescale.demoweb import HOSTILE_EXPECTED, TROUBLE_KINDS, DemoWeb, build_app, truth
 from facescale.errors import NotFoundError
-from facescale.scraper.demoweb import HOSTILE_EXPECTED, TROUBLE_KINDS, DemoWeb, build_app, truth
 from facescale.scraper.imagecheck import check_image
 
 MANY = "George W Bush"  # 530 photos: the list is capped by max_results
