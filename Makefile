@@ -3,6 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# test processes for make test (pytest-xdist); the expensive tiers each keep to one (tests/conftest.py)
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo airflow test-fast test test-all lint clean constraints cluster cluster-down cluster-status test-cluster clean-cluster
 
@@ -25,7 +27,7 @@ test-fast: setup ## the unit tier (no Ray, browser, Airflow or training) + lint 
 test: setup     ## lint, type check + the default test tiers (what CI runs)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow and not cluster" $(PYTEST_ARGS)
 
 test-all: setup ## every tier but the cluster's, slow ones included
 	$(BIN)/pytest -m "not cluster" $(PYTEST_ARGS)

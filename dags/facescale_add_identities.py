@@ -45,9 +45,8 @@ def facescale_add_identities() -> None:
     def register() -> list[str]:
         added = orch.register_identities(settings(), get_current_context()["params"]["names"])
         for entry in added:
-            log.info("%s %s (label %d)", "added" if entry["new"] else "already registered", entry["name"],
-                     entry["label"])
-        return [entry["name"] for entry in added]
+            log.info("%s %s (label %d)", "added" if entry.new else "already registered", entry.name, entry.label)
+        return [entry.name for entry in added]
 
     @task
     def plan(names: list[str]) -> list[dict[str, Any]]:
@@ -56,7 +55,7 @@ def facescale_add_identities() -> None:
             settings(), run_key(by_date=False), prefix="manual", names=names,
             per_keyword=params["images_per_keyword"], batch_size=params["batch_size"],
         ).batches
-        return [vars(b) for b in batches]
+        return [b.to_xcom() for b in batches]
 
     # manual runs: one key per run (its run id), so adding people twice a day makes two versions
     curate_and_publish(scrape.expand(batch=plan(register())), "manual", by_date=False)  # type: ignore[arg-type]  # XComArg

@@ -49,7 +49,7 @@ def facescale_nightly() -> None:
             per_keyword=params["images_per_keyword"],
             batch_size=params["batch_size"],
         )
-        return [vars(b) for b in night.batches]
+        return [b.to_xcom() for b in night.batches]
 
     curate_and_publish(scrape.expand(batch=plan()), "nightly", by_date=True)
 

@@ -21,7 +21,6 @@ which run on the `gpu` Celery queue in the scaled-out deployment (docker/).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -58,27 +57,28 @@ def facescale_retrain() -> None:
                 version = (events[-1].extra or {}).get("version_id") if len(events) else None
         decision = orch.retrain_decision(settings(), version, force=context["params"]["force"])
         log.info("version %s: %s (%s)", decision.version_id, "train" if decision.train else "skip", decision.reason)
-        return asdict(decision) if decision.train else None
+        return decision.to_xcom() if decision.train else None
 
     @task(queue=orch.TRAINING_QUEUE, execution_timeout=timedelta(hours=24))
     def train(decision: dict[str, Any]) -> dict[str, Any]:
-        return orch.train_model(settings(), orch.Decision(**decision), run_key())
+        return orch.train_model(settings(), orch.Decision.from_xcom(decision), run_key()).to_xcom()
 
     @task(queue=orch.TRAINING_QUEUE)
     def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
-        return orch.evaluate_model(settings(), trained["model_id"], run_key())
+        return orch.evaluate_model(settings(), orch.Trained.from_xcom(trained).model_id, run_key()).to_xcom()
 
     @task.short_circuit
     def quality_bar(evaluation: dict[str, Any]) -> bool:
+        result = orch.Evaluated.from_xcom(evaluation)
         log.info(
-            "model %s: test top-1 %.4f, bar %.4f: %s", evaluation["model_id"], evaluation["top1"],
-            evaluation["min_test_top1"], "passed" if evaluation["passed"] else "not published",
+            "model %s: test top-1 %.4f, bar %.4f: %s", result.model_id, result.top1, result.min_test_top1,
+            "passed" if result.passed else "not published",
         )
-        return bool(evaluation["passed"])
+        return result.passed
 
     @task(outlets=[MODEL])
     def publish(evaluation: dict[str, Any]) -> dict[str, Any]:
-        extra = orch.model_event(settings(), evaluation["model_id"])
+        extra = orch.model_event(settings(), orch.Evaluated.from_xcom(evaluation).model_id).to_xcom()
         get_current_context()["outlet_events"][MODEL].extra = extra
         return extra
 

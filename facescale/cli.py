@@ -23,17 +23,8 @@ from rich.text import Text
 from facescale import __version__
 from facescale.config import Settings, config_path, load_settings
 from facescale.errors import FacescaleError
-from facescale.storage import (
-    DatasetStore,
-    ExclusionList,
-    IdentityRegistry,
-    Location,
-    ModelRecord,
-    ModelRegistry,
-    RawStore,
-    ShardSizing,
-    ValidationSummary,
-)
+from facescale.services import Services
+from facescale.storage import ModelRecord, ValidationSummary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,28 +80,10 @@ class State:
             self._settings = load_settings(self.config_file)
         return self._settings
 
-    def location(self) -> Location:
-        storage = self.settings.storage
-        return Location.from_uri(storage.root, storage.storage_options)
-
-    def sizing(self) -> ShardSizing:
-        s = self.settings.storage
-        return ShardSizing(s.rows_per_row_group, s.max_rows_per_shard, s.max_bytes_per_shard)
-
-    def datasets(self) -> DatasetStore:
-        return DatasetStore(self.location(), self.sizing())
-
-    def registry(self) -> IdentityRegistry:
-        return IdentityRegistry(self.location())
-
-    def raw(self) -> RawStore:
-        return RawStore(self.location(), self.sizing())
-
-    def exclusions(self) -> ExclusionList:
-        return ExclusionList(self.location())
-
-    def models(self) -> ModelRegistry:
-        return ModelRegistry(self.location())
+    @property
+    def services(self) -> Services:
+        """The stores and stage calls of these settings (facescale.services, shared with the DAGs)."""
+        return Services(self.settings)
 
 
 def _state(ctx: typer.Context) -> State:
@@ -166,7 +139,7 @@ def datasets_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List committed dataset versions, oldest first."""
-    manifests = _state(ctx).datasets().list()
+    manifests = _state(ctx).services.datasets().list()
     if as_json:
         rows = [m.model_dump(mode="json", exclude={"shards", "config"}) for m in manifests]
         out.print_json(json.dumps(rows))
@@ -198,7 +171,7 @@ def datasets_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show one dataset version: identities, split counts, shards, validation."""
-    store = _state(ctx).datasets()
+    store = _state(ctx).services.datasets()
     if version_id == "latest":
         newest = store.latest(published_only=False)
         if newest is None:
@@ -267,7 +240,7 @@ def identities_add(
         wanted += [ln for ln in (line.strip() for line in lines) if ln and not ln.startswith("#")]
     if not wanted:
         raise FacescaleError("no names given: pass NAME... or --from-file FILE")
-    for identity, changed in _state(ctx).registry().add(wanted):
+    for identity, changed in _state(ctx).services.registry().add(wanted):
         verb = "added" if changed else "exists"
         out.print(Text(f"{verb:7} {identity.label:>5}  {identity.slug}  {identity.name}"))
 
@@ -281,7 +254,7 @@ def identities_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List registered identities in label order."""
-    identities = _state(ctx).registry().list(include_removed=include_removed)
+    identities = _state(ctx).services.registry().list(include_removed=include_removed)
     if as_json:
         out.print_json(json.dumps([i.model_dump(mode="json") for i in identities]))
         return
@@ -301,7 +274,7 @@ def identities_remove(
     names: Annotated[list[str], typer.Argument(help="names or slugs")],
 ) -> None:
     """Retire identities: they leave future datasets; their labels stay reserved."""
-    for identity in _state(ctx).registry().remove(names):
+    for identity in _state(ctx).services.registry().remove(names):
         out.print(Text(f"removed {identity.label:>5}  {identity.slug}  {identity.name}"))
 
 
@@ -317,8 +290,8 @@ def exclusions_list(
 ) -> None:
     """Show the exclusion list (automatic wrong-person removals and manual decisions)."""
     state = _state(ctx)
-    slug = state.registry().get(identity).slug if identity else None
-    entries = [e for e in state.exclusions().load() if slug is None or e.identity_slug == slug]
+    slug = state.services.registry().get(identity).slug if identity else None
+    entries = [e for e in state.services.exclusions().load() if slug is None or e.identity_slug == slug]
     if not entries:
         out.print("no exclusions")
         return
@@ -339,11 +312,11 @@ def exclusions_add(
     from facescale.storage import Exclusion
 
     state = _state(ctx)
-    slug = state.registry().get(identity).slug
+    slug = state.services.registry().get(identity).slug
     if reason == "reviewed_keep":
         raise FacescaleError("use `facescale exclusions keep` to keep a photo")
     entries = [Exclusion(identity_slug=slug, source_image_id=i, reason=reason, source="manual") for i in image_ids]
-    changed = state.exclusions().add(entries)
+    changed = state.services.exclusions().add(entries)
     out.print(f"{len(changed)} of {len(entries)} photos newly excluded from {slug}; run `facescale curate` to apply")
 
 
@@ -351,8 +324,8 @@ def exclusions_add(
 def exclusions_keep(ctx: typer.Context, identity: IdentityArg, image_ids: ImageIdsArg) -> None:
     """Mark photos as reviewed and kept: the automatic cleaner will not remove them again."""
     state = _state(ctx)
-    slug = state.registry().get(identity).slug
-    changed = state.exclusions().keep(slug, image_ids)
+    slug = state.services.registry().get(identity).slug
+    changed = state.services.exclusions().keep(slug, image_ids)
     out.print(f"{len(changed)} of {len(image_ids)} photos marked reviewed-and-kept for {slug}")
 
 
@@ -360,8 +333,8 @@ def exclusions_keep(ctx: typer.Context, identity: IdentityArg, image_ids: ImageI
 def exclusions_remove(ctx: typer.Context, identity: IdentityArg, image_ids: ImageIdsArg) -> None:
     """Forget the entries of these photos (the cleaner decides about them again)."""
     state = _state(ctx)
-    slug = state.registry().get(identity).slug
-    removed = state.exclusions().remove(slug, image_ids)
+    slug = state.services.registry().get(identity).slug
+    removed = state.services.exclusions().remove(slug, image_ids)
     out.print(f"{len(removed)} entries removed for {slug}")
 
 
@@ -374,7 +347,7 @@ def runs_list(
     ] = False,
 ) -> None:
     """List RAW runs with their committed rows."""
-    records = _state(ctx).raw().list()
+    records = _state(ctx).services.raw().list()
     if as_json:
         rows = [
             {**r.model_dump(mode="json", exclude={"shards", "completed"}), "rows": r.rows, "shards": len(r.shards)}
@@ -423,8 +396,8 @@ def ingest(
         task = progress.add_task("ingesting identities", total=total)
         summary = run_ingest(
             directory,
-            state.raw(),
-            state.registry(),
+            state.services.raw(),
+            state.services.registry(),
             run_id,
             min_images=min_images,
             limit=limit,
@@ -460,10 +433,8 @@ def scrape(
     from collections import Counter
     from datetime import UTC, datetime
 
-    from facescale.scraper.engines import get_engine
     from facescale.scraper.keywords import KeywordList, parse_keywords, read_keywords
     from facescale.scraper.scrape import KeywordOutcome
-    from facescale.scraper.scrape import scrape as run_scrape
 
     state = _state(ctx)
     settings = state.settings.scraper
@@ -478,7 +449,6 @@ def scrape(
     if not wanted.names:
         raise FacescaleError("no keywords: pass --keywords FILE or --identity NAME")
     engine_name = engine or settings.engine
-    search_engine = get_engine(engine_name, base_url or settings.base_url)
     run_id = run_id or f"scrape-{engine_name}-{datetime.now(UTC):%Y%m%d}"
     rejected: Counter[str] = Counter()
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
@@ -488,16 +458,9 @@ def scrape(
             rejected.update(outcome.rejected)
             progress.advance(task)
 
-        summary = run_scrape(
-            wanted.names,
-            engine=search_engine,
-            store=state.raw(),
-            registry=state.registry(),
-            run_id=run_id,
-            settings=settings,
-            per_keyword=per_keyword,
-            workers=workers,
-            on_keyword=advance,
+        summary = state.services.scrape(
+            wanted.names, run_id=run_id, engine=engine_name, base_url=base_url, per_keyword=per_keyword,
+            workers=workers, on_keyword=advance,
         )
     reasons = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
     out.print(
@@ -541,20 +504,10 @@ def curate(
     ] = None,
 ) -> None:
     """Crop, dedup, clean, balance, split and augment every RAW run into a new dataset version."""
-    from facescale.pipeline.curate import curate as run_curate
-
     state = _state(ctx)
-    settings = state.settings.curation
-    if ray_address:
-        settings = settings.model_copy(update={"ray_address": ray_address})
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
-        summary = run_curate(
-            state.location(),
-            settings,
-            sizing=state.sizing(),
-            version_id=version_id,
-            validate=validate,
-            progress=_Bars(progress),
+        summary = state.services.curate(
+            version_id=version_id, validate=validate, ray_address=ray_address, progress=_Bars(progress)
         )
     rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
     out.print(
@@ -571,7 +524,7 @@ def curate(
         return
     what = "new version" if summary.created else f"version ({summary.message})"
     out.print(f"{what} {summary.version_id}: {summary.rows} samples", markup=False, highlight=False)
-    datasets = state.datasets()
+    datasets = state.services.datasets()
     _print_validation(summary.validation, datasets.location.display(datasets.version_dir(summary.version_id)))
     if summary.validation is not None and not summary.validation.success:
         raise typer.Exit(1)
@@ -584,18 +537,14 @@ def validate_cmd(
     publish: Annotated[bool, typer.Option(help="record the outcome in the manifest (publishes on success)")] = True,
 ) -> None:
     """Run the Great Expectations suite over a dataset version (publishing it if it passes)."""
-    from facescale.pipeline.validate import validate_version
-
     state = _state(ctx)
-    store = state.datasets()
+    store = state.services.datasets()
     if version_id == "latest":
         newest = store.latest(published_only=False)
         if newest is None:
             raise FacescaleError("no dataset versions yet: run `facescale curate`")
         version_id = newest.version_id
-    summary = validate_version(
-        store, version_id, publish=publish, max_duplicate_rate=state.settings.curation.max_duplicate_rate
-    )
+    summary = state.services.validate(version_id, publish=publish)
     out.print(f"version {version_id}", markup=False, highlight=False)
     _print_validation(summary, store.location.display(store.version_dir(version_id)))
     if not summary.success:
@@ -656,7 +605,7 @@ def train_cmd(
     from facescale.training.artifacts import register_run
     from facescale.training.train import train as run_train
 
-    store = state.datasets()
+    store = state.services.datasets()
     if version == "latest":
         newest = store.latest(published_only=True)
         if newest is None:
@@ -669,7 +618,7 @@ def train_cmd(
         settings = TrainingSettings.model_validate(data)
     except ValueError as exc:
         raise FacescaleError(f"invalid training settings: {exc}") from exc
-    registry = state.models()
+    registry = state.services.models()
     parent: ModelRecord | None = registry.resolve(warm_start) if warm_start else None
     run_dir = out_dir or RUNS_DIR / (version if parent is None else f"{version}-from-{parent.model_id}")
     warm_dir = registry.local_dir(parent.model_id, run_dir / "warm-start") if parent is not None else None
@@ -732,11 +681,11 @@ def evaluate_cmd(
     from facescale.training.evaluate import leaky_baseline as run_leaky
     from facescale.training.train import TrainResult
 
-    registry = state.models()
+    registry = state.services.models()
     record = registry.resolve(model)
     work = out_dir or RUNS_DIR / f"eval-{record.model_id}"
     model_dir = registry.local_dir(record.model_id, work / "model")
-    store = state.datasets()
+    store = state.services.datasets()
     leaky = None
     if leaky_baseline:
         trained = TrainResult.load(model_dir)
@@ -787,7 +736,7 @@ def models_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List registered models, oldest first."""
-    records = _state(ctx).models().list()
+    records = _state(ctx).services.models().list()
     if as_json:
         out.print_json(json.dumps([r.model_dump(mode="json", exclude={"files", "config"}) for r in records]))
         return
@@ -817,7 +766,7 @@ def models_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show one registered model: data, configuration, metrics, files."""
-    registry = _state(ctx).models()
+    registry = _state(ctx).services.models()
     record = registry.resolve(model)
     if as_json:
         out.print_json(record.model_dump_json())
@@ -854,7 +803,7 @@ def models_show(
 @models_app.command("latest")
 def models_latest(ctx: typer.Context) -> None:
     """Print the id of the newest registered model."""
-    out.print(Text(_state(ctx).models().resolve("latest").model_id))
+    out.print(Text(_state(ctx).services.models().resolve("latest").model_id))
 
 
 # -- serving ---------------------------------------------------------------------------------------
@@ -871,7 +820,8 @@ def _recognizer(state: State, model: str | None, *, calibrate_missing: bool = Tr
     from facescale.serving.loading import load_recognizer
 
     return load_recognizer(
-        state.models(), state.datasets(), state.settings.serving, model or state.settings.serving.model,
+        state.services.models(), state.services.datasets(), state.settings.serving,
+        model or state.settings.serving.model,
         calibrate_missing=calibrate_missing, progress=lambda line: err.print(Text(line)),
     )
 
@@ -1009,11 +959,11 @@ def calibrate_cmd(
     chosen = [_backend(b.strip()) for b in backends.split(",") if b.strip()]
     recognizer = _recognizer(state, model, calibrate_missing=False)
     calibration = calibrate(
-        recognizer, state.datasets(), backends=chosen, gallery_per_identity=gallery,
+        recognizer, state.services.datasets(), backends=chosen, gallery_per_identity=gallery,
         max_pairs=max_pairs, unseen=unseen, unseen_identities=unseen_identities,
         limits=image_limits(state.settings.serving), progress=lambda line: err.print(Text(line)),
     )
-    store_calibration(state.models(), calibration)
+    store_calibration(state.services.models(), calibration)
     report = calibration.report
     table = Table("backend", "check", "pairs", "threshold", "accuracy", "precision", "recall", "ROC AUC",
                   title=f"model {calibration.model_id}: verification")
@@ -1051,7 +1001,7 @@ def serve_cmd(
     settings = state.settings.serving
     updates = {"host": host, "port": port, "model": model}
     settings = settings.model_copy(update={k: v for k, v in updates.items() if v is not None})
-    run(state.models(), state.datasets(), settings)
+    run(state.services.models(), state.services.datasets(), settings)
 
 
 @app.command("demo-web")

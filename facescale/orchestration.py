@@ -1,8 +1,10 @@
 """The work behind the Airflow DAGs, as typed functions that run (and are tested) without Airflow.
 
 The DAG files in ``dags/`` only wire these together; each function takes the `Settings`
-and plain values, does one task's work idempotently and returns a small JSON-able summary
-(ids and counts, never data) for XCom. Idempotency comes from ids derived from the run's
+and plain values, builds what it needs through `facescale.services.Services` (the
+composition root the CLI uses too), does one task's work idempotently and returns a typed
+result (a `TaskResult`: ids and counts, never data) that the task dumps to XCom with
+``to_xcom()`` and the next task validates with ``from_xcom()``. Idempotency comes from ids derived from the run's
 key (its logical date, or its run id for manual runs): the nightly run of 2026-11-30 writes
 RAW runs ``nightly-20261130-b00``, ``-b01``, ... and dataset version ``nightly-20261130``,
 and a retry or rerun resumes or returns those instead of writing new ones.
@@ -16,13 +18,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from facescale.config import Settings
 from facescale.errors import FacescaleError
+from facescale.services import Services
+
+if TYPE_CHECKING:
+    from facescale.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +53,24 @@ def run_key(logical_date: datetime | None, run_id: str) -> str:
     return _ID_UNSAFE.sub("-", rest or run_id).strip("-._")[:80] or "run"
 
 
-def _location(settings: Settings) -> Any:
-    from facescale.storage import Location
+class TaskResult(BaseModel):
+    """What one task hands the next through XCom: ids and counts, validated when read back."""
 
-    return Location.from_uri(settings.storage.root, settings.storage.storage_options)
+    model_config = ConfigDict(extra="forbid")
 
+    def to_xcom(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
-def _sizing(settings: Settings) -> Any:
-    from facescale.storage import ShardSizing
-
-    s = settings.storage
-    return ShardSizing(s.rows_per_row_group, s.max_rows_per_shard, s.max_bytes_per_shard)
+    @classmethod
+    def from_xcom(cls, value: Any) -> Self:
+        """The result a task returned (a `ValidationError` names the field if it is not one)."""
+        return cls.model_validate(value)
 
 
 # -- nightly: plan --------------------------------------------------------------------------
 
 
-@dataclass
-class Batch:
+class Batch(TaskResult):
     """One mapped scrape task: a RAW run id and the names it searches."""
 
     run_id: str
@@ -71,26 +78,17 @@ class Batch:
     per_keyword: int
 
 
-@dataclass
-class Plan:
+class Plan(TaskResult):
     """A nightly run's keywords, fixed once per run key (a rerun scrapes the same batches)."""
 
     key: str
-    new: list[str] = field(default_factory=list)  # names not registered before tonight
-    pending: list[str] = field(default_factory=list)  # registered, never scraped to completion
-    waiting: list[str] = field(default_factory=list)  # curated, still short of clean photos: searched deeper
-    given_up: list[str] = field(default_factory=list)  # still short, but searched max_waiting_nights already
-    waiting_nights: dict[str, int] = field(default_factory=dict)  # nights other plans searched them (waiting, given up)
+    new: list[str] = Field(default_factory=list)  # names not registered before tonight
+    pending: list[str] = Field(default_factory=list)  # registered, never scraped to completion
+    waiting: list[str] = Field(default_factory=list)  # curated, still short of clean photos: searched deeper
+    given_up: list[str] = Field(default_factory=list)  # still short, but searched max_waiting_nights already
+    waiting_nights: dict[str, int] = Field(default_factory=dict)  # nights other plans searched them (waiting, given up)
     max_waiting_nights: int | None = None  # the cap in effect when the plan was made
-    batches: list[Batch] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Plan:
-        batches = [Batch(**b) for b in data.pop("batches", [])]
-        return cls(**data, batches=batches)
+    batches: list[Batch] = Field(default_factory=list)
 
 
 def plan_night(
@@ -116,19 +114,19 @@ def plan_night(
     so the plan shows why they are not searched. Adding such a person by hand searches it again.
     """
     from facescale.scraper.keywords import parse_keywords, read_keywords
-    from facescale.storage import DatasetStore, IdentityRegistry, RawStore
     from facescale.storage.identities import name_key
 
     orch = settings.orchestration
-    location = _location(settings)
+    services = Services(settings)
+    location = services.location()
     plan_path = location.path(PLANS_DIR, f"{prefix}-{key}.json")
     if location.exists(plan_path):
-        plan = Plan.from_json(json.loads(location.read_bytes(plan_path)))
+        plan = Plan.model_validate_json(location.read_bytes(plan_path))
         log.info("plan %s-%s exists: %d batches", prefix, key, len(plan.batches))
         return plan
     per_keyword = per_keyword or settings.scraper.per_keyword
     batch_size = batch_size or orch.batch_size
-    registry = IdentityRegistry(location)
+    registry = services.registry()
     known = {name_key(i.name): i for i in registry.list(include_removed=True)}
     if names is not None:
         wanted = parse_keywords(list(names))
@@ -140,13 +138,13 @@ def plan_night(
         candidates = read_keywords(Path(orch.keywords_file)).names if orch.keywords_file else []
         new = [n for n in candidates if name_key(n) not in known][:limit]
         pending_names = []
-    raw = RawStore(location, _sizing(settings))
+    raw = services.raw()
     completed = {slug for record in raw.list() for slug in record.completed}
     active = [i for i in registry.list() if i.slug not in completed]
     pending = list(dict.fromkeys(pending_names + [i.name for i in active]))
-    plan = Plan(key, new=new, pending=pending, max_waiting_nights=orch.max_waiting_nights)
+    plan = Plan(key=key, new=new, pending=pending, max_waiting_nights=orch.max_waiting_nights)
     if names is None:
-        newest = DatasetStore(location).latest(published_only=False)
+        newest = services.datasets().latest(published_only=False)
         notes = (newest.notes or {}).get("curation", {}) if newest is not None else {}
         by_slug = {i.slug: i.name for i in registry.list()}
         short = [by_slug[s] for s in sorted(notes.get("waiting", {})) if s in by_slug and by_slug[s] not in pending]
@@ -155,25 +153,24 @@ def plan_night(
             nights = plan.waiting_nights[name] = searched.get(name_key(name), 0)
             capped = plan.max_waiting_nights is not None and nights >= plan.max_waiting_nights
             (plan.given_up if capped else plan.waiting).append(name)
-    waiting = plan.waiting
     normal = new + pending
-    for start in range(0, len(normal), batch_size):
-        plan.batches.append(Batch("", normal[start : start + batch_size], per_keyword))
-    for start in range(0, len(waiting), batch_size):
-        plan.batches.append(Batch("", waiting[start : start + batch_size], per_keyword * 2))
-    for index, batch in enumerate(plan.batches):
-        batch.run_id = f"{prefix}-{key}-b{index:02d}"
+    chunks = [(normal[s : s + batch_size], per_keyword) for s in range(0, len(normal), batch_size)]
+    chunks += [(plan.waiting[s : s + batch_size], per_keyword * 2) for s in range(0, len(plan.waiting), batch_size)]
+    plan.batches = [
+        Batch(run_id=f"{prefix}-{key}-b{index:02d}", names=names, per_keyword=depth)
+        for index, (names, depth) in enumerate(chunks)
+    ]
     # Register tonight's new names now, in keyword-file order: labels must not depend on which
     # mapped scrape task happens to run first.
     registry.add(new)
     location.makedirs(location.path(PLANS_DIR))
-    location.write_bytes_atomic(plan_path, json.dumps(plan.to_json(), indent=2).encode())
+    location.write_bytes_atomic(plan_path, json.dumps(plan.to_xcom(), indent=2).encode())
     log.info("planned %s-%s: %d new, %d pending, %d waiting (%d given up), %d batches", prefix, key, len(new),
-             len(pending), len(waiting), len(plan.given_up), len(plan.batches))
+             len(pending), len(plan.waiting), len(plan.given_up), len(plan.batches))
     return plan
 
 
-def _waiting_nights(location: Any, prefix: str, key: str) -> dict[str, int]:
+def _waiting_nights(location: Location, prefix: str, key: str) -> dict[str, int]:
     """How many stored ``prefix`` plans other than ``key``'s searched each identity as waiting (by name key)."""
     from facescale.storage.identities import name_key
 
@@ -186,21 +183,40 @@ def _waiting_nights(location: Any, prefix: str, key: str) -> dict[str, int]:
     return counts
 
 
-def register_identities(settings: Settings, names: list[str]) -> list[dict[str, Any]]:
+class Registered(TaskResult):
+    """One name of an add-identities run as the registry holds it (``new``: it was not active before)."""
+
+    name: str
+    slug: str
+    label: int
+    new: bool
+
+
+def register_identities(settings: Settings, names: list[str]) -> list[Registered]:
     """Add ``names`` to the identity registry (re-adding a removed one restores it)."""
     from facescale.scraper.keywords import parse_keywords
-    from facescale.storage import IdentityRegistry
 
     parsed = parse_keywords(list(names))
     if parsed.rejected:
         raise FacescaleError("invalid names: " + "; ".join(f"#{n}: {why}" for n, why in parsed.rejected))
     if not parsed.names:
         raise FacescaleError("no names given: trigger with conf {\"names\": [\"Ada Lovelace\", ...]}")
-    added = IdentityRegistry(_location(settings)).add(parsed.names)
-    return [{"name": i.name, "slug": i.slug, "label": i.label, "new": new} for i, new in added]
+    added = Services(settings).registry().add(parsed.names)
+    return [Registered(name=i.name, slug=i.slug, label=i.label, new=new) for i, new in added]
 
 
 # -- nightly: scrape, curate, validate, publish ---------------------------------------------
+
+
+class Scraped(TaskResult):
+    """A finished RAW run of one batch."""
+
+    run_id: str
+    keywords: int
+    skipped: int
+    accepted: int
+    rejected: dict[str, int]
+    failed: list[str]
 
 
 def scrape_batch(
@@ -209,105 +225,112 @@ def scrape_batch(
     *,
     engine: str | None = None,
     base_url: str | None = None,
-) -> dict[str, Any]:
+) -> Scraped:
     """Scrape one batch into its RAW run; raise (so the task retries and resumes) if it is unfinished."""
-    from facescale.scraper.engines import get_engine
-    from facescale.scraper.scrape import scrape
-    from facescale.storage import IdentityRegistry, RawStore
-
-    location = _location(settings)
-    name = engine or settings.scraper.engine
-    summary = scrape(
-        batch.names,
-        engine=get_engine(name, base_url or settings.scraper.base_url),
-        store=RawStore(location, _sizing(settings)),
-        registry=IdentityRegistry(location),
-        run_id=batch.run_id,
-        settings=settings.scraper,
-        per_keyword=batch.per_keyword,
+    summary = Services(settings).scrape(
+        batch.names, run_id=batch.run_id, engine=engine, base_url=base_url, per_keyword=batch.per_keyword
     )
-    result = {
-        "run_id": summary.run_id,
-        "keywords": summary.keywords,
-        "skipped": summary.skipped,
-        "accepted": summary.accepted,
-        "rejected": dict(summary.rejected),
-        "failed": summary.failed,
-    }
     if not summary.finished:
         raise FacescaleError(
             f"RAW run {batch.run_id} is unfinished, searches failed for {sorted(summary.failed)}; "
             "a retry resumes it"
         )
-    return result
+    return Scraped(
+        run_id=summary.run_id, keywords=summary.keywords, skipped=summary.skipped, accepted=summary.accepted,
+        rejected=dict(summary.rejected), failed=list(summary.failed),
+    )
 
 
-def curate_version(settings: Settings, version_id: str) -> dict[str, Any]:
+class Curated(TaskResult):
+    """The version a night stands on after curation (``created``: this run made it)."""
+
+    version_id: str | None
+    created: bool
+    message: str | None
+    identities_kept: int
+    identities_waiting: int
+    identities_changed: int
+    rows: int
+    prepared_rows: int
+
+
+def curate_version(settings: Settings, version_id: str) -> Curated:
     """Curate every RAW run into version ``version_id`` on Ray (no gate: `validate` follows).
 
     Returns the version tonight stands on: ``version_id`` itself when it was made (or had been
     by an earlier try), the unchanged newest version when nothing new arrived, or None when no
     identity has enough photos yet.
     """
-    from facescale.pipeline.curate import curate
-
-    summary = curate(_location(settings), settings.curation, sizing=_sizing(settings),
-                     version_id=version_id, validate=False)
-    return {
-        "version_id": summary.version_id,
-        "created": summary.version_id == version_id,
-        "message": summary.message,
-        "identities_kept": summary.identities_kept,
-        "identities_waiting": summary.identities_waiting,
-        "identities_changed": summary.identities_changed,
-        "rows": summary.rows,
-        "prepared_rows": summary.prepared_rows,
-    }
+    summary = Services(settings).curate(version_id=version_id, validate=False)
+    return Curated(
+        version_id=summary.version_id,
+        created=summary.version_id == version_id,
+        message=summary.message,
+        identities_kept=summary.identities_kept,
+        identities_waiting=summary.identities_waiting,
+        identities_changed=summary.identities_changed,
+        rows=summary.rows,
+        prepared_rows=summary.prepared_rows,
+    )
 
 
-def validate_version(settings: Settings, version_id: str) -> dict[str, Any]:
+class Validated(TaskResult):
+    """A version that passed the Great Expectations gate and is published in the store."""
+
+    version_id: str
+    success: bool
+    data_docs: str | None
+
+
+def validate_version(settings: Settings, version_id: str) -> Validated:
     """The Great Expectations gate: publish ``version_id`` in the store if it passes, else raise."""
-    from facescale.pipeline.validate import validate_version as gate
-    from facescale.storage import DatasetStore
-
-    store = DatasetStore(_location(settings), _sizing(settings))
-    manifest = store.get(version_id)
+    services = Services(settings)
+    manifest = services.datasets().get(version_id)
     if manifest.published and manifest.validation is not None:
         summary = manifest.validation
     else:
-        summary = gate(store, version_id, publish=True, max_duplicate_rate=settings.curation.max_duplicate_rate)
+        summary = services.validate(version_id, publish=True)
     if not summary.success:
         failed = ", ".join(str(f) for f in summary.failures[:5])
         raise FacescaleError(f"dataset version {version_id} failed validation: {failed}")
-    return {"version_id": version_id, "success": True, "data_docs": summary.data_docs}
+    return Validated(version_id=version_id, success=True, data_docs=summary.data_docs)
 
 
-def dataset_event(settings: Settings, version_id: str) -> dict[str, Any]:
+class DatasetEvent(TaskResult):
     """The extra of the dataset Asset event announcing a published version."""
-    from facescale.storage import DatasetStore
 
-    store = DatasetStore(_location(settings))
+    version_id: str
+    parent: str | None
+    uri: str
+    identities: int
+    new_identities: list[str]
+    rows: int
+    published_at: str | None
+
+
+def dataset_event(settings: Settings, version_id: str) -> DatasetEvent:
+    """The dataset Asset event's extra for a published version."""
+    store = Services(settings).datasets()
     manifest = store.get(version_id)
     if not manifest.published:
         raise FacescaleError(f"dataset version {version_id} is not published")
     parent = store.get(manifest.parent) if manifest.parent else None
     before = {i.slug for i in parent.identities} if parent else set()
-    return {
-        "version_id": version_id,
-        "parent": manifest.parent,
-        "uri": store.location.display(store.version_dir(version_id)),
-        "identities": len(manifest.identities),
-        "new_identities": sorted(i.slug for i in manifest.identities if i.slug not in before),
-        "rows": manifest.rows,
-        "published_at": manifest.published_at.isoformat() if manifest.published_at else None,
-    }
+    return DatasetEvent(
+        version_id=version_id,
+        parent=manifest.parent,
+        uri=store.location.display(store.version_dir(version_id)),
+        identities=len(manifest.identities),
+        new_identities=sorted(i.slug for i in manifest.identities if i.slug not in before),
+        rows=manifest.rows,
+        published_at=manifest.published_at.isoformat() if manifest.published_at else None,
+    )
 
 
 # -- retraining -----------------------------------------------------------------------------
 
 
-@dataclass
-class Decision:
+class Decision(TaskResult):
     """Whether a dataset version warrants training, and from which model to warm-start."""
 
     train: bool
@@ -315,7 +338,7 @@ class Decision:
     version_id: str | None
     base_model: str | None = None  # newest model that passed the quality bar (the warm start)
     base_version: str | None = None
-    new_identities: list[str] = field(default_factory=list)
+    new_identities: list[str] = Field(default_factory=list)
     new_samples: float | None = None  # relative growth in samples over base_version
 
 
@@ -329,108 +352,142 @@ def retrain_decision(settings: Settings, version_id: str | None, *, force: bool 
     """Train when the version adds ``retrain_min_new_identities`` identities or ``retrain_min_new_samples``
     more samples than the version of the newest model that passed the bar (or when forced, or when
     there is no such model); skip when that model was trained on this very version."""
-    from facescale.storage import DatasetStore, ModelRegistry
-
     orch = settings.orchestration
-    location = _location(settings)
-    store = DatasetStore(location)
+    services = Services(settings)
+    store = services.datasets()
     if version_id is None:
         newest = store.latest(published_only=True)
         if newest is None:
-            return Decision(False, "no published dataset version yet", None)
+            return Decision(train=False, reason="no published dataset version yet", version_id=None)
         version_id = newest.version_id
     manifest = store.get(version_id)
     if not manifest.published:
-        return Decision(False, f"dataset version {version_id} is not published (validation failed?)", version_id)
-    models = [r for r in ModelRegistry(location).list() if passed_bar(r, orch.min_test_top1)]
+        return Decision(
+            train=False, reason=f"dataset version {version_id} is not published (validation failed?)",
+            version_id=version_id,
+        )
+    models = [r for r in services.models().list() if passed_bar(r, orch.min_test_top1)]
     base = models[-1] if models else None
     if base is None:
-        return Decision(True, "no model has passed the quality bar yet", version_id)
-    decision = Decision(False, "", version_id, base.model_id, base.version_id)
+        return Decision(train=True, reason="no model has passed the quality bar yet", version_id=version_id)
+    decision = Decision(
+        train=False, reason="", version_id=version_id, base_model=base.model_id, base_version=base.version_id
+    )
     if base.version_id == version_id and not force:
         decision.reason = f"model {base.model_id} was trained on {version_id} already"
         return decision
     base_manifest = store.get(base.version_id)
     old = {i.slug for i in base_manifest.identities}
     decision.new_identities = sorted(i.slug for i in manifest.identities if i.slug not in old)
-    decision.new_samples = (manifest.rows - base_manifest.rows) / max(1, base_manifest.rows)
+    decision.new_samples = new_samples = (manifest.rows - base_manifest.rows) / max(1, base_manifest.rows)
     if force:
         decision.train, decision.reason = True, "forced"
     elif len(decision.new_identities) >= orch.retrain_min_new_identities:
         decision.train, decision.reason = True, f"{len(decision.new_identities)} new identities"
-    elif decision.new_samples >= orch.retrain_min_new_samples:
-        decision.train, decision.reason = True, f"{decision.new_samples:.0%} more samples"
+    elif new_samples >= orch.retrain_min_new_samples:
+        decision.train, decision.reason = True, f"{new_samples:.0%} more samples"
     else:
         decision.reason = (
-            f"{len(decision.new_identities)} new identities and {decision.new_samples:.0%} more samples "
+            f"{len(decision.new_identities)} new identities and {new_samples:.0%} more samples "
             f"than {base.version_id} (model {base.model_id}): below the retraining thresholds"
         )
     return decision
 
 
-def train_model(settings: Settings, decision: Decision, key: str) -> dict[str, Any]:
+class Trained(TaskResult):
+    """A model trained on the decision's version and registered."""
+
+    model_id: str
+    version_id: str
+    classes: int
+    epochs: int
+    stopped_by: str | None
+    run_dir: str
+
+
+def train_model(settings: Settings, decision: Decision, key: str) -> Trained:
     """Train on the decision's version (warm-started from its base model) and register the model."""
-    from facescale.storage import DatasetStore, ModelRegistry
     from facescale.training.artifacts import register_run
     from facescale.training.train import train
 
     if decision.version_id is None:
         raise FacescaleError("no dataset version to train on")
-    location = _location(settings)
-    registry = ModelRegistry(location)
+    services = Services(settings)
+    registry = services.models()
     run_dir = Path(settings.orchestration.work_dir) / f"retrain-{key}-{decision.version_id}"
     warm = registry.local_dir(decision.base_model, run_dir / "warm-start") if decision.base_model else None
     result = train(
-        DatasetStore(location), decision.version_id, settings.training, run_dir,
+        services.datasets(), decision.version_id, settings.training, run_dir,
         max_steps_per_epoch=settings.orchestration.max_steps_per_epoch, warm_start=warm, verbose=2,
     )
     record = register_run(registry, run_dir, parent=decision.base_model)
-    return {
-        "model_id": record.model_id,
-        "version_id": record.version_id,
-        "classes": result.num_classes,
-        "epochs": result.epochs,
-        "stopped_by": result.stopped_by,
-        "run_dir": str(run_dir.resolve()),
-    }
+    return Trained(
+        model_id=record.model_id,
+        version_id=record.version_id,
+        classes=result.num_classes,
+        epochs=result.epochs,
+        stopped_by=result.stopped_by,
+        run_dir=str(run_dir.resolve()),
+    )
 
 
-def evaluate_model(settings: Settings, model_id: str, key: str) -> dict[str, Any]:
+class Evaluated(TaskResult):
+    """A registered model's test-split evaluation and whether it passed the quality bar."""
+
+    model_id: str
+    top1: float
+    top5: float
+    examples: int
+    passed: bool
+    min_test_top1: float
+    eval_dir: str
+
+
+def evaluate_model(settings: Settings, model_id: str, key: str) -> Evaluated:
     """Evaluate a registered model on its version's test split and store the evaluation with it."""
-    from facescale.storage import DatasetStore, ModelRegistry
     from facescale.training.artifacts import register_evaluation
     from facescale.training.evaluate import evaluate
 
-    location = _location(settings)
-    registry = ModelRegistry(location)
+    services = Services(settings)
+    registry = services.models()
     work = Path(settings.orchestration.work_dir) / f"eval-{key}-{model_id}"
     model_dir = registry.local_dir(model_id, work / "model")
-    result = evaluate(DatasetStore(location), model_dir, work / "eval")
+    result = evaluate(services.datasets(), model_dir, work / "eval")
     register_evaluation(registry, model_id, work / "eval", result)
-    return {
-        "model_id": model_id,
-        "top1": result.top1,
-        "top5": result.top5,
-        "examples": result.examples,
-        "passed": result.top1 >= settings.orchestration.min_test_top1,
-        "min_test_top1": settings.orchestration.min_test_top1,
-        "eval_dir": registry.location.display(registry.files_dir(model_id)) + "/eval",
-    }
+    return Evaluated(
+        model_id=model_id,
+        top1=result.top1,
+        top5=result.top5,
+        examples=result.examples,
+        passed=result.top1 >= settings.orchestration.min_test_top1,
+        min_test_top1=settings.orchestration.min_test_top1,
+        eval_dir=registry.location.display(registry.files_dir(model_id)) + "/eval",
+    )
 
 
-def model_event(settings: Settings, model_id: str) -> dict[str, Any]:
+class ModelEvent(TaskResult):
     """The extra of the model Asset event announcing a model that passed the quality bar."""
-    from facescale.storage import ModelRegistry
 
-    registry = ModelRegistry(_location(settings))
+    model_id: str
+    version_id: str
+    classes: int
+    parent: str | None
+    top1: float | None
+    top5: float | None
+    uri: str
+
+
+def model_event(settings: Settings, model_id: str) -> ModelEvent:
+    """The model Asset event's extra for a model that passed the quality bar."""
+    registry = Services(settings).models()
     record = registry.get(model_id)
     evaluation = record.metrics.get("evaluation") or {}
-    return {
-        "model_id": model_id,
-        "version_id": record.version_id,
-        "classes": record.num_classes,
-        "parent": record.parent,
-        "top1": evaluation.get("top1"),
-        "top5": evaluation.get("top5"),
-        "uri": registry.location.display(registry.model_dir(model_id)),
-    }
+    return ModelEvent(
+        model_id=model_id,
+        version_id=record.version_id,
+        classes=record.num_classes,
+        parent=record.parent,
+        top1=evaluation.get("top1"),
+        top5=evaluation.get("top5"),
+        uri=registry.location.display(registry.model_dir(model_id)),
+    )

@@ -52,9 +52,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Put every test under tests/training, and every test that needs a trained model, in the training tier.
 
     The tiers are markers (pyproject.toml); `make test-fast` leaves out the ray, browser,
-    airflow, training, slow and cluster tiers.
+    airflow, training, slow and cluster tiers. In a pytest-xdist worker the grouped tests
+    come first (see `pytest_xdist_make_scheduler`), so the longest groups start first.
     """
     for item in items:
         in_training = item.path.is_relative_to(TESTS / "training")
         if in_training or TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.training)
+    if hasattr(config, "workerinput"):
+        ranks = {name: rank for rank, (name, _) in enumerate(XDIST_GROUPS)}
+        items.sort(key=lambda item: ranks.get(_xdist_group(item.nodeid) or "", len(ranks)))
+
+
+# `make test` runs pytest-xdist workers. A tier whose session fixtures are expensive keeps to
+# one worker, so its models are trained, its Airflow set up and its Ray clusters started
+# once and one at a time; everything else is shared out test by test. (By path, not by
+# marker: the controller schedules from node ids alone; xdist's own ``loadgroup`` does not
+# work with pytest 9, whose node ids it can no longer suffix.)
+XDIST_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("training", ("tests/training/", "tests/serving/")),
+    ("airflow", ("tests/dags/",)),
+    ("ray", ("tests/pipeline/test_curate.py", "tests/pipeline/test_ray_session.py")),
+)
+
+
+def _xdist_group(nodeid: str) -> str | None:
+    return next((name for name, prefixes in XDIST_GROUPS if nodeid.startswith(prefixes)), None)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's scope scheduling with our groups as scopes (every other test its own scope)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _xdist_group(nodeid) or nodeid
+
+    return TierScheduling(config, log)

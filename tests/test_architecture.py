@@ -41,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "facescale.serving": STAGE | {"facescale.training", "facescale.pipeline.faces", "facescale.pipeline.embeddings"},
     # a tool for demos, tests and benchmarks: the site and its image synthesiser, nothing of the stages
     "facescale.demoweb": BASE,
+    "facescale.services": {"facescale"},  # the composition root: stores and stage calls, never dags
     "facescale.cli": {"facescale"},  # everything of ours, but never dags
     "facescale.orchestration": {"facescale"},  # the DAGs' work: wires the stages, never dags
     "dags": {"facescale"},

@@ -70,7 +70,10 @@ def run_key(*, by_date: bool = True) -> str:
 def scrape(batch: dict[str, Any]) -> dict[str, Any]:
     """Scrape one planned batch into its RAW run (expand it over the plan's batches)."""
     params = get_current_context()["params"]
-    return orch.scrape_batch(settings(), orch.Batch(**batch), engine=params["engine"], base_url=params["base_url"])
+    scraped = orch.scrape_batch(
+        settings(), orch.Batch.from_xcom(batch), engine=params["engine"], base_url=params["base_url"]
+    )
+    return scraped.to_xcom()
 
 
 def curate_and_publish(scraped: Any, prefix: str, *, by_date: bool) -> None:
@@ -83,21 +86,25 @@ def curate_and_publish(scraped: Any, prefix: str, *, by_date: bool) -> None:
 
     @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(hours=6))
     def curate() -> dict[str, Any]:
-        return orch.curate_version(settings(), f"{prefix}-{run_key(by_date=by_date)}")
+        return orch.curate_version(settings(), f"{prefix}-{run_key(by_date=by_date)}").to_xcom()
 
     @task.short_circuit
     def created(curated: dict[str, Any]) -> bool:
         """Go on only with a version made by this run: nothing new means no version and no event."""
-        log.info("curated: %s", curated["message"] or f"version {curated['version_id']}")
-        return bool(curated["created"])
+        result = orch.Curated.from_xcom(curated)
+        log.info("curated: %s", result.message or f"version {result.version_id}")
+        return result.created
 
     @task
     def validate(curated: dict[str, Any]) -> dict[str, Any]:
-        return orch.validate_version(settings(), curated["version_id"])
+        version_id = orch.Curated.from_xcom(curated).version_id
+        if version_id is None:  # `created` lets only a made version through
+            raise ValueError("no version to validate")
+        return orch.validate_version(settings(), version_id).to_xcom()
 
     @task(outlets=[DATASET])
     def publish(validated: dict[str, Any]) -> dict[str, Any]:
-        extra = orch.dataset_event(settings(), validated["version_id"])
+        extra = orch.dataset_event(settings(), orch.Validated.from_xcom(validated).version_id).to_xcom()
         get_current_context()["outlet_events"][DATASET].extra = extra
         return extra
 
