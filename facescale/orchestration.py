@@ -145,9 +145,9 @@ def plan_night(
     plan = Plan(key=key, new=new, pending=pending, max_waiting_nights=orch.max_waiting_nights)
     if names is None:
         newest = services.datasets().latest(published_only=False)
-        notes = (newest.notes or {}).get("curation", {}) if newest is not None else {}
+        waiting_slugs = sorted(newest.curation_notes().waiting) if newest is not None else []
         by_slug = {i.slug: i.name for i in registry.list()}
-        short = [by_slug[s] for s in sorted(notes.get("waiting", {})) if s in by_slug and by_slug[s] not in pending]
+        short = [by_slug[s] for s in waiting_slugs if s in by_slug and by_slug[s] not in pending]
         searched = _waiting_nights(location, prefix, key) if short else {}
         for name in short:
             nights = plan.waiting_nights[name] = searched.get(name_key(name), 0)

@@ -37,10 +37,9 @@ import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -49,13 +48,16 @@ from facescale.errors import ConfigError, FacescaleError
 from facescale.storage import (
     ChunkRecord,
     CropStore,
+    CurationNotes,
     DatasetStore,
     ExclusionList,
     IdentityEntry,
     IdentityRegistry,
+    KeptNote,
     Location,
     Manifest,
     RawStore,
+    SelectionNote,
     ShardSizing,
     ValidationSummary,
     VersionWriter,
@@ -66,15 +68,13 @@ from facescale.storage import (
     read_table,
 )
 from facescale.storage.exclusions import Exclusion
-from facescale.storage.schemas import SPLITS, Split
+from facescale.storage.schemas import SPLITS
 
-from .augment import AugmentParams, PlannedSample, extra_train_samples, plan_samples
-from .balance import BalanceParams, Candidate, Selection, balance_identity
-from .cleaning import SheetItem, Verdict, clean_identity, exclusions_for, write_contact_sheet
-from .dedup import Decision, Record, resolve
+from .augment import AugmentParams
+from .cleaning import SheetItem, Verdict, exclusions_for, write_contact_sheet
+from .decide import META_COLUMNS, IdentityDecision, decide
 from .faces import CropParams
 from .sink import Receipts, data_context, sink_options, write_shards
-from .split import SplitParams, split_sources
 
 if TYPE_CHECKING:
     from facescale.storage.shards import ShardInfo
@@ -86,19 +86,6 @@ PREPARE_VERSION = "prepare/1: haar crop, phash192 + 5 windows, dlib resnet v1 (c
 #: Bumped when sample generation changes (augmentation, encoding).
 SAMPLES_VERSION = "samples/2: augment.augmented_copy, JPEG q95, identities mixed within a shard's split"
 JPEG_QUALITY = 95
-
-META_COLUMNS = [
-    "image_id",
-    "identity",
-    "identity_slug",
-    "error",
-    "face_box",
-    "sharpness",
-    "phash",
-    "phash_windows",
-    "embedding",
-]
-
 
 class ProgressSink(Protocol):
     """Where curation reports the progress of its long steps (the CLI shows rich bars)."""
@@ -116,27 +103,6 @@ class Progress:
 
     def advance(self, n: int = 1) -> None:
         pass
-
-
-@dataclass
-class IdentityOutcome:
-    """What curation decided for one identity."""
-
-    slug: str
-    name: str
-    label: int
-    selection: Selection
-    plan: list[PlannedSample]
-    verdicts: dict[
-        str, tuple[str | None, float | None, int | None, bool]
-    ]  # image_id -> reason, distance, group, reviewed
-    removed: Counter[str] = field(default_factory=Counter)
-    fingerprint: str | None = None
-    chunks: dict[str, str] = field(default_factory=dict)  # image_id -> the crop-cache chunk its crop is read from
-
-    def counts(self) -> dict[Split, int]:
-        found = Counter(p.split for p in self.plan)
-        return {s: found.get(s, 0) for s in SPLITS}
 
 
 @dataclass
@@ -191,19 +157,6 @@ def version_config(settings: CurationSettings, params: CropParams) -> dict[str, 
     config["crop"] = params.to_dict()
     config["augment"] = asdict(AugmentParams())
     return config
-
-
-def quality_score(sharpness: float | None, face_side: int | None, distance: float | None, threshold: float) -> float:
-    """How good a clean crop is, for balancing (higher first): three terms in [0, 1], summed.
-
-    Sharpness (variance of the Laplacian, saturating at 300), face resolution in the source
-    photo (saturating at 200 px: beyond it the 128 px crop gains nothing) and typicality
-    (1 - distance to the identity's core / threshold).
-    """
-    sharp = min(float(sharpness or 0.0), 300.0) / 300.0
-    size = min(float(face_side or 0), 200.0) / 200.0
-    typical = 1.0 - min(float(distance), threshold) / threshold if distance is not None else 0.0
-    return round(sharp + size + typical, 6)
 
 
 # -- Ray --------------------------------------------------------------------------------------
@@ -371,147 +324,7 @@ def _load_meta(crops: CropStore, chunks: Sequence[ChunkRecord]) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def decide(
-    meta: pa.Table,
-    names: Mapping[str, tuple[str, int]],
-    exclusions: Sequence[Exclusion],
-    settings: CurationSettings,
-    rejected: Counter[str],
-) -> dict[str, IdentityOutcome]:
-    """Step 2 for every identity with crops: dedup, cleaning, balance, split and the sample plan.
-
-    Args:
-        meta: crop-cache metadata (`META_COLUMNS`) of every prepared photo.
-        names: active identities, slug -> (display name, label).
-        exclusions: the persistent exclusion list.
-        settings: the curation rules.
-        rejected: counts of rejection reasons, updated in place.
-
-    Returns:
-        slug -> outcome, for identities with at least one usable crop (sorted by slug).
-    """
-    slugs = meta.column("identity_slug").to_pylist()
-    image_ids = meta.column("image_id").to_pylist()
-    errors = meta.column("error").to_pylist()
-    sharpness = meta.column("sharpness").to_pylist()
-    boxes = meta.column("face_box").to_pylist()
-    phash = meta.column("phash").to_pylist()
-    windows = meta.column("phash_windows").to_pylist()
-    embeddings_col = meta.column("embedding")
-    chunk_of = meta.column("chunk").to_pylist()
-
-    from .prepare import STORED_DUPLICATE, key_int, window_ints
-
-    # Which identities claim each photo (bytes stored once count for every name they came under).
-    claims: dict[str, set[str]] = defaultdict(set)
-    for slug, image_id, error in zip(slugs, image_ids, errors, strict=True):
-        if slug in names and (error is None or error == STORED_DUPLICATE):
-            claims[image_id].add(slug)
-    rows: list[int] = []
-    seen: set[tuple[str, str]] = set()
-    dropped: dict[str, dict[str, str]] = defaultdict(dict)
-    for i, (slug, image_id, error) in enumerate(zip(slugs, image_ids, errors, strict=True)):
-        if slug not in names:
-            rejected["identity_not_active"] += 1
-        elif (slug, image_id) in seen:  # the same photo stored twice for one identity
-            continue
-        elif len(claims.get(image_id, ())) > 1:  # one photo under two names: label noise, out of both
-            seen.add((slug, image_id))
-            dropped[slug][image_id] = "cross_identity_duplicate"
-            rejected["cross_identity_duplicate"] += 1
-        elif error == STORED_DUPLICATE:
-            continue  # RAW counted it; its bytes are another row of the same identity
-        elif error is not None:
-            rejected[error] += 1
-        else:
-            seen.add((slug, image_id))
-            rows.append(i)
-    records = [
-        Record(
-            key=f"{slugs[i]}/{image_ids[i]}",
-            identity=slugs[i],
-            phash=key_int(phash[i]),
-            quality=float(sharpness[i] or 0.0),
-            sha256=image_ids[i],
-            windows=window_ints(windows[i]),
-        )
-        for i in rows
-    ]
-    decisions: list[Decision] = resolve(records, settings.near_duplicate_distance) if records else []
-    by_identity: dict[str, list[int]] = defaultdict(list)
-    for i, d in zip(rows, decisions, strict=True):
-        if d.keep:
-            by_identity[slugs[i]].append(i)
-        else:
-            dropped[slugs[i]][image_ids[i]] = d.reason or "duplicate"
-            rejected[d.reason or "duplicate"] += 1
-
-    excluded: dict[str, set[str]] = defaultdict(set)
-    keep: dict[str, set[str]] = defaultdict(set)
-    for entry in exclusions:
-        (excluded if entry.excludes else keep)[entry.identity_slug].add(entry.source_image_id)
-
-    balance = BalanceParams.from_settings(settings)
-    split = SplitParams.from_settings(settings)
-    fractions = split.fractions
-    outcomes: dict[str, IdentityOutcome] = {}
-    for slug in sorted(set(by_identity) | set(dropped)):
-        members = by_identity.get(slug, [])
-        ids = [image_ids[i] for i in members]
-        vectors = np.full((len(members), 128), np.nan, dtype=np.float64)
-        for row, i in enumerate(members):
-            value = embeddings_col[i].as_py()
-            if value is not None:
-                vectors[row] = value
-        verdicts: list[Verdict] = (
-            clean_identity(
-                ids,
-                vectors,
-                settings.cleaning_threshold,
-                excluded=excluded.get(slug, ()),
-                reviewed_keep=keep.get(slug, ()),
-            )
-            if members
-            else []
-        )
-        candidates = []
-        outcome_verdicts: dict[str, tuple[str | None, float | None, int | None, bool]] = {}
-        removed: Counter[str] = Counter()
-        for v, i in zip(verdicts, members, strict=True):
-            outcome_verdicts[image_ids[i]] = (v.reason, v.distance, v.group, v.reviewed)
-            if v.kept:
-                face = boxes[i]
-                side = min(face["w"], face["h"]) if face else None
-                candidates.append(
-                    Candidate(image_ids[i], quality_score(sharpness[i], side, v.distance, settings.cleaning_threshold))
-                )
-            else:
-                removed[v.reason or "removed"] += 1
-                rejected[v.reason or "removed"] += 1
-        for image_id, reason in dropped.get(slug, {}).items():
-            outcome_verdicts[image_id] = (reason, None, None, False)
-            removed[reason] += 1
-        selection = balance_identity(candidates, balance)
-        plan: list[PlannedSample] = []
-        if selection.kept:
-            assignment = split_sources(selection.selected, split)
-            extra = extra_train_samples(selection, settings.augment_factor, fractions)
-            plan = plan_samples(selection, assignment, settings.augment_factor, extra)
-        name, label = names[slug]
-        outcomes[slug] = IdentityOutcome(
-            slug,
-            name,
-            label,
-            selection,
-            plan,
-            outcome_verdicts,
-            removed,
-            chunks={image_ids[i]: chunk_of[i] for i in members},
-        )
-    return outcomes
-
-
-def identity_fingerprint(outcome: IdentityOutcome, config: Mapping[str, Any]) -> str:
+def identity_fingerprint(outcome: IdentityDecision, config: Mapping[str, Any]) -> str:
     """Changes whenever anything that shapes the identity's samples does."""
     plan = sorted((p.source_image_id, p.split, p.aug_index) for p in outcome.plan)
     return _digest(
@@ -559,7 +372,7 @@ def _write_reused(
 def _write_new(
     crops: CropStore,
     chunks: Sequence[ChunkRecord],
-    outcomes: Sequence[IdentityOutcome],
+    outcomes: Sequence[IdentityDecision],
     settings: CurationSettings,
     writer: VersionWriter,
     progress: ProgressSink,
@@ -620,7 +433,7 @@ def _write_sheets(
     crops: CropStore,
     chunks: Sequence[ChunkRecord],
     meta: pa.Table,
-    outcomes: Mapping[str, IdentityOutcome],
+    outcomes: Mapping[str, IdentityDecision],
     touched: set[str],
     threshold: float,
     group_rows: int = 4000,
@@ -664,19 +477,18 @@ def _write_sheets(
                 continue
             selected = set(outcome.selection.selected)
             items = []
-            for index, (image_id, (reason, distance, group_no, reviewed)) in enumerate(
-                sorted(outcome.verdicts.items())
-            ):
+            for index, (image_id, v) in enumerate(sorted(outcome.verdicts.items())):
+                reason: str | None = v.reason.value if v.reason is not None else None
                 if reason is None and image_id not in selected:
                     reason = "spare" if outcome.selection.kept else "waiting"
-                verdict = Verdict(index, reason is None, reason, distance, group_no, reviewed)
+                verdict = Verdict(index, reason is None, reason, v.distance, v.group, v.reviewed)
                 items.append(SheetItem(image_id, images[slug].get(image_id), verdict))
             write_contact_sheet(sheets, outcome.name, items, threshold=threshold, slug=slug)
     _write_sheet_index(sheets, outcomes)
     return sheets.display(sheets.path("index.html"))
 
 
-def _write_sheet_index(sheets: Location, outcomes: Mapping[str, IdentityOutcome]) -> None:
+def _write_sheet_index(sheets: Location, outcomes: Mapping[str, IdentityDecision]) -> None:
     import html
 
     rows = []
@@ -748,7 +560,6 @@ def _build(
     crops = CropStore(location, sizing)
     params = crop_params(settings)
     config = version_config(settings, params)
-    rejected: Counter[str] = Counter()
 
     with RaySession(settings.ray_address) as ray_session:
         new_shards, prepared, new_chunks = prepare(raw, crops, settings, params, progress, ray_session)
@@ -756,15 +567,16 @@ def _build(
         meta = _load_meta(crops, chunks)
         names = {i.slug: (i.name, i.label) for i in IdentityRegistry(location).list()}
         exclusion_list = ExclusionList(location)
-        outcomes = decide(meta, names, exclusion_list.load(), settings, rejected)
+        decisions = decide(meta, names, exclusion_list.load(), settings)
+        outcomes, rejected = decisions.identities, decisions.rejected
         kept = {slug: o for slug, o in outcomes.items() if o.selection.kept}
         for o in kept.values():
             o.fingerprint = identity_fingerprint(o, config)
         content = _digest(sorted((slug, o.fingerprint) for slug, o in kept.items()))
 
         parent = store.latest(published_only=False)
-        parent_notes = (parent.notes.get("curation", {}) if parent else {}) or {}
-        parent_fps = {s: e.get("fingerprint") for s, e in parent_notes.get("identities", {}).items()}
+        parent_notes = parent.curation_notes() if parent else CurationNotes()
+        parent_fps = {s: e.fingerprint for s, e in parent_notes.identities.items()}
         changed = [o for slug, o in kept.items() if parent_fps.get(slug) != o.fingerprint]
         reused = {slug for slug, o in kept.items() if parent_fps.get(slug) == o.fingerprint}
         # contact sheets: every identity on a first run, later those with new photos or a new plan
@@ -776,26 +588,13 @@ def _build(
         auto = [e for o in outcomes.values() for e in _auto_exclusions(o)]
 
         waiting = sum(1 for o in outcomes.values() if not o.selection.kept)
-        base = dict(
-            new_raw_shards=new_shards,
-            prepared_rows=prepared,
-            identities_kept=len(kept),
-            identities_waiting=waiting,
-            rejected=rejected,
-            sheets=sheets,
-        )
         if not kept:
             return CurateSummary(
-                None,
-                False,
-                False,
-                None,
-                identities_changed=0,
-                rows=0,
+                None, False, False, None, new_raw_shards=new_shards, prepared_rows=prepared, identities_kept=0,
+                identities_waiting=waiting, identities_changed=0, rows=0, rejected=rejected, sheets=sheets,
                 message=f"no identity has {settings.min_per_identity} clean crops yet; nothing to version",
-                **base,  # type: ignore[arg-type]
             )
-        if parent is not None and parent_notes.get("content") == content:
+        if parent is not None and parent_notes.content == content:
             if auto:
                 exclusion_list.add(auto)
             summary = _existing(parent, "nothing changed since this version")
@@ -821,41 +620,33 @@ def _build(
                 entries.append(
                     IdentityEntry(name=o.name, slug=slug, label=o.label, counts=got, sources=len(o.selection.selected))
                 )
-            notes = {
-                "curation": {
-                    "content": content,
-                    "prepare": prepare_fingerprint(params),
-                    "chunks": [c.chunk_id for c in chunks],
-                    "identities": {
-                        slug: {
-                            **o.selection.to_manifest(),
-                            "fingerprint": o.fingerprint,
-                            "reused": slug in reused,
-                            "removed": dict(o.removed),
-                        }
-                        for slug, o in sorted(kept.items())
-                    },
-                    "waiting": {
-                        slug: {**o.selection.to_manifest(), "removed": dict(o.removed)}
-                        for slug, o in sorted(outcomes.items())
-                        if not o.selection.kept
-                    },
-                    "rejected": dict(sorted(rejected.items())),
-                    "padding": "identities below per_identity photos are never padded with duplicates: "
-                    "their missing train samples are extra augmented copies of their train photos",
-                }
-            }
-            manifest = writer.commit(entries, notes)
+            notes = CurationNotes(
+                content=content,
+                prepare=prepare_fingerprint(params),
+                chunks=[c.chunk_id for c in chunks],
+                identities={
+                    slug: KeptNote(
+                        **o.selection.to_manifest(), removed=dict(o.removed), fingerprint=o.fingerprint or "",
+                        reused=slug in reused,
+                    )
+                    for slug, o in sorted(kept.items())
+                },
+                waiting={
+                    slug: SelectionNote(**o.selection.to_manifest(), removed=dict(o.removed))
+                    for slug, o in sorted(outcomes.items())
+                    if not o.selection.kept
+                },
+                rejected=dict(sorted(rejected.items())),
+                padding="identities below per_identity photos are never padded with duplicates: "
+                "their missing train samples are extra augmented copies of their train photos",
+            )
+            manifest = writer.commit(entries, {"curation": notes.model_dump(mode="json")})
     if auto:  # after the commit: a run killed before it leaves the list as it was
         exclusion_list.add(auto)
     return CurateSummary(
-        manifest.version_id,
-        True,
-        False,
-        None,
-        identities_changed=len(changed),
-        rows=manifest.rows,
-        **base,  # type: ignore[arg-type]
+        manifest.version_id, True, False, None, new_raw_shards=new_shards, prepared_rows=prepared,
+        identities_kept=len(kept), identities_waiting=waiting, identities_changed=len(changed), rows=manifest.rows,
+        rejected=rejected, sheets=sheets,
     )
 
 
@@ -874,8 +665,8 @@ def _chunks_for(meta: pa.Table, chunks: Sequence[ChunkRecord], slugs: set[str]) 
     return [c for c in chunks if c.chunk_id in wanted]
 
 
-def _auto_exclusions(outcome: IdentityOutcome) -> list[Exclusion]:
-    ids = [i for i, v in outcome.verdicts.items() if v[0] == "wrong_person"]
+def _auto_exclusions(outcome: IdentityDecision) -> list[Exclusion]:
+    ids = outcome.wrong_person()
     verdicts = [Verdict(n, False, "wrong_person", None) for n in range(len(ids))]
     return exclusions_for(outcome.slug, ids, verdicts)
 
@@ -887,7 +678,7 @@ def _validate(store: DatasetStore, version_id: str, settings: CurationSettings) 
 
 
 def _existing(manifest: Manifest, why: str) -> CurateSummary:
-    notes = manifest.notes.get("curation", {}) if manifest.notes else {}
+    notes = manifest.curation_notes()
     return CurateSummary(
         manifest.version_id,
         False,
@@ -896,9 +687,9 @@ def _existing(manifest: Manifest, why: str) -> CurateSummary:
         new_raw_shards=0,
         prepared_rows=0,
         identities_kept=len(manifest.identities),
-        identities_waiting=len(notes.get("waiting", {})),
+        identities_waiting=len(notes.waiting),
         identities_changed=0,
         rows=manifest.rows,
-        rejected=Counter(notes.get("rejected", {})),
+        rejected=Counter(notes.rejected),
         message=why,
     )

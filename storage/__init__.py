@@ -8,7 +8,7 @@ from .crops import ChunkRecord, ChunkWriter, CropStore, chunk_id, raw_shard_key
 from .exclusions import Exclusion, ExclusionList
 from .fs import Location
 from .identities import Identity, IdentityRegistry, make_slug, normalize_name
-from .manifest import IdentityEntry, Manifest, ValidationSummary
+from .manifest import CurationNotes, IdentityEntry, KeptNote, Manifest, SelectionNote, ValidationSummary
 from .models import ModelFile, ModelRecord, ModelRegistry, new_model_id
 from .raw import RawRunWriter, RawStore, RunRecord
 from .schemas import CROP_SCHEMA, CURATED_SCHEMA, RAW_SCHEMA, SPLITS
@@ -23,12 +23,14 @@ __all__ = [
     "ChunkRecord",
     "ChunkWriter",
     "CropStore",
+    "CurationNotes",
     "DatasetStore",
     "Exclusion",
     "ExclusionList",
     "Identity",
     "IdentityEntry",
     "IdentityRegistry",
+    "KeptNote",
     "Location",
     "Manifest",
     "ModelFile",
@@ -37,6 +39,7 @@ __all__ = [
     "RawRunWriter",
     "RawStore",
     "RunRecord",
+    "SelectionNote",
     "ShardInfo",
     "ShardSizing",
     "ShardTarget",

@@ -10,9 +10,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from facescale.errors import NotFoundError
+from facescale.errors import ManifestError, NotFoundError
 
 from .records import parse_record
 from .schemas import SPLITS, Split
@@ -67,6 +67,40 @@ class ValidationSummary(BaseModel):
     data_docs: str | None = None
 
 
+class SelectionNote(BaseModel):
+    """One identity's balance decision as a version records it (`pipeline.balance.Selection.to_manifest`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Literal["waiting", "kept", "kept_padded"] = "waiting"
+    candidates: int = 0  # clean photos it had
+    selected: int = 0  # source photos kept
+    shortfall: int = 0  # photos short of per_identity, made up by extra augmented train samples
+    needed: int = 0  # more clean photos a waiting identity needs
+    removed: dict[str, int] = Field(default_factory=dict)  # photos left out, by reason
+
+
+class KeptNote(SelectionNote):
+    """A kept identity: also the fingerprint of what shapes its samples, and whether they were copied."""
+
+    fingerprint: str
+    reused: bool  # its samples were copied from the parent version (same fingerprint)
+
+
+class CurationNotes(BaseModel):
+    """What curation records in ``notes["curation"]``: the contract the next (incremental) build reads."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    content: str | None = None  # digest of every kept identity's fingerprint: equal means nothing changed
+    prepare: str | None = None  # the prepare step's fingerprint (crop parameters)
+    chunks: list[str] = Field(default_factory=list)  # the crop-cache chunks the version was built from
+    identities: dict[str, KeptNote] = Field(default_factory=dict)  # slug -> kept identity
+    waiting: dict[str, SelectionNote] = Field(default_factory=dict)  # slug -> identity still short of photos
+    rejected: dict[str, int] = Field(default_factory=dict)  # every photo left out, by reason
+    padding: str | None = None  # how short identities are padded (for readers of the manifest)
+
+
 class Manifest(BaseModel):
     """Everything a reader needs to use a version without listing directories."""
 
@@ -103,6 +137,17 @@ class Manifest(BaseModel):
 
     def split_counts(self) -> dict[str, int]:
         return {s: sum(i.counts.get(s, 0) for i in self.identities) for s in SPLITS}
+
+    def curation_notes(self) -> CurationNotes:
+        """``notes["curation"]``, typed (empty for a version curation did not make); malformed: `ManifestError`."""
+        try:
+            return CurationNotes.model_validate(self.notes.get("curation") or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(root)"
+            raise ManifestError(
+                f"malformed manifest of {self.version_id}: notes.curation.{where}: {first['msg']}"
+            ) from exc
 
     def to_json(self) -> bytes:
         return self.model_dump_json(indent=2).encode() + b"\n"

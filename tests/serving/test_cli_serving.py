@@ -37,7 +37,7 @@ def test_identify_prints_json_and_writes_annotated_images(
     assert [len(r["faces"]) for r in doc["results"]] == [2, 1]
     assert all(len(f["candidates"]) == 2 for r in doc["results"] for f in r["faces"])
     assert Path(doc["results"][0]["annotated"]).stat().st_size > 5_000
-    code, out, _ = run_cli(capsys, "identify", str(two))
+    code, out, _ = run_cli(capsys, "identify", two.name)  # relative (cwd: tmp_path): a short cell, never cut
     assert code == 0 and "unknown below" in out and "Colin Powell" in out  # a candidate in the table
     assert out.count("two.") == 2  # a row per face
 
