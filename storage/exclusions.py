@@ -36,7 +36,7 @@ from . import layout
 from .fs import Location, edit_lock
 from .identities import MAX_SLUG_LENGTH, SLUG_PATTERN
 from .manifest import utcnow
-from .records import parse_record
+from .records import read_document
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,8 @@ class ExclusionList:
     # -- reading ---------------------------------------------------------------------------
     def load(self) -> list[Exclusion]:
         """Every entry, sorted by (identity_slug, source_image_id); empty when there is no file."""
-        if not self.location.exists(self.path):
-            return []
-        data = self.location.read_bytes(self.path)
+        parsed = read_document(self.location, self.path, ExclusionsFile, "exclusion list")
         where = self.location.display(self.path)
-        parsed = parse_record(ExclusionsFile, data, "exclusion list", where)
         keys = [e.key for e in parsed.entries]
         if len(keys) != len(set(keys)):
             raise ManifestError(f"malformed exclusion list {where}: duplicate (identity_slug, source_image_id)")

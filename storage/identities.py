@@ -30,7 +30,7 @@ from facescale.errors import InvalidIdentityError, ManifestError, NotFoundError
 from . import layout
 from .fs import Location, edit_lock
 from .manifest import utcnow
-from .records import parse_record
+from .records import read_document
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,7 @@ class IdentityRegistry:
     # -- reading ---------------------------------------------------------------------------
     def load(self) -> list[Identity]:
         """Every identity ever registered (removed ones included), in label order."""
-        if not self.location.exists(self.path):
-            return []
-        data = self.location.read_bytes(self.path)
-        parsed = parse_record(RegistryFile, data, "identity registry", self.location.display(self.path))
+        parsed = read_document(self.location, self.path, RegistryFile, "identity registry")
         _check_consistent(parsed.identities, self.location.display(self.path))
         return sorted(parsed.identities, key=lambda i: i.label)
 

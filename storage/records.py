@@ -15,6 +15,8 @@ from pydantic import BaseModel, ValidationError
 
 from facescale.errors import ManifestError
 
+from .fs import Location
+
 Record = TypeVar("Record", bound=BaseModel)
 
 
@@ -30,3 +32,10 @@ def parse_record(model: type[Record], data: bytes, what: str, where: str) -> Rec
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(root)"
         raise ManifestError(f"malformed {what} {where}: {loc}: {first['msg']}") from exc
+
+
+def read_document(location: Location, path: str, model: type[Record], what: str) -> Record:
+    """The one-file document at ``path`` (the registry, the exclusion list) as ``model``; ``model()`` when absent."""
+    if not location.exists(path):
+        return model()
+    return parse_record(model, location.read_bytes(path), what, location.display(path))
