@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 # Fixtures whose set-up trains a real model: a test that uses one is in the training tier.
 TRAINING_FIXTURES = frozenset({"training_runs", "served_base"})
+# tests/training modules that import no TensorFlow and train nothing: in the unit tier
+PURE_TRAINING_TESTS = frozenset({"test_plan.py"})
 LFW_DEV = Path(os.environ.get("FACESCALE_TEST_DATA", REPO.parent / "shared" / "data" / "lfw-dev"))
 
 
@@ -56,6 +58,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     come first (see `pytest_xdist_make_scheduler`), so the longest groups start first.
     """
     for item in items:
+        if item.path.name in PURE_TRAINING_TESTS and item.path.parent == TESTS / "training":
+            continue  # (tests/training's autouse fixture only starts the runs other tests need)
         in_training = item.path.is_relative_to(TESTS / "training")
         if in_training or TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.training)

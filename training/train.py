@@ -1,5 +1,9 @@
 """The training stage: a CURATED version -> a trained Inception V3 in a directory, resumable.
 
+``train()`` is four steps, each its own function: `plan.plan_run` (pure: batches, steps and
+the run's fingerprint), `build` (the compiled model and the callbacks whose state a
+checkpoint keeps), `fit` (the epochs) and `export_model` (model.keras + labels.json).
+
 ``train()`` streams the version's train split (`data.CuratedInput`), builds the model
 (`model.build_model`) under ``tf.distribute.MirroredStrategy`` (every visible GPU, else
 the CPU; ``settings.batch_size`` is per replica), or under ``MultiWorkerMirroredStrategy``
@@ -71,6 +75,7 @@ from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, w
 from .data import CuratedInput, VersionInfo
 from .evaluate import accuracy_on_labels, predict_split
 from .model import build_model, grow_from, use_mixed_precision
+from .plan import TrainingPlan, plan_run
 
 log = logging.getLogger(__name__)
 
@@ -283,42 +288,21 @@ def train(
     cluster = cluster_from_env() if devices is None else Cluster()
     strategy = make_strategy(devices)  # first: a multi-worker strategy must precede other TF ops
     previous = _previous_model(Path(warm_start), info) if warm_start is not None else None
-    replicas = strategy.num_replicas_in_sync
-    global_batch = settings.batch_size * replicas
-    # Each worker streams its own shard of the split (every workers-th sample) in batches of
-    # its share of the global batch; an epoch is what the smallest shard holds.
-    worker_batch = global_batch // cluster.workers
-    available = train_input.steps(worker_batch, drop_remainder=True, shards=cluster.workers)
-    if available < 1:
-        raise ConfigError(
-            f"the train split of {version_id} has {train_input.num_examples} examples, fewer than one "
-            f"global batch ({settings.batch_size} x {replicas} replicas): lower training.batch_size"
-        )
-    steps = min(available, max_steps_per_epoch) if max_steps_per_epoch else available
-    if cluster.multi and val_input is not None:
-        full = val_input.steps(worker_batch, drop_remainder=True, shards=cluster.workers)
-        if full < 1:
-            raise ConfigError(f"the val split of {version_id} is smaller than one global batch per worker")
-        validation_steps = min(validation_steps or full, full)  # equal on every worker
     mixed = use_mixed_precision(settings.mixed_precision)
-    fingerprint = {
-        "version_id": version_id,
-        "settings": settings.model_dump(mode="json"),
-        "replicas": replicas,
-        "global_batch_size": global_batch,
-        "steps_per_epoch": steps,
-        "validation_steps": validation_steps,
-        "mixed_precision": mixed,
-    }
-    if previous is not None:
-        fingerprint["warm_start"] = previous.fingerprint
-    if cluster.multi:
-        fingerprint["workers"] = cluster.workers
+    plan = plan_run(
+        settings, version_id, train_examples=train_input.num_examples,
+        val_examples=val_input.num_examples if val_input is not None else 0,
+        replicas=strategy.num_replicas_in_sync, workers=cluster.workers, mixed_precision=mixed,
+        max_steps_per_epoch=max_steps_per_epoch, validation_steps=validation_steps,
+        warm_start=previous.fingerprint if previous is not None else None,
+    )
+    replicas, global_batch = plan.replicas, plan.global_batch
+    steps, validation_steps = plan.steps, plan.validation_steps
     if not cluster.chief:  # only the chief writes the artifacts; a worker keeps its own state to resume
         out = out / f"worker-{cluster.index}"
         out.mkdir(parents=True, exist_ok=True)
     backup = out / BACKUP_DIR
-    saved = EpochCheckpoint.load(backup, fingerprint)
+    saved = EpochCheckpoint.load(backup, plan.fingerprint)
     if saved is not None and saved.finished and (out / RESULT_FILE).is_file():
         log.info("%s already holds a finished run: nothing to do", out)
         return TrainResult.load(out)
@@ -333,63 +317,14 @@ def train(
 
     keras.utils.set_random_seed(settings.seed)
     with strategy.scope():
-        model = build_model(
-            info.num_classes, settings.image_size, settings.weights, settings.embedding_dim, mixed_precision=mixed,
-            batchnorm_momentum=settings.batchnorm_momentum,
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[
-                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
-            ],
-        )
-        stop = ThresholdStop(settings.stop_metric, settings.stop_threshold, settings.min_epochs)
-        best = keras.callbacks.ModelCheckpoint(
-            str(out / BEST_FILE), monitor=settings.stop_metric, mode=stop.mode, save_best_only=True,
-            save_weights_only=True,
-        )
-        checkpoint = EpochCheckpoint(
-            backup, fingerprint=fingerprint, stateful={"threshold_stop": stop, "best": _BestValue(best)}
-        )
+        built = build(settings, info.num_classes, plan, out)
+        model, stop = built.model, built.stop
         if saved is not None:
-            checkpoint.restore(model, saved)
+            built.checkpoint.restore(model, saved)
         elif previous is not None:
             grow_from(model, previous.model)
         if saved is None or not saved.finished:
-            _truncate_history(out / HISTORY_FILE, resumed_from)
-            if cluster.multi:
-                stream, validation = _worker_inputs(
-                    strategy, train_input, val_input, settings, steps, resumed_from, validation_steps
-                )
-            else:
-                stream = train_input.epochs(
-                    global_batch, steps, start_epoch=resumed_from, end_epoch=settings.max_epochs,
-                    seed=settings.seed, deterministic=settings.deterministic,
-                )
-                validation = val_input.dataset(global_batch) if val_input is not None else None
-            fixes = _multi_worker_fixes(model, strategy) if cluster.multi else contextlib.nullcontext()
-            with fixes:
-                model.fit(
-                    stream,
-                    epochs=settings.max_epochs,
-                    initial_epoch=resumed_from,
-                    steps_per_epoch=steps,
-                    validation_data=validation,
-                    validation_steps=validation_steps,
-                    shuffle=False,
-                    verbose=verbose,
-                    callbacks=[
-                        stop,
-                        best,
-                        keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=resumed_from > 0),
-                        tensorboard(out / TENSORBOARD_DIR),
-                        LogEpochs(log),
-                        *callbacks,
-                        checkpoint,  # last: commits every other callback's decision for the epoch
-                    ],
-                )
+            fit(built, plan, settings, strategy, train_input, val_input, out, resumed_from, callbacks, verbose)
         if (out / BEST_FILE).is_file():
             model.load_weights(out / BEST_FILE)
     history = _read_history(out / HISTORY_FILE)
@@ -401,7 +336,7 @@ def train(
         stopped_by = "max_epochs" if epochs >= settings.max_epochs else "callback"
     warm_report = None
     if cluster.chief:
-        export = _export(model, info, settings, mixed, out)
+        export = export_model(model, info, settings, mixed, out)
         if previous is not None:
             warm_report = _warm_start_report(store, version_id, previous, export)
     result = TrainResult(
@@ -437,6 +372,89 @@ def train(
     return result
 
 
+@dataclass
+class Built:
+    """A compiled model and the callbacks whose state an epoch checkpoint keeps with its weights."""
+
+    model: keras.Model
+    stop: ThresholdStop
+    best: keras.callbacks.ModelCheckpoint
+    checkpoint: EpochCheckpoint
+
+
+def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out: Path) -> Built:
+    """In the strategy's scope: the model of ``settings`` compiled, its stop, best-weights and epoch checkpoint."""
+    model = build_model(
+        num_classes, settings.image_size, settings.weights, settings.embedding_dim,
+        mixed_precision=plan.mixed_precision, batchnorm_momentum=settings.batchnorm_momentum,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
+        ],
+    )
+    stop = ThresholdStop(settings.stop_metric, settings.stop_threshold, settings.min_epochs)
+    best = keras.callbacks.ModelCheckpoint(
+        str(out / BEST_FILE), monitor=settings.stop_metric, mode=stop.mode, save_best_only=True,
+        save_weights_only=True,
+    )
+    checkpoint = EpochCheckpoint(
+        out / BACKUP_DIR, fingerprint=plan.fingerprint, stateful={"threshold_stop": stop, "best": _BestValue(best)}
+    )
+    return Built(model, stop, best, checkpoint)
+
+
+def fit(
+    built: Built,
+    plan: TrainingPlan,
+    settings: TrainingSettings,
+    strategy: tf.distribute.Strategy,
+    train_input: CuratedInput,
+    val_input: CuratedInput | None,
+    out: Path,
+    resumed_from: int,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = 0,
+) -> None:
+    """Fit epochs ``resumed_from + 1 .. settings.max_epochs``, appending to history.csv, one checkpoint an epoch."""
+    _truncate_history(out / HISTORY_FILE, resumed_from)
+    multi = plan.workers > 1
+    if multi:
+        stream, validation = _worker_inputs(
+            strategy, train_input, val_input, settings, plan.steps, resumed_from, plan.validation_steps
+        )
+    else:
+        stream = train_input.epochs(
+            plan.global_batch, plan.steps, start_epoch=resumed_from, end_epoch=settings.max_epochs,
+            seed=settings.seed, deterministic=settings.deterministic,
+        )
+        validation = val_input.dataset(plan.global_batch) if val_input is not None else None
+    fixes = _multi_worker_fixes(built.model, strategy) if multi else contextlib.nullcontext()
+    with fixes:
+        built.model.fit(
+            stream,
+            epochs=settings.max_epochs,
+            initial_epoch=resumed_from,
+            steps_per_epoch=plan.steps,
+            validation_data=validation,
+            validation_steps=plan.validation_steps,
+            shuffle=False,
+            verbose=verbose,
+            callbacks=[
+                built.stop,
+                built.best,
+                keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=resumed_from > 0),
+                tensorboard(out / TENSORBOARD_DIR),
+                LogEpochs(log),
+                *callbacks,
+                built.checkpoint,  # last: commits every other callback's decision for the epoch
+            ],
+        )
+
+
 class _BestValue:
     """Carries ``ModelCheckpoint``'s best value across a resume (it saves only on improvement)."""
 
@@ -457,7 +475,9 @@ def _check_monitor(monitor: str) -> None:
         raise ConfigError(f"training.stop_metric {monitor!r} is not logged: use one of {', '.join(known)}")
 
 
-def _export(model: keras.Model, info: VersionInfo, settings: TrainingSettings, mixed: bool, out: Path) -> keras.Model:
+def export_model(
+    model: keras.Model, info: VersionInfo, settings: TrainingSettings, mixed: bool, out: Path
+) -> keras.Model:
     """Write model.keras (float32, no optimizer state) and labels.json, each atomically; return that model."""
     if mixed:  # serve in float32 whatever the training precision: same layers, same weights
         export = build_model(

@@ -1,0 +1,45 @@
+"""The training plan, pure: batches per worker, steps per epoch, validation steps and the resume fingerprint."""
+
+from __future__ import annotations
+
+import pytest
+
+from facescale.config import TrainingSettings
+from facescale.errors import ConfigError
+from facescale.training.plan import full_batches, plan_run
+
+SETTINGS = TrainingSettings(batch_size=8)
+
+
+def test_one_machine_runs_every_full_global_batch_of_the_train_split() -> None:
+    plan = plan_run(SETTINGS, "v1", train_examples=70, val_examples=20, replicas=2)
+    assert (plan.global_batch, plan.worker_batch, plan.steps) == (16, 16, 4)  # 70 // 16; the rest waits
+    assert plan.validation_steps is None  # one machine validates on the whole val split
+    assert plan.fingerprint["steps_per_epoch"] == 4 and plan.fingerprint["replicas"] == 2
+    assert "workers" not in plan.fingerprint and "warm_start" not in plan.fingerprint
+
+
+def test_workers_share_the_global_batch_and_the_smallest_shard_sets_the_epoch() -> None:
+    plan = plan_run(SETTINGS, "v1", train_examples=70, val_examples=80, replicas=4, workers=2, validation_steps=9)
+    assert (plan.global_batch, plan.worker_batch) == (32, 16)
+    assert plan.steps == 2  # 35 examples per worker shard // 16
+    assert plan.validation_steps == 2 == full_batches(80, 16, 2)  # capped: every worker runs the same number
+    assert plan.fingerprint["workers"] == 2
+
+
+def test_steps_are_capped_and_every_input_of_the_run_is_in_its_fingerprint() -> None:
+    base = plan_run(SETTINGS, "v1", train_examples=800, val_examples=80)
+    capped = plan_run(SETTINGS, "v1", train_examples=800, val_examples=80, max_steps_per_epoch=5)
+    assert (base.steps, capped.steps) == (100, 5)
+    warm = plan_run(SETTINGS, "v1", train_examples=800, val_examples=80, warm_start={"model_sha256": "ab"})
+    other = plan_run(TrainingSettings(batch_size=8, seed=7), "v1", train_examples=800, val_examples=80)
+    fingerprints = [p.fingerprint for p in (base, capped, warm, other)]
+    assert all(a != b for i, a in enumerate(fingerprints) for b in fingerprints[i + 1 :])
+    assert warm.fingerprint["warm_start"] == {"model_sha256": "ab"}
+
+
+def test_a_split_smaller_than_a_global_batch_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="fewer than one global batch"):
+        plan_run(SETTINGS, "v1", train_examples=15, val_examples=5, replicas=2)
+    with pytest.raises(ConfigError, match="val split of v1 is smaller"):
+        plan_run(SETTINGS, "v1", train_examples=64, val_examples=10, replicas=2, workers=2)  # 5 per worker < 8
