@@ -157,7 +157,9 @@ def test_bing_end_hint_stops_without_waiting_for_dry_rounds(driver: ManagedDrive
 
 @pytest.fixture
 def impatient_driver() -> Iterator[ManagedDriver]:
-    yield from _browser(3)
+    # a page-load timeout long enough for the result page itself to render with every core busy
+    # (make test runs two test processes), short enough to wait out the tracker that never answers
+    yield from _browser(8)
 
 
 @pytest.mark.browser
