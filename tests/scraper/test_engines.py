@@ -157,20 +157,23 @@ def test_bing_end_hint_stops_without_waiting_for_dry_rounds(driver: ManagedDrive
 
 @pytest.fixture
 def impatient_driver() -> Iterator[ManagedDriver]:
+    yield from _browser(3)
+
+
+@pytest.fixture
+def patient_driver() -> Iterator[ManagedDriver]:
     # a page-load timeout long enough for the result page itself to render with every core busy
     # (make test runs two test processes), short enough to wait out the tracker that never answers
     yield from _browser(8)
 
 
 @pytest.mark.browser
-def test_a_page_load_timeout_keeps_a_loaded_result_list(
-    impatient_driver: ManagedDriver, search_site: SearchSite
-) -> None:
+def test_a_page_load_timeout_keeps_a_loaded_result_list(patient_driver: ManagedDriver, search_site: SearchSite) -> None:
     """A tracker script that never comes holds the page 'loading': its results are harvested, the timeout noted."""
     search_site.stall.add("Ada Lovelace")
     notes: list[str] = []
     engine = BingEngine(search_site.base_url, scroll_wait_s=1.0, dry_rounds=2)
-    found = list(engine.collect(impatient_driver, "Ada Lovelace", 100, report=notes.append))
+    found = list(engine.collect(patient_driver, "Ada Lovelace", 100, report=notes.append))
     assert _rows(found) == search_site.expected("Ada Lovelace")  # the first page, then scrolling and "more"
     assert len(notes) == 1 and notes[0].startswith("page_load_timeout: ") and "10 results" in notes[0]
 
