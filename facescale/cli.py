@@ -23,6 +23,7 @@ from rich.text import Text
 from facescale import __version__
 from facescale.config import Settings, config_path, load_settings
 from facescale.errors import FacescaleError
+from facescale.extras import missing_extra
 from facescale.services import Services
 from facescale.storage import ModelRecord, ValidationSummary
 
@@ -1031,6 +1032,16 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split("\n")) or type(exc).__name__
         err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(sys.argv[1:] if argv is None else argv, exc.name)
+        if extra is None:
+            raise
+        message = (
+            f"this command needs the '{extra}' extra (no module named {exc.name!r}): "
+            f"pip install 'facescale[{extra}]'"
+        )
+        err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+        return 2
     except typer.Abort:
         err.print("aborted")
         return 130

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-DOCKER = Path(__file__).resolve().parents[2] / "docker"
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = REPO / "docker"
 VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})")
 
 
@@ -67,11 +69,24 @@ def test_compose_file_follows_the_specification(compose: dict[str, Any]) -> None
         assert name in services, name
 
 
-def test_roles_share_one_image_with_extras(compose: dict[str, Any]) -> None:
+def test_each_role_has_its_image_with_its_extras(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert services["airflow-worker"]["build"]["args"]["EXTRAS"] == "scaled"
-    assert services["trainer"]["build"]["args"]["EXTRAS"] == "scaled,gpu"
-    assert services["ray-worker"]["image"] == services["airflow-scheduler"]["image"] == "facescale:latest"
+    extras = {
+        name: set(services[name]["build"]["args"]["EXTRAS"].split(","))
+        for name in ("airflow-scheduler", "airflow-worker", "trainer", "ray-head", "demo-web")
+    }
+    assert extras == {
+        "airflow-scheduler": {"airflow", "scaled"},  # parses and schedules: no stage library
+        "airflow-worker": {"scrape", "curate", "airflow", "scaled"},
+        "trainer": {"train", "airflow", "scaled", "gpu"},
+        "ray-head": {"curate", "s3"},
+        "demo-web": {"demo"},
+    }
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert set().union(*extras.values()) <= set(pyproject["project"]["optional-dependencies"])
+    assert services["ray-worker"]["image"] == services["ray-head"]["image"] == "facescale-ray:latest"
+    control = {services[n]["image"] for n in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor")}
+    assert control == {"facescale-airflow:latest"}
     devices = services["trainer"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
     assert services["trainer"]["command"][-4:] == ["--queues", "gpu", "--concurrency", "1"]
