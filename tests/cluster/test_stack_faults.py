@@ -66,12 +66,21 @@ def _disturbed_night(api: Api, env: dict[str, str], fault: str, inject: Callable
     run_id = f"cluster-fault-{fault}-{STAMP}"
     api.trigger("facescale_add_identities", run_id, {"names": FAULT_NAMES[fault], "batch_size": 1})
     api.wait_running("facescale_add_identities", run_id, "scrape")
-    time.sleep(5)  # into its browsers and downloads
+    _wait_for_a_browser(env, run_id)  # into its searches and downloads (a scrape lasts a few seconds more)
     inject(run_id)
     finished = api.wait_run("facescale_add_identities", run_id)
     tasks = api.tasks("facescale_add_identities", run_id)
     assert finished["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tasks]
     return run_id
+
+
+def _wait_for_a_browser(env: dict[str, str], run_id: str, timeout_s: float = 180) -> None:
+    """Until a scrape task of the run has its first browser (its task log says so)."""
+    logs = Path(env["AIRFLOW_HOME"]) / "logs" / "dag_id=facescale_add_identities" / f"run_id={run_id}"
+    deadline = time.monotonic() + timeout_s
+    while not any("started in" in p.read_text(errors="replace") for p in logs.glob("task_id=scrape/*/attempt=1.log")):
+        assert time.monotonic() < deadline, f"no scrape task of {run_id} started a browser"
+        time.sleep(0.2)
 
 
 def _assert_like_the_twin(env: dict[str, str], run_id: str, names: list[str], twin: dict[str, Any]) -> None:
@@ -160,10 +169,11 @@ def test_a_grid_node_killed_while_its_browsers_search(
     def kill_grid_node(_: str) -> None:
         deadline = time.monotonic() + 120
         grid = env["FACESCALE_SCRAPER__SELENIUM_GRID_URL"]
-        while not any(n.busy for n in grid_nodes(grid) if n.uri == GRID_NODE_1):  # until its browsers search
-            assert time.monotonic() < deadline, "no browser session on Grid node 1"
-            time.sleep(0.5)
-        os.killpg(role_pid(env, "grid-node-1"), signal.SIGKILL)  # the node's JVM, chromedrivers and browsers
+        while not (busy := [n.uri for n in grid_nodes(grid) if n.busy]):  # until a node's browsers search
+            assert time.monotonic() < deadline, "no browser session on the Grid"
+            time.sleep(0.1)
+        role = GRID_NODES[busy[0]]
+        os.killpg(role_pid(env, role), signal.SIGKILL)  # the node's JVM, chromedrivers and browsers
         time.sleep(5)
         cluster_sh("start-role", "grid")
 
@@ -171,7 +181,8 @@ def test_a_grid_node_killed_while_its_browsers_search(
     _assert_like_the_twin(env, run_id, FAULT_NAMES["grid"], twin)
 
 
-GRID_NODE_1 = "http://127.0.0.1:55551"  # scripts/cluster.sh GRID_NODE_PORTS
+# scripts/cluster.sh GRID_NODE_PORTS -> roles
+GRID_NODES = {"http://127.0.0.1:55551": "grid-node-1", "http://127.0.0.1:55552": "grid-node-2"}
 
 
 def test_a_ray_worker_node_killed_during_curation_converges_to_the_same_version(
