@@ -164,7 +164,7 @@ def plan_night(
     # mapped scrape task happens to run first.
     registry.add(new)
     location.makedirs(location.path(PLANS_DIR))
-    location.write_bytes_atomic(plan_path, json.dumps(plan.to_xcom(), indent=2).encode())
+    location.write_bytes_atomic(plan_path, plan.model_dump_json(indent=2).encode())
     log.info("planned %s-%s: %d new, %d pending, %d waiting (%d given up), %d batches", prefix, key, len(new),
              len(pending), len(plan.waiting), len(plan.given_up), len(plan.batches))
     return plan

@@ -138,7 +138,6 @@ def _images(folder: Path) -> Iterator[Path]:
 def _summarise(store: RawStore, record: RunRecord, summary: IngestSummary) -> IngestSummary:
     """Fill ``summary`` from what the run has committed (accepted rows, rejections by reason)."""
     summary.identities = len(record.completed)
-    verdicts = store.verdicts([record.run_id])
-    summary.accepted = verdicts.pop(None, 0)
-    summary.rejected.update({reason: n for reason, n in verdicts.items() if reason is not None})
+    summary.accepted, rejected = store.verdicts([record.run_id])
+    summary.rejected.update(rejected)
     return summary

@@ -235,7 +235,6 @@ def build_rows(
 
 def _count(store: RawStore, summary: ScrapeSummary, finished: bool) -> ScrapeSummary:
     summary.finished = finished
-    verdicts = store.verdicts([summary.run_id])
-    summary.accepted = verdicts.pop(None, 0)
-    summary.rejected.update({reason: n for reason, n in verdicts.items() if reason is not None})
+    summary.accepted, rejected = store.verdicts([summary.run_id])
+    summary.rejected.update(rejected)
     return summary

@@ -84,12 +84,13 @@ class RawStore:
     ) -> Iterator[pa.RecordBatch]:
         yield from iter_batches(self.location, self.shard_paths(run_ids), columns, batch_size)
 
-    def verdicts(self, run_ids: Iterable[str] | None = None) -> Counter[str | None]:
-        """Committed rows by ``error`` (None counts the accepted ones), from one column."""
+    def verdicts(self, run_ids: Iterable[str] | None = None) -> tuple[int, Counter[str]]:
+        """Committed rows accepted, and rejected by reason (``error``), read from that one column."""
         counts: Counter[str | None] = Counter()
         for batch in self.iter_batches(run_ids, columns=["error"], batch_size=8192):
             counts.update(batch.column("error").to_pylist())
-        return counts
+        accepted = counts.pop(None, 0)
+        return accepted, Counter({reason: n for reason, n in counts.items() if reason is not None})
 
     def verify(self, run_id: str) -> RunRecord:
         record = self.get(run_id)
