@@ -174,8 +174,13 @@ class CurationSettings(_Section):
 class TrainingSettings(_Section):
     """Inception V3 training."""
 
+    backbone: Literal["inception_v3", "tiny"] = Field(
+        "inception_v3",
+        description="inception_v3, or tiny: three convolutions for tests of the training mechanics and smoke "
+        "runs (not a face model)",
+    )
     image_size: int = Field(
-        96, ge=75, le=512, description="model input side (Inception V3 needs >= 75)"
+        96, ge=16, le=512, description="model input side (Inception V3 needs >= 75)"
     )
     batch_size: int = Field(64, ge=1)
     max_epochs: int = Field(60, ge=1)
@@ -202,6 +207,12 @@ class TrainingSettings(_Section):
         True, description="reproducible input order and ops (exact resume); False is faster on GPUs"
     )
     seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _input_fits_backbone(self) -> TrainingSettings:
+        if self.backbone == "inception_v3" and self.image_size < 75:
+            raise ValueError(f"image_size must be at least 75 for Inception V3, got {self.image_size}")
+        return self
 
 
 class OrchestrationSettings(_Section):

@@ -8,6 +8,9 @@ Two embedding backends are offered for verification: ``model`` (our embedding la
 ``dlib`` (the pretrained 128-d ResNet of `facescale.pipeline.embeddings`, which needs no
 training and so also works for people the model never saw).
 
+`FaceFinder` (detection and cropping as the dataset did) and `DlibEmbedder` need no model:
+the LFW benchmark (`facescale.serving.benchmark`) runs the dlib backend with them alone.
+
 Every method is safe to call from several threads at once (the API serves requests from a
 thread pool): the cascades are per thread, Keras inference is re-entrant, dlib is locked.
 """
@@ -34,6 +37,88 @@ log = logging.getLogger(__name__)
 
 Backend = Literal["model", "dlib"]
 BACKENDS: tuple[Backend, ...] = ("model", "dlib")
+
+
+class FaceFinder:
+    """Faces found and cropped exactly as a dataset version's curation did (its `CropParams`)."""
+
+    def __init__(self, crop: CropParams) -> None:
+        self.crop_params = crop
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        """Boxes of every face in a BGR image that curation would accept by size (clipped to it), largest first."""
+        height, width = image.shape[:2]
+        smallest = min_face_side(self.crop_params, width, height)
+        boxes = []
+        for face in faces_in_image(image, self.crop_params):
+            if min(face.box[2], face.box[3]) < smallest:
+                continue
+            clipped = clip_box(face.box, width, height)
+            if clipped is not None:
+                boxes.append(clipped)
+        return boxes
+
+    def single_face(self, image: np.ndarray, name: str = "image") -> Box:
+        """The one face of an image meant to show one person.
+
+        A larger face dominating smaller ones (by the dataset's ``dominance`` ratio of areas,
+        as curation decides) counts as the one face.
+
+        Raises:
+            ImageRejected: ``no_face`` or ``several_faces`` (422).
+        """
+        boxes = self.detect(image)
+        if not boxes:
+            raise ImageRejected("no_face", f"{name}: no face found (a clear, frontal face is needed)", 422)
+        if len(boxes) > 1 and _area(boxes[0]) < self.crop_params.dominance * _area(boxes[1]):
+            raise ImageRejected(
+                "several_faces", f"{name}: {len(boxes)} faces found; this needs a photo of one person", 422
+            )
+        return boxes[0]
+
+    def centre_face(self, image: np.ndarray, name: str = "image") -> Box:
+        """The face whose centre is nearest the image's (for photos framed on one face, as LFW's are).
+
+        Raises:
+            ImageRejected: ``no_face`` (422).
+        """
+        boxes = self.detect(image)
+        if not boxes:
+            raise ImageRejected("no_face", f"{name}: no face found (a clear, frontal face is needed)", 422)
+        cy, cx = image.shape[0] / 2.0, image.shape[1] / 2.0
+        return min(boxes, key=lambda b: (b[0] + b[2] / 2.0 - cx) ** 2 + (b[1] + b[3] / 2.0 - cy) ** 2)
+
+    def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
+        """The dataset's square crop of a face (BGR, ``crop_size``)."""
+        return crop_square(image, box, self.crop_params.margin, self.crop_params.crop_size)
+
+
+class DlibEmbedder:
+    """The pretrained dlib backend on the dataset's face crops: unit 128-d vectors, one caller at a time."""
+
+    def __init__(self, crop: CropParams) -> None:
+        self.margin = crop.margin
+        self._dlib: Any = None
+        self._lock = threading.Lock()
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Unit embeddings ``(n, 128)`` of BGR face crops; NaN rows where dlib finds no face."""
+        from facescale.pipeline.embeddings import EMBEDDING_DIM, FaceEmbedder
+
+        # The crop holds the face box plus `margin` of its side on each side: give dlib that box.
+        inner = 1.0 / (1.0 + 2.0 * self.margin)
+        out = np.full((len(crops), EMBEDDING_DIM), np.nan, np.float32)
+        with self._lock:
+            if self._dlib is None:
+                self._dlib = FaceEmbedder()
+            for i, crop in enumerate(crops):
+                side = crop.shape[0]
+                face = round(side * inner)
+                offset = (side - face) // 2
+                vector = self._dlib.embed(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), (offset, offset, face, face))
+                if vector is not None:
+                    out[i] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return out
 
 
 @dataclass(frozen=True)
@@ -107,14 +192,14 @@ class Recognizer:
         # The dataset's own detection settings: a face gets the box and crop curation gave it, and
         # faces smaller than curation accepted (which the model never trained on) are not reported.
         self.crop_params = crop
+        self.faces = FaceFinder(crop)
         embed = embedding_model(model)
         both = keras.Model(model.inputs, [model.outputs[0], embed.outputs[0]], name="serving")
         # One trace for any batch size (a request has any number of faces).
         signature = [tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32)]
         self._forward = tf.function(lambda x: both(x, training=False), input_signature=signature)
         self._batcher: Batcher | None = None
-        self._dlib: Any = None
-        self._dlib_lock = threading.Lock()
+        self._dlib = DlibEmbedder(crop)
         self.calibration = calibration
         self._by_slug = {v["slug"]: k for k, v in labels.items()}
         self._by_name = {v["name"].casefold(): k for k, v in labels.items()}
@@ -150,41 +235,15 @@ class Recognizer:
             )
         return label
 
-    # -- faces ---------------------------------------------------------------------------------
+    # -- faces (see FaceFinder) -----------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Box]:
-        """Boxes of every face in a BGR image that curation would accept by size (clipped to it), largest first."""
-        height, width = image.shape[:2]
-        smallest = min_face_side(self.crop_params, width, height)
-        boxes = []
-        for face in faces_in_image(image, self.crop_params):
-            if min(face.box[2], face.box[3]) < smallest:
-                continue
-            clipped = clip_box(face.box, width, height)
-            if clipped is not None:
-                boxes.append(clipped)
-        return boxes
+        return self.faces.detect(image)
 
     def single_face(self, image: np.ndarray, name: str = "image") -> Box:
-        """The one face of an image meant to show one person.
-
-        A larger face dominating smaller ones (by the dataset's ``dominance`` ratio of areas,
-        as curation decides) counts as the one face.
-
-        Raises:
-            ImageRejected: ``no_face`` or ``several_faces`` (422).
-        """
-        boxes = self.detect(image)
-        if not boxes:
-            raise ImageRejected("no_face", f"{name}: no face found (a clear, frontal face is needed)", 422)
-        if len(boxes) > 1 and _area(boxes[0]) < self.crop_params.dominance * _area(boxes[1]):
-            raise ImageRejected(
-                "several_faces", f"{name}: {len(boxes)} faces found; this needs a photo of one person", 422
-            )
-        return boxes[0]
+        return self.faces.single_face(image, name)
 
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
-        """The dataset's square crop of a face (BGR, ``crop_size``)."""
-        return crop_square(image, box, self.crop_params.margin, self.crop_params.crop_size)
+        return self.faces.crop(image, box)
 
     # -- the model -----------------------------------------------------------------------------
     def predict(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -214,26 +273,8 @@ class Recognizer:
         if backend == "model":
             return self.predict(crops)[1]
         if backend == "dlib":
-            return self._embed_dlib(crops)
+            return self._dlib.embed(crops)
         raise ConfigError(f"unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}")
-
-    def _embed_dlib(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        from facescale.pipeline.embeddings import EMBEDDING_DIM, FaceEmbedder
-
-        # The crop holds the face box plus `margin` of its side on each side: give dlib that box.
-        inner = 1.0 / (1.0 + 2.0 * self.crop_params.margin)
-        out = np.full((len(crops), EMBEDDING_DIM), np.nan, np.float32)
-        with self._dlib_lock:
-            if self._dlib is None:
-                self._dlib = FaceEmbedder()
-            for i, crop in enumerate(crops):
-                side = crop.shape[0]
-                face = round(side * inner)
-                offset = (side - face) // 2
-                vector = self._dlib.embed(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), (offset, offset, face, face))
-                if vector is not None:
-                    out[i] = vector / max(float(np.linalg.norm(vector)), 1e-12)
-        return out
 
     # -- identify ------------------------------------------------------------------------------
     def identify(self, image: np.ndarray, top_k: int = 3) -> list[FaceMatch]:

@@ -161,7 +161,9 @@ def test_a_split_broken_by_env_names_the_variable(tmp_path: Path, monkeypatch: p
     [
         ("scraper:\n  wrokers: 4\n", "scraper.wrokers"),  # a typo
         ("scrapper:\n  workers: 4\n", "scrapper"),
-        ("training:\n  image_size: 32\n", "training.image_size"),
+        ("training:\n  image_size: 8\n", "training.image_size"),
+        ("training:\n  image_size: 32\n", "training"),  # the tiny backbone takes it, Inception V3 not
+        ("training:\n  backbone: resnet\n", "training.backbone"),
         ("training:\n  mixed_precision: maybe\n", "training.mixed_precision"),
         ("serving:\n  port: http\n", "serving.port"),
         ("storage:\n  root: '  '\n", "storage.root"),

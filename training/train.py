@@ -387,6 +387,7 @@ def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out:
     model = build_model(
         num_classes, settings.image_size, settings.weights, settings.embedding_dim,
         mixed_precision=plan.mixed_precision, batchnorm_momentum=settings.batchnorm_momentum,
+        backbone=settings.backbone,
     )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
@@ -482,7 +483,7 @@ def export_model(
     if mixed:  # serve in float32 whatever the training precision: same layers, same weights
         export = build_model(
             info.num_classes, settings.image_size, embedding_dim=settings.embedding_dim, mixed_precision=False,
-            batchnorm_momentum=settings.batchnorm_momentum, name=model.name,
+            batchnorm_momentum=settings.batchnorm_momentum, backbone=settings.backbone, name=model.name,
         )
         export.set_weights(model.get_weights())
     else:

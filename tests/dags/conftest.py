@@ -41,7 +41,9 @@ def airflow_env(home: Path, **facescale: str) -> dict[str, str]:
         FACESCALE_CURATION__PER_IDENTITY="6",
         FACESCALE_CURATION__AUGMENT_FACTOR="2",
         FACESCALE_CURATION__CONCURRENCY="1",
-        # tiny training: one epoch of two batches at the smallest input Inception V3 takes
+        # tiny training: one epoch of two batches on the tiny backbone (the DAGs' mechanics; the
+        # real Inception V3 trains in tests/training, make demo and the cluster tier)
+        FACESCALE_TRAINING__BACKBONE="tiny",
         FACESCALE_TRAINING__IMAGE_SIZE="75",
         FACESCALE_TRAINING__MAX_EPOCHS="1",
         FACESCALE_TRAINING__BATCH_SIZE="8",

@@ -4,10 +4,13 @@
 `Location` (a local directory, ``memory://``).
 
 Every training run is a child process (`_train_proc.py`): logical CPU devices must be set
-before TensorFlow starts, and a SIGKILL must hit a real process. Tracing Inception V3's
-training step costs about a minute of one core, so the runs the selected tests need are
-started when the session's first training test starts (`training_runs`, autouse) and run
-beside the in-process tests; each test then waits for the runs it reads.
+before TensorFlow starts, and a SIGKILL must hit a real process. The runs that test the
+training mechanics (determinism, resume, mirroring, the leaky baseline, warm start) use the
+tiny backbone (`facescale.training.model`, traced in seconds); one run, ``inception``,
+trains the real Inception V3 for what is about it (its stem's filters and feature maps, the
+evaluation plots). Runs the selected tests need are started when the session's first
+training test starts (`training_runs`, autouse) and run beside the in-process tests; each
+test then waits for the runs it reads.
 """
 
 from __future__ import annotations
@@ -156,6 +159,7 @@ RUN_TIMEOUT_S = 1100  # below the tests' own timeout (test_train.RUN_WAIT_S)
 # Reachable from the first epoch on (the three real classes soon outrank the three unused
 # labels, so the top 5 of 6 hold the truth), but not before min_epochs = 2: ends by threshold.
 STOPPING = {
+    "backbone": "tiny",
     "image_size": 75,
     "batch_size": 8,
     "max_epochs": 4,
@@ -164,7 +168,10 @@ STOPPING = {
     "stop_threshold": 0.01,
 }
 # Unreachable: ends by max_epochs.
-PLAIN = {"image_size": 75, "batch_size": 4, "max_epochs": 2, "stop_metric": "val_loss", "stop_threshold": 1e-6}
+PLAIN = {
+    "backbone": "tiny", "image_size": 75, "batch_size": 4, "max_epochs": 2, "stop_metric": "val_loss",
+    "stop_threshold": 1e-6,
+}
 RUNS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "whole": (STOPPING, ("--max-steps", "2")),  # uninterrupted, 1 replica (the default strategy)
     "again": (STOPPING, ("--max-steps", "2")),  # the whole run once more, beside it in another process
@@ -172,6 +179,7 @@ RUNS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "resumed": (STOPPING, ("--max-steps", "2")),  # the killed run's directory, rerun
     "mirrored": (PLAIN, ("--max-steps", "1", "--replicas", "2")),  # 2 logical CPUs: global batch 8
     "leaky": (STOPPING, ("--max-steps", "2", "--leaky")),  # the seed's split of the augmented version
+    "inception": (STOPPING | {"backbone": "inception_v3"}, ("--max-steps", "2")),  # the real backbone
 }
 NEEDS = {
     "whole_run": ("whole",),
@@ -179,6 +187,7 @@ NEEDS = {
     "resumed_runs": ("killed",),
     "mirrored_run": ("mirrored",),
     "leaky_run": ("leaky",),
+    "inception_run": ("inception",),
 }
 
 
@@ -264,6 +273,12 @@ def training_runs(
 def whole_run(training_runs: TrainingRuns) -> Run:
     """An uninterrupted run: 1 replica, 2 steps/epoch, stops by threshold after epoch 2."""
     return training_runs.wait("whole")
+
+
+@pytest.fixture(scope="session")
+def inception_run(training_runs: TrainingRuns) -> Run:
+    """The whole run's settings with the real Inception V3 backbone."""
+    return training_runs.wait("inception")
 
 
 @pytest.fixture(scope="session")

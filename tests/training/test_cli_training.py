@@ -85,7 +85,7 @@ def test_models_are_registered_listed_evaluated_and_grown_with_a_warm_start(
     grown = grown_factory(Location.from_uri(str(root)))
     trained = cli(
         "train", "--version", grown.version_id, "--warm-start", "latest", "--max-epochs", "1", "--max-steps", "1",
-        "--batch-size", "8", "--image-size", "75",
+        "--batch-size", "8", "--image-size", "75", "--backbone", "tiny",
     )
     assert trained.code == 0, trained.err
     second = registry.latest()

@@ -79,7 +79,10 @@ def test_two_workers_on_localhost_train_one_epoch_and_only_the_chief_writes(
     curated: Curated, tmp_path: Path
 ) -> None:
     hosts = [f"localhost:{p}" for p in _free_ports(2)]
-    settings = {"image_size": 75, "batch_size": 2, "max_epochs": 1, "stop_metric": "val_loss", "stop_threshold": 1e-6}
+    settings = {
+        "backbone": "tiny", "image_size": 75, "batch_size": 2, "max_epochs": 1, "stop_metric": "val_loss",
+        "stop_threshold": 1e-6,
+    }
     out = tmp_path / "run"
     procs = []
     for index in range(2):

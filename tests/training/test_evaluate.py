@@ -69,15 +69,15 @@ def _model_predictions(model_dir: Path, curated: Curated) -> tuple[np.ndarray, n
 
 @pytest.mark.timeout(RUN_WAIT_S)
 def test_evaluate_writes_metrics_and_the_plots_of_a_trained_model(
-    whole_run: Run, curated: Curated, tmp_path: Path
+    inception_run: Run, curated: Curated, tmp_path: Path
 ) -> None:
-    assert whole_run.result["epochs"] == 2
+    assert inception_run.result["epochs"] == 2
     leaky = {"version_id": "x-leaky", "top1": 0.9, "top5": 1.0, "examples": 9, "leak_rate": 0.8}
-    result = evaluate(curated.store, whole_run.out, tmp_path, batch_size=4, leaky=leaky)
+    result = evaluate(curated.store, inception_run.out, tmp_path, batch_size=4, leaky=leaky)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(result.to_json()))
 
-    truth, predicted = _model_predictions(whole_run.out, curated)
+    truth, predicted = _model_predictions(inception_run.out, curated)
     assert result.examples == len(truth) == 6 and result.num_classes == 6
     assert result.top1 == pytest.approx(float((predicted == truth).mean()))
     per_slug = {r["slug"]: r["correct"] for r in result.per_identity}
@@ -98,10 +98,10 @@ def test_evaluate_writes_metrics_and_the_plots_of_a_trained_model(
             assert high - low > 100  # something is drawn
 
 
-def test_feature_maps_and_filters_come_from_the_first_layers(whole_run: Run, curated: Curated) -> None:
+def test_feature_maps_and_filters_come_from_the_first_layers(inception_run: Run, curated: Curated) -> None:
     from facescale.training.evaluate import feature_maps, first_conv, sample_image
 
-    model = keras.saving.load_model(whole_run.out / "model.keras", compile=False)
+    model = keras.saving.load_model(inception_run.out / "model.keras", compile=False)
     conv = first_conv(model)
     assert tuple(conv.kernel.shape) == (3, 3, 3, 32)  # Inception V3's stem
     image = sample_image(curated.store, curated.version_id, "test", 75)

@@ -15,6 +15,7 @@ from facescale.training.model import (
     OUTPUT_LAYER,
     build_model,
     embedding_model,
+    grow_from,
     use_mixed_precision,
 )
 
@@ -67,6 +68,9 @@ def test_backbone_starts_from_a_local_weights_file(model: keras.Model, tmp_path:
         ({"weights": "imagenet"}, "download"),
         ({"num_classes": 0}, "num_classes"),
         ({"batchnorm_momentum": 1.0}, "batchnorm_momentum"),
+        ({"backbone": "resnet50"}, "inception_v3, tiny"),
+        ({"backbone": "tiny", "image_size": 8}, "at least 16 for the tiny backbone"),
+        ({"backbone": "tiny", "weights": "/some/inception.h5"}, "starts from scratch"),
     ],
 )
 def test_bad_arguments_are_config_errors(kwargs: dict, message: str) -> None:
@@ -104,3 +108,25 @@ def test_batchnorm_momentum_reaches_every_layer_and_the_saved_model(model: keras
     loaded = keras.models.load_model(tmp_path / "fast.keras")
     assert _bn_momenta(loaded) == {0.9}
     assert np.allclose(loaded.predict(images, verbose=0), fast.predict(images, verbose=0), atol=1e-5)
+
+
+def test_the_tiny_backbone_keeps_the_layer_contract_at_a_fraction_of_the_size(
+    model: keras.Model, tmp_path: Path
+) -> None:
+    tiny = build_model(6, image_size=32, embedding_dim=16, backbone="tiny", batchnorm_momentum=0.9)
+    assert tiny.name == "facescale_tiny" and model.name == "facescale_inception_v3"
+    assert tiny.get_layer(BACKBONE_LAYER).output_shape == (None, 64)
+    assert tiny.count_params() < 50_000 < 20_000_000 < model.count_params()
+    assert _bn_momenta(tiny) == {0.9}
+    vectors = embedding_model(tiny).predict(_images(size=32), verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    tiny.save(tmp_path / "tiny.keras")
+    loaded = keras.models.load_model(tmp_path / "tiny.keras")
+    np.testing.assert_allclose(loaded.predict(_images(size=32), verbose=0), tiny.predict(_images(size=32), verbose=0))
+    # warm start copies between models of one backbone, and refuses another's
+    grown = build_model(8, image_size=32, embedding_dim=16, backbone="tiny")
+    assert grow_from(grown, tiny) == {"copied_classes": 6, "new_classes": 2}
+    other = build_model(8, image_size=75, embedding_dim=16, backbone="tiny")
+    grow_from(other, tiny)  # convolutions and pooling take any input size
+    with pytest.raises(ConfigError, match="cannot warm-start from facescale_inception_v3: layer 'backbone' differs"):
+        grow_from(other, model)
