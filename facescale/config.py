@@ -190,7 +190,9 @@ class TrainingSettings(_Section):
         0.97, gt=0, description="stop when stop_metric reaches it (>= for accuracies, <= for losses)"
     )
     learning_rate: float = Field(1e-3, gt=0)
-    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    mixed_precision: Literal["auto", "on", "off", "bfloat16"] = Field(
+        "auto", description="auto: float16 on GPUs, float32 on CPUs; on: float16; bfloat16 (CPUs with AMX)"
+    )
     weights: str | None = Field(
         None, description="local weights file; train from scratch when unset"
     )

@@ -44,28 +44,36 @@ LOGITS_LAYER = "logits"
 OUTPUT_LAYER = "probabilities"
 NORMALIZED_EMBEDDING_LAYER = "embedding_l2"
 
-MixedPrecision = Literal["auto", "on", "off"] | bool
+MixedPrecision = Literal["auto", "on", "off", "bfloat16"] | bool
 Backbone = Literal["inception_v3", "tiny"]
 BACKBONES: tuple[Backbone, ...] = ("inception_v3", "tiny")
 TINY_MIN_IMAGE_SIZE = 16
 
 
-def use_mixed_precision(mode: MixedPrecision) -> bool:
-    """Resolve a mixed-precision setting: ``auto`` is on exactly when a GPU is visible.
+def precision_policy(mode: MixedPrecision) -> str:
+    """The Keras dtype policy of a mixed-precision setting.
 
-    Args:
-        mode: ``"auto"``, ``"on"``, ``"off"`` or a bool.
+    ``on`` (or True) computes in float16, ``bfloat16`` in bfloat16 (variables stay float32
+    either way), ``off`` in float32; ``auto`` is float16 exactly when a GPU is visible.
+    bfloat16 is never chosen by ``auto``: on CPUs without AMX or AVX512_BF16 it is emulated
+    and slower (`bench/bench_train_precision.py` measures it on the machine at hand).
 
     Returns:
-        Whether to compute in float16 (variables stay float32).
+        ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
     """
     if isinstance(mode, bool):
-        return mode
+        return "mixed_float16" if mode else "float32"
     if mode == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
-    if mode in ("on", "off"):
-        return mode == "on"
-    raise ConfigError(f"mixed_precision must be auto, on or off, not {mode!r}")
+        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    policies = {"on": "mixed_float16", "off": "float32", "bfloat16": "mixed_bfloat16"}
+    if mode not in policies:
+        raise ConfigError(f"mixed_precision must be auto, on, off or bfloat16, not {mode!r}")
+    return policies[mode]
+
+
+def use_mixed_precision(mode: MixedPrecision) -> bool:
+    """Whether a mixed-precision setting computes in a 16-bit type (see `precision_policy`)."""
+    return precision_policy(mode) != "float32"
 
 
 @contextlib.contextmanager
@@ -100,7 +108,8 @@ def build_model(
         weights: optional local Keras weights file for the backbone (e.g. Inception V3
             ``..._notop.h5``); from scratch when None. Nothing is ever downloaded.
         embedding_dim: width of the embedding layer.
-        mixed_precision: ``"auto"`` (on iff a GPU is visible), ``"on"``, ``"off"`` or a bool.
+        mixed_precision: ``"auto"`` (float16 iff a GPU is visible), ``"on"`` (float16),
+            ``"bfloat16"``, ``"off"`` or a bool (see `precision_policy`).
         batchnorm_momentum: momentum of every BatchNormalization layer's moving statistics
             (what inference uses); None keeps Keras' Inception V3 value, 0.99. A short run
             from scratch wants less (0.9, PyTorch's default): with 0.99 the statistics
@@ -127,7 +136,7 @@ def build_model(
         raise ConfigError(f"weights are an Inception V3 backbone's; the {backbone} backbone starts from scratch")
     weights_path = _weights_file(weights)
     name = name or f"facescale_{backbone}"
-    policy = "mixed_float16" if use_mixed_precision(mixed_precision) else "float32"
+    policy = precision_policy(mixed_precision)
     with dtype_policy(policy):
         shape = (image_size, image_size, 3)
         if backbone == "inception_v3":

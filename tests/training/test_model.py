@@ -87,8 +87,12 @@ def test_mixed_precision_keeps_a_float32_output_and_restores_the_policy() -> Non
     assert mixed.get_layer(OUTPUT_LAYER).compute_dtype == "float32"
     assert mixed.get_layer("logits").kernel.dtype == "float32"  # variables stay float32
     assert keras.config.dtype_policy().name == "float32"
-    with pytest.raises(ConfigError, match="auto, on or off"):
+    with pytest.raises(ConfigError, match="auto, on, off or bfloat16"):
         use_mixed_precision("sometimes")  # type: ignore[arg-type]
+    bf16 = build_model(4, image_size=32, embedding_dim=8, mixed_precision="bfloat16", backbone="tiny")
+    assert bf16.get_layer("logits").compute_dtype == "bfloat16" and use_mixed_precision("bfloat16")
+    assert bf16.predict(_images(size=32), verbose=0).dtype == np.float32
+    assert keras.config.dtype_policy().name == "float32"
 
 
 def _bn_momenta(model: keras.Model) -> set[float]:
