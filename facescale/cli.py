@@ -1005,7 +1005,7 @@ def benchmark_lfw(
 ) -> None:
     """LFW verification (View 2): per fold a threshold from the other folds; accuracy, ROC AUC, coverage."""
     from facescale.pipeline.faces import CropParams
-    from facescale.serving.benchmark import Embed, read_pairs, run_benchmark
+    from facescale.serving.benchmark import Embed, FaceChoice, read_pairs, run_benchmark
     from facescale.serving.loading import crop_params, image_limits
     from facescale.serving.recognizer import DlibEmbedder, FaceFinder
 
@@ -1037,7 +1037,7 @@ def benchmark_lfw(
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(f"photos of {len(pairs.pairs)} pairs", total=photos)
         result = run_benchmark(
-            pairs, images_dir, FaceFinder(params), embedders, face=cast("Any", face),
+            pairs, images_dir, FaceFinder(params), embedders, face=cast("FaceChoice", face),
             limits=image_limits(state.settings.serving), model_id=model_id, pairs_name=str(pairs_file),
             progress=lambda done: progress.update(task, completed=done),
         )
@@ -1053,7 +1053,8 @@ def benchmark_lfw(
     out.print(table)
     reasons = Counter(result.no_face.values())
     for name, r in result.backends.items():
-        reasons.update({f"{name}: no embedding": len(r.failed)} if r.failed else {})
+        if r.failed:
+            reasons[f"{name}: no embedding"] = len(r.failed)
     if reasons:
         listed = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
         out.print(Text(f"photos that count as errors in their pairs: {listed} (--json lists them)"))

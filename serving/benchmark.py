@@ -347,11 +347,12 @@ def run_benchmark(
     fold_of = np.array([p.fold for p in pairs.pairs])
     results = {}
     for backend, stored in vectors.items():
-        table = np.full((len(photos), 0), np.nan, np.float32) if stored is None else stored
+        # None: no photo gave a face (all are in no_face), so every row is unscorable
+        table = np.full((len(photos), 1), np.nan, np.float32) if stored is None else stored
         failed = {
             str(photo.path(images_dir)): "no_embedding"
             for photo, row in zip(photos, table, strict=True)
-            if table.shape[1] and str(photo.path(images_dir)) not in no_face and not np.all(np.isfinite(row))
+            if str(photo.path(images_dir)) not in no_face and not np.all(np.isfinite(row))
         }
         results[backend] = score_folds(table, first, second, truth, fold_of, pairs.folds, backend, failed)
     return BenchmarkResult(
@@ -372,10 +373,7 @@ def score_folds(
     """The protocol's figures from photo vectors (NaN rows unscorable) and pair index arrays."""
     from sklearn.metrics import roc_auc_score
 
-    if vectors.shape[1] == 0:  # no photo had a face
-        scores = np.full(len(truth), np.nan, np.float32)
-    else:
-        scores = np.einsum("ij,ij->i", vectors[first], vectors[second])
+    scores = np.einsum("ij,ij->i", vectors[first], vectors[second])
     scored = np.isfinite(scores)
     fold_results, scored_accuracies = [], []
     for k in range(folds):

@@ -67,9 +67,7 @@ class FaceFinder:
         Raises:
             ImageRejected: ``no_face`` or ``several_faces`` (422).
         """
-        boxes = self.detect(image)
-        if not boxes:
-            raise ImageRejected("no_face", f"{name}: no face found (a clear, frontal face is needed)", 422)
+        boxes = self._some_faces(image, name)
         if len(boxes) > 1 and _area(boxes[0]) < self.crop_params.dominance * _area(boxes[1]):
             raise ImageRejected(
                 "several_faces", f"{name}: {len(boxes)} faces found; this needs a photo of one person", 422
@@ -82,15 +80,19 @@ class FaceFinder:
         Raises:
             ImageRejected: ``no_face`` (422).
         """
-        boxes = self.detect(image)
-        if not boxes:
-            raise ImageRejected("no_face", f"{name}: no face found (a clear, frontal face is needed)", 422)
+        boxes = self._some_faces(image, name)
         cy, cx = image.shape[0] / 2.0, image.shape[1] / 2.0
         return min(boxes, key=lambda b: (b[0] + b[2] / 2.0 - cx) ** 2 + (b[1] + b[3] / 2.0 - cy) ** 2)
 
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
         """The dataset's square crop of a face (BGR, ``crop_size``)."""
         return crop_square(image, box, self.crop_params.margin, self.crop_params.crop_size)
+
+    def _some_faces(self, image: np.ndarray, name: str) -> list[Box]:
+        boxes = self.detect(image)
+        if not boxes:
+            raise ImageRejected("no_face", f"{name}: no face found (a clear, frontal face is needed)", 422)
+        return boxes
 
 
 class DlibEmbedder:

@@ -386,8 +386,7 @@ def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out:
     """In the strategy's scope: the model of ``settings`` compiled, its stop, best-weights and epoch checkpoint."""
     model = build_model(
         num_classes, settings.image_size, settings.weights, settings.embedding_dim,
-        mixed_precision=settings.mixed_precision if plan.mixed_precision else "off",
-        batchnorm_momentum=settings.batchnorm_momentum,
+        mixed_precision=settings.mixed_precision, batchnorm_momentum=settings.batchnorm_momentum,
         backbone=settings.backbone,
     )
     model.compile(
