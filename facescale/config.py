@@ -197,6 +197,14 @@ class TrainingSettings(_Section):
         None, description="local weights file; train from scratch when unset"
     )
     embedding_dim: int = Field(128, ge=1, le=4096, description="width of the embedding layer (verification)")
+    teacher: Literal["none", "dlib"] = Field(
+        "none",
+        description="dlib: also train the embedding to reproduce the pretrained dlib embedding of each sample's "
+        "photo (from the crop cache); none: the identity labels only",
+    )
+    teacher_weight: float = Field(
+        1.0, ge=0, description="weight of the distillation loss, 1 - cosine(embedding, dlib embedding), per sample"
+    )
     batchnorm_momentum: float | None = Field(
         None,
         ge=0,
@@ -214,6 +222,10 @@ class TrainingSettings(_Section):
     def _input_fits_backbone(self) -> TrainingSettings:
         if self.backbone == "inception_v3" and self.image_size < 75:
             raise ValueError(f"image_size must be at least 75 for Inception V3, got {self.image_size}")
+        if self.teacher == "dlib" and self.embedding_dim != 128:
+            raise ValueError(
+                f"teacher dlib needs embedding_dim 128 (the dlib embedding's width), got {self.embedding_dim}"
+            )
         return self
 
 

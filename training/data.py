@@ -45,13 +45,16 @@ import tensorflow as tf
 from facescale.errors import ConfigError, IntegrityError
 from facescale.storage import SPLITS, DatasetStore, IdentityEntry, Location, Manifest
 from facescale.storage.fs import os_errors
+from facescale.storage.schemas import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 8192  # samples per shuffled block (~50 MB at 128 px; up to 3 blocks held)
 DEFAULT_READ_THREADS = 8  # row groups of a block read at once
-READ_COLUMNS = ("image", "label", "split")
+READ_COLUMNS = ("image", "label", "split", "source_image_id")
+INPUT_NAME = "image"  # model.INPUT_LAYER (this module does not build models)
+TEACHER_NAME = "teacher_embedding"  # model.TEACHER_INPUT
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ class CuratedInput:
         *,
         shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
         read_threads: int = DEFAULT_READ_THREADS,
+        teacher: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Index the split's row groups from the shards' footers (no image is read).
 
@@ -169,6 +173,9 @@ class CuratedInput:
             shuffle_buffer: about how many samples are shuffled together (a block of row
                 groups; up to three blocks are held in memory).
             read_threads: row groups of a block read at once.
+            teacher: source photo id -> its teacher embedding (`teacher.teacher_embeddings`):
+                the inputs then carry each sample's target as ``teacher_embedding`` (the zero
+                vector for a photo without one).
         """
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
@@ -181,6 +188,7 @@ class CuratedInput:
         self.image_size = image_size
         self.shuffle_buffer = shuffle_buffer
         self.read_threads = read_threads
+        self.teacher = teacher
         self._location: Location = store.location
         self._metadata: dict[str, pq.FileMetaData] = {}
         self._plans: dict[tuple[bool, int, int], list[np.ndarray]] = {}
@@ -228,20 +236,22 @@ class CuratedInput:
             epoch: the epoch whose order to produce (an int or an int64 scalar tensor).
 
         Returns:
-            An unbatched dataset of ``(tf.string, tf.int32)`` scalars.
+            An unbatched dataset of ``(tf.string, tf.int32)`` scalars (and the teacher
+            embedding, ``(128,)`` float32, third, when the input has a teacher).
         """
         blocks = self._blocks()
         epoch_tensor = tf.cast(epoch, tf.int64)
+        types = (tf.string, tf.int32) if self.teacher is None else (tf.string, tf.int32, tf.float32)
 
-        def read(block: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            images, labels = tf.py_function(
-                lambda b, e: self._read_block(int(b), int(e), shuffle, seed),
-                [block, epoch_tensor],
-                (tf.string, tf.int32),
+        def read(block: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            columns = tf.py_function(
+                lambda b, e: self._read_block(int(b), int(e), shuffle, seed), [block, epoch_tensor], types
             )
-            images.set_shape([None])
-            labels.set_shape([None])
-            return images, labels
+            columns[0].set_shape([None])
+            columns[1].set_shape([None])
+            if len(columns) == 3:
+                columns[2].set_shape([None, EMBEDDING_DIM])
+            return tuple(columns)
 
         # Two blocks in flight: one being read while the one before is consumed.
         return tf.data.Dataset.range(blocks).map(read, num_parallel_calls=2, deterministic=True).unbatch()
@@ -272,7 +282,9 @@ class CuratedInput:
                 ``index`` on, before decoding (a worker's share in multi-worker training).
 
         Returns:
-            Batches of ``(float32 images (B, S, S, 3) in [-1, 1], int32 labels (B,))``.
+            Batches of ``(float32 images (B, S, S, 3) in [-1, 1], int32 labels (B,))``; with a
+            teacher, the images and ``(B, 128)`` teacher embeddings as the inputs
+            ``{"image": ..., "teacher_embedding": ...}`` of `model.distillation_model`.
         """
         size = self.image_size
         samples = self.encoded(shuffle=shuffle, seed=seed, epoch=epoch)
@@ -280,12 +292,18 @@ class CuratedInput:
         if shard is not None:
             samples = samples.shard(*shard)
         images = samples.map(
-            lambda image, label: (resize_image(image, size), label),
+            lambda image, label, *target: (resize_image(image, size), label, *target),
             num_parallel_calls=AUTOTUNE,
             deterministic=deterministic,
         )
         batches = images.batch(batch_size, drop_remainder=drop_remainder)
-        batches = batches.map(lambda x, y: (scale_images(x), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+        if self.teacher is None:
+            batches = batches.map(lambda x, y: (scale_images(x), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+        else:
+            batches = batches.map(
+                lambda x, y, t: ({INPUT_NAME: scale_images(x), TEACHER_NAME: t}, y),
+                num_parallel_calls=AUTOTUNE, deterministic=True,
+            )
         # The manifest's count, checked while reading: a shard holding fewer rows of the
         # split than the manifest says fails loudly instead of shortening epochs.
         full, rest = divmod(examples, batch_size)
@@ -390,20 +408,27 @@ class CuratedInput:
             self._plans = {key: plan}  # one epoch at a time
         return plan
 
-    def _read_block(self, block: int, epoch: int, shuffle: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def _read_block(self, block: int, epoch: int, shuffle: bool, seed: int) -> tuple[np.ndarray, ...]:
         groups = [self.row_groups[i] for i in self._plan(shuffle, seed, epoch)[block]]
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.read_threads, thread_name_prefix="facescale-read")
         tables = [t for t in self._executor.map(self._read_group, groups) if len(t)]
         if not tables:
-            return np.array([], dtype=bytes), np.array([], dtype=np.int32)
+            empty = (np.array([], dtype=bytes), np.array([], dtype=np.int32))
+            return empty if self.teacher is None else (*empty, np.zeros((0, EMBEDDING_DIM), np.float32))
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        images = np.array(table.column("image").to_pylist(), dtype=object)
-        labels = table.column("label").to_numpy().astype(np.int32, copy=False)
+        columns: list[np.ndarray] = [
+            np.array(table.column("image").to_pylist(), dtype=object),
+            table.column("label").to_numpy().astype(np.int32, copy=False),
+        ]
+        if self.teacher is not None:
+            missing = np.zeros(EMBEDDING_DIM, np.float32)
+            sources = table.column("source_image_id").to_pylist()
+            columns.append(np.stack([self.teacher.get(s, missing) for s in sources]).astype(np.float32, copy=False))
         if shuffle:
-            order = _rng(seed, epoch, block).permutation(len(labels))
-            images, labels = images[order], labels[order]
-        return images, labels
+            order = _rng(seed, epoch, block).permutation(len(columns[1]))
+            columns = [c[order] for c in columns]
+        return tuple(columns)
 
     def _read_group(self, group: RowGroup) -> pa.Table:
         with self._location.fs.open(group.path, "rb") as fh:

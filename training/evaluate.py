@@ -546,7 +546,7 @@ def leaky_baseline(
     leaky_id = make_leaky_version(store, version_id, scratch, seed=settings.seed)
     result = train(
         scratch, leaky_id, settings, work / "train", max_steps_per_epoch=max_steps_per_epoch,
-        validation_steps=validation_steps, verbose=verbose,
+        validation_steps=validation_steps, verbose=verbose, teacher_store=store,
     )
     evaluation = evaluate(scratch, work / "train", work / "eval", batch_size=batch_size, plots=False)
     report: dict[str, Any] = {

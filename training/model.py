@@ -26,13 +26,14 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from facescale.errors import ConfigError
+from facescale.storage.schemas import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ EMBEDDING_LAYER = "embedding"
 LOGITS_LAYER = "logits"
 OUTPUT_LAYER = "probabilities"
 NORMALIZED_EMBEDDING_LAYER = "embedding_l2"
+TEACHER_INPUT = "teacher_embedding"
+DISTILLATION_LAYER = "distillation"
 
 MixedPrecision = Literal["auto", "on", "off", "bfloat16"] | bool
 Backbone = Literal["inception_v3", "tiny"]
@@ -55,8 +58,9 @@ def precision_policy(mode: MixedPrecision) -> str:
 
     ``on`` (or True) computes in float16, ``bfloat16`` in bfloat16 (variables stay float32
     either way), ``off`` in float32; ``auto`` is float16 exactly when a GPU is visible.
-    bfloat16 is never chosen by ``auto``: on CPUs without AMX or AVX512_BF16 it is emulated
-    and slower (`bench/bench_train_precision.py` measures it on the machine at hand).
+    bfloat16 is never chosen by ``auto``: measured here (`bench/bench_train_precision.py`) it
+    trains at 0.49x float32's rate on a CPU without AVX512_BF16 (emulated) and at 0.75x on
+    one with AVX512_BF16 but no AMX; only a CPU with AMX may gain (rerun the bench there).
 
     Returns:
         ``"float32"``, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
@@ -193,6 +197,48 @@ def embedding_model(model: keras.Model) -> keras.Model:
     embedding = model.get_layer(EMBEDDING_LAYER).output
     normalized = keras.layers.UnitNormalization(axis=-1, dtype="float32", name=NORMALIZED_EMBEDDING_LAYER)(embedding)
     return keras.Model(model.inputs, normalized, name=f"{model.name}_embedding")
+
+
+class DistillationLoss(keras.layers.Layer):
+    """Adds ``weight * mean(1 - cos(student, teacher))`` to the model's loss; passes the probabilities on.
+
+    Inputs ``[probabilities, student embedding, teacher embedding]``. Rows whose teacher is
+    the zero vector (no embedding known) are left out of the mean. No weights of its own: a
+    distillation model saves and loads the same weights as the classifier it wraps.
+    """
+
+    def __init__(self, weight: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.weight = float(weight)
+
+    def call(self, inputs: list[Any]) -> Any:
+        probabilities, student, teacher = inputs
+        student = keras.ops.normalize(keras.ops.cast(student, "float32"), axis=-1)
+        teacher = keras.ops.cast(teacher, "float32")
+        present = keras.ops.cast(keras.ops.sum(keras.ops.abs(teacher), axis=-1) > 0, "float32")
+        cosine = keras.ops.sum(student * keras.ops.normalize(teacher, axis=-1), axis=-1)
+        distance = keras.ops.sum((1.0 - cosine) * present) / keras.ops.maximum(keras.ops.sum(present), 1.0)
+        self.add_loss(self.weight * distance)
+        return probabilities
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "weight": self.weight}
+
+
+def distillation_model(model: keras.Model, weight: float) -> keras.Model:
+    """The training-time model of ``training.teacher``: the classifier plus a distillation loss.
+
+    Inputs ``{"image": ..., "teacher_embedding": (B, 128)}``; output the classifier's
+    probabilities (so its metrics keep their names); every call adds
+    `DistillationLoss` on the embedding layer. Shares every layer and weight with ``model``,
+    which is what gets exported.
+    """
+    teacher = keras.Input((EMBEDDING_DIM,), name=TEACHER_INPUT)
+    student = model.get_layer(EMBEDDING_LAYER).output
+    probabilities = DistillationLoss(weight, dtype="float32", name=DISTILLATION_LAYER)(
+        [model.outputs[0], student, teacher]
+    )
+    return keras.Model({INPUT_LAYER: model.inputs[0], TEACHER_INPUT: teacher}, probabilities, name=model.name)
 
 
 def grow_from(model: keras.Model, previous: keras.Model) -> dict[str, int]:

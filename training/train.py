@@ -74,8 +74,9 @@ from facescale.storage.fs import local_atomic_path
 from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, write_json
 from .data import CuratedInput, VersionInfo
 from .evaluate import accuracy_on_labels, predict_split
-from .model import build_model, grow_from, use_mixed_precision
+from .model import build_model, distillation_model, grow_from, use_mixed_precision
 from .plan import TrainingPlan, plan_run
+from .teacher import source_ids, teacher_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,7 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 0,
     warm_start: str | os.PathLike[str] | None = None,
+    teacher_store: DatasetStore | None = None,
 ) -> TrainResult:
     """Train the identity classifier on a CURATED version; resume if ``out_dir`` holds a run.
 
@@ -257,6 +259,9 @@ def train(
             previous and the new model are both evaluated on the test samples of the
             previous model's identities; the report (``warm_start`` in the result) says
             whether the new model is at least as good on them.
+        teacher_store: the store whose crop cache holds the photos' dlib embeddings when
+            ``settings.teacher`` is ``dlib`` (default: ``store``; the leaky baseline trains on
+            a scratch copy of a version and reads them from the version's own store).
 
     ``settings.deterministic`` makes the input order and the ops reproducible
     (`make_deterministic`), so that a resumed run ends where an uninterrupted one does;
@@ -270,13 +275,16 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_monitor(settings.stop_metric)
+    targets = None
+    if settings.teacher == "dlib":
+        targets = teacher_embeddings(teacher_store or store, source_ids(store, version_id, ("train", "val")))
     train_input = CuratedInput(
-        store, version_id, "train", settings.image_size, shuffle_buffer=settings.shuffle_buffer
+        store, version_id, "train", settings.image_size, shuffle_buffer=settings.shuffle_buffer, teacher=targets
     )
     info = train_input.info
     val_input = None
     if info.split_counts.get("val", 0):
-        val_input = CuratedInput(store, version_id, "val", settings.image_size)
+        val_input = CuratedInput(store, version_id, "val", settings.image_size, teacher=targets)
     elif settings.stop_metric.startswith("val_"):
         raise ConfigError(
             f"dataset version {version_id} has no val split, so training.stop_metric "
@@ -320,13 +328,13 @@ def train(
         built = build(settings, info.num_classes, plan, out)
         model, stop = built.model, built.stop
         if saved is not None:
-            built.checkpoint.restore(model, saved)
+            built.checkpoint.restore(built.trainee, saved)
         elif previous is not None:
             grow_from(model, previous.model)
         if saved is None or not saved.finished:
             fit(built, plan, settings, strategy, train_input, val_input, out, resumed_from, callbacks, verbose)
         if (out / BEST_FILE).is_file():
-            model.load_weights(out / BEST_FILE)
+            built.trainee.load_weights(out / BEST_FILE)
     history = _read_history(out / HISTORY_FILE)
     best_epoch, best_value = _best(history.get(settings.stop_metric, []), stop.mode)
     epochs = len(next(iter(history.values()), []))
@@ -374,12 +382,18 @@ def train(
 
 @dataclass
 class Built:
-    """A compiled model and the callbacks whose state an epoch checkpoint keeps with its weights."""
+    """A compiled model and the callbacks whose state an epoch checkpoint keeps with its weights.
+
+    ``model`` is the classifier (what is exported); ``trainee`` is what ``fit`` trains and the
+    checkpoints save: the classifier itself, or with ``training.teacher`` its
+    `model.distillation_model` (same weights, one more input and loss).
+    """
 
     model: keras.Model
     stop: ThresholdStop
     best: keras.callbacks.ModelCheckpoint
     checkpoint: EpochCheckpoint
+    trainee: keras.Model
 
 
 def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out: Path) -> Built:
@@ -389,7 +403,8 @@ def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out:
         mixed_precision=settings.mixed_precision, batchnorm_momentum=settings.batchnorm_momentum,
         backbone=settings.backbone,
     )
-    model.compile(
+    trainee = distillation_model(model, settings.teacher_weight) if settings.teacher != "none" else model
+    trainee.compile(
         optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[
@@ -405,7 +420,7 @@ def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out:
     checkpoint = EpochCheckpoint(
         out / BACKUP_DIR, fingerprint=plan.fingerprint, stateful={"threshold_stop": stop, "best": _BestValue(best)}
     )
-    return Built(model, stop, best, checkpoint)
+    return Built(model, stop, best, checkpoint, trainee)
 
 
 def fit(
@@ -433,9 +448,9 @@ def fit(
             seed=settings.seed, deterministic=settings.deterministic,
         )
         validation = val_input.dataset(plan.global_batch) if val_input is not None else None
-    fixes = _multi_worker_fixes(built.model, strategy) if multi else contextlib.nullcontext()
+    fixes = _multi_worker_fixes(built.trainee, strategy) if multi else contextlib.nullcontext()
     with fixes:
-        built.model.fit(
+        built.trainee.fit(
             stream,
             epochs=settings.max_epochs,
             initial_epoch=resumed_from,

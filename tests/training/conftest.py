@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from facescale.storage import DatasetStore, IdentityEntry, Location, ShardSizing
+from facescale.storage import CropStore, DatasetStore, IdentityEntry, Location, ShardSizing
 
 TRAIN_PROC = Path(__file__).with_name("_train_proc.py")
 VERSION_ID = "20261130T000000Z-train1"
@@ -73,6 +73,25 @@ def face_crop(path: Path, size: int = CROP_SIZE, *, mirror: bool = False, shift:
     return buf.getvalue()
 
 
+def crop_row(sample: dict[str, Any], embedding: Any) -> dict[str, Any]:
+    """The crop-cache row curation writes for a version's original ``sample`` (``embedding`` None: dlib gave none)."""
+    return {
+        "image_id": sample["source_image_id"], "run_id": "ingest-test", "identity": sample["identity"],
+        "identity_slug": sample["identity_slug"], "error": None if embedding is not None else "no_embedding",
+        "crop": sample["image"], "face_box": sample["face_box"], "sharpness": 50.0, "brightness": 120.0,
+        "contrast": 40.0, "faces": 1, "phash": None, "phash_windows": None,
+        "embedding": None if embedding is None else [float(v) for v in embedding],
+    }
+
+
+def write_crops(location: Location, name: str, rows: list[dict[str, Any]]) -> None:
+    """Commit one crop-cache chunk of ``rows`` (`crop_row`) under ``location``."""
+    crops = CropStore(location)
+    with crops.open(f"chunk-{name}", "params-test", [f"ingest-test/{name}"]) as writer:
+        writer.write(rows)
+        writer.commit()
+
+
 def make_version(
     location: Location,
     photos: Path,
@@ -83,7 +102,7 @@ def make_version(
     """Write a CURATED version of 12 crops per person (8 train, 2 val, 2 test), as curation would.
 
     ``copies`` > 1 adds augmented copies of each train photo (mirrored, ``aug_index`` 1..),
-    as curation's augmentation does.
+    as curation's augmentation does. No crop cache: `write_crops` adds one.
     """
     store = DatasetStore(location, SIZING)
     rows: list[dict[str, Any]] = []

@@ -1,0 +1,168 @@
+"""Distillation from the dlib embedding: the targets read from the crop cache, fed per sample, and learnt.
+
+The version is the small one of the conftest (real lfw-dev crops); its crop cache is written
+here the way curation writes it, with each crop's real dlib embedding (`FaceEmbedder`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facescale.config import TrainingSettings
+from facescale.errors import ConfigError
+from facescale.pipeline.embeddings import FaceEmbedder
+from facescale.storage import DatasetStore, Location
+from facescale.storage.schemas import EMBEDDING_DIM
+from facescale.training.data import CuratedInput
+from facescale.training.model import embedding_model
+from facescale.training.teacher import source_ids, teacher_embeddings
+from facescale.training.train import train
+
+from .conftest import Curated, crop_row, make_version, write_crops
+
+NO_EMBEDDING = 0  # index (in source order) of the photo whose crop row has no embedding
+
+
+@pytest.fixture(scope="module")
+def taught(lfw_dev: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Curated, dict[str, np.ndarray]]:
+    """The small version with a crop cache: every source photo's dlib embedding, but one's."""
+    root = tmp_path_factory.mktemp("taught")
+    curated = make_version(Location.from_uri(str(root)), lfw_dev)
+    embedder = FaceEmbedder()
+    originals = [r for r in curated.rows if r["aug_index"] == 0]
+    expected: dict[str, np.ndarray] = {}
+    rows = []
+    for i, row in enumerate(originals):
+        vector = None if i == NO_EMBEDDING else embedder.embed_bytes(row["image"])
+        if vector is not None:
+            expected[row["source_image_id"]] = vector / np.linalg.norm(vector)
+        rows.append(crop_row(row, vector))
+    write_crops(curated.location, "a", rows)
+    return curated, expected
+
+
+def test_teacher_embeddings_are_the_crop_caches_unit_vectors_of_the_wanted_photos(
+    taught: tuple[Curated, dict[str, np.ndarray]],
+) -> None:
+    curated, expected = taught
+    wanted = source_ids(curated.store, curated.version_id, ("train", "val"))
+    assert wanted == {r["source_image_id"] for r in curated.rows if r["split"] in ("train", "val")}
+    found = teacher_embeddings(curated.store, wanted, centre=False)
+    assert set(found) == wanted & set(expected)  # test photos not asked for; the one without none
+    assert len(found) == len(wanted) - 1
+    for source, vector in found.items():
+        assert vector.shape == (EMBEDDING_DIM,) and vector.dtype == np.float32
+        np.testing.assert_allclose(vector, expected[source], atol=1e-6)
+    raw = np.stack([found[k] for k in sorted(found)])
+    assert np.mean(raw @ raw.T) > 0.5  # dlib's embeddings share a direction ...
+    centred = teacher_embeddings(curated.store, wanted)  # ... which the default takes out
+    mean = raw.mean(axis=0)
+    for source, vector in centred.items():
+        want = found[source] - mean
+        np.testing.assert_allclose(vector, want / np.linalg.norm(want), atol=1e-5)
+    both = np.stack([centred[k] for k in sorted(centred)])
+    assert abs(float(np.mean(both @ both.T))) < 0.05
+
+
+def test_the_newest_chunk_wins_and_a_store_without_embeddings_is_refused(
+    taught: tuple[Curated, dict[str, np.ndarray]], lfw_dev: Path, tmp_path: Path
+) -> None:
+    source_store, expected = taught
+    copy = tmp_path / "store"
+    shutil.copytree(Path(source_store.location.path("")), copy)
+    store = DatasetStore(Location.from_uri(str(copy)))
+    source = sorted(expected)[0]
+    row = next(r for r in source_store.rows if r["source_image_id"] == source)
+    newer = -expected[source]  # another embedding of the same photo, made later
+    write_crops(store.root, "b", [crop_row(row, newer)])
+    found = teacher_embeddings(store, {source}, centre=False)
+    np.testing.assert_allclose(found[source], newer, atol=1e-6)
+
+    bare = make_version(Location.from_uri(str(tmp_path / "bare")), lfw_dev)  # no crop cache
+    with pytest.raises(ConfigError, match="no embedding of this version's photos"):
+        teacher_embeddings(bare.store, source_ids(bare.store, bare.version_id))
+    with pytest.raises(ConfigError, match="no embedding of this version's photos"):
+        train(bare.store, bare.version_id, TrainingSettings(backbone="tiny", image_size=32, teacher="dlib"),
+              tmp_path / "run")
+
+
+def test_the_input_carries_each_samples_teacher_and_zeros_where_there_is_none(
+    taught: tuple[Curated, dict[str, np.ndarray]],
+) -> None:
+    curated, expected = taught
+    by_image = {r["image"]: r for r in curated.rows}
+    data = CuratedInput(curated.store, curated.version_id, "train", 75, teacher=expected)
+    seen = 0
+    zeros = 0
+    for image, label, target in data.encoded(shuffle=True, seed=3, epoch=1).as_numpy_iterator():
+        row = by_image[image]
+        source = row["source_image_id"]
+        assert label == row["label"]
+        want = expected.get(source, np.zeros(EMBEDDING_DIM, np.float32))
+        np.testing.assert_allclose(target, want, atol=1e-6)
+        zeros += int(not np.any(target))
+        seen += 1
+    assert seen == len(curated.split("train")) and zeros == 1
+    inputs, labels = next(iter(data.dataset(4)))
+    assert set(inputs) == {"image", "teacher_embedding"}
+    assert inputs["image"].shape == (4, 75, 75, 3) and inputs["teacher_embedding"].shape == (4, EMBEDDING_DIM)
+    assert labels.shape == (4,)
+
+
+def _agreement(model_path: Path, curated: Curated, expected: dict[str, np.ndarray]) -> float:
+    """Mean cosine between the model's embedding of each train photo and its (centred) dlib embedding."""
+    import keras
+
+    from facescale.training.data import decode_image
+
+    embed = embedding_model(keras.models.load_model(model_path))
+    rows = [r for r in curated.split("train") if r["source_image_id"] in expected]
+    images = np.stack([decode_image(r["image"], 75).numpy() for r in rows])
+    student = embed.predict(images, verbose=0)
+    teacher = np.stack([expected[r["source_image_id"]] for r in rows])
+    return float(np.mean(np.sum(student * teacher, axis=1)))
+
+
+def test_distillation_makes_the_embedding_reproduce_the_teachers(
+    taught: tuple[Curated, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    """The same short run with and without the teacher: only the taught one's embedding follows dlib's."""
+    curated, _ = taught
+    expected = teacher_embeddings(curated.store, source_ids(curated.store, curated.version_id, ("train",)))
+    # batchnorm_momentum 0.5: the agreement is measured in inference mode after only 60 steps
+    base = {"backbone": "tiny", "image_size": 75, "batch_size": 8, "max_epochs": 20, "batchnorm_momentum": 0.5,
+            "stop_metric": "loss", "stop_threshold": 1e-9, "learning_rate": 3e-3, "deterministic": False}
+    plain = train(curated.store, curated.version_id, TrainingSettings(**base, teacher="none"), tmp_path / "plain")
+    taught_run = train(
+        curated.store, curated.version_id, TrainingSettings(**base, teacher="dlib", teacher_weight=5.0),
+        tmp_path / "taught",
+    )
+    assert taught_run.settings["teacher"] == "dlib"
+    plain_agreement = _agreement(plain.model_path, curated, expected)
+    taught_agreement = _agreement(taught_run.model_path, curated, expected)
+    assert taught_agreement > 0.4, (plain_agreement, taught_agreement)
+    assert taught_agreement > plain_agreement + 0.3, (plain_agreement, taught_agreement)
+
+
+def test_a_teacher_needs_the_dlib_width() -> None:
+    with pytest.raises(ValueError, match="embedding_dim 128"):
+        TrainingSettings(teacher="dlib", embedding_dim=64)
+
+
+def test_the_leaky_baseline_reads_the_teacher_from_the_versions_own_store(
+    taught: tuple[Curated, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    """Its re-split lives in a scratch store without a crop cache: the targets come from the original."""
+    from facescale.training.evaluate import leaky_baseline
+
+    curated, _ = taught
+    settings = TrainingSettings(backbone="tiny", image_size=32, batch_size=4, max_epochs=1, teacher="dlib",
+                                stop_metric="val_loss", stop_threshold=1e-9, deterministic=False)
+    report = leaky_baseline(curated.store, curated.version_id, settings, tmp_path / "leaky", max_steps_per_epoch=2)
+    assert report["training"]["epochs"] == 1
+    assert json.loads((tmp_path / "leaky" / "train" / "training.json").read_text())["settings"]["teacher"] == "dlib"
