@@ -166,3 +166,19 @@ def test_the_leaky_baseline_reads_the_teacher_from_the_versions_own_store(
     report = leaky_baseline(curated.store, curated.version_id, settings, tmp_path / "leaky", max_steps_per_epoch=2)
     assert report["training"]["epochs"] == 1
     assert json.loads((tmp_path / "leaky" / "train" / "training.json").read_text())["settings"]["teacher"] == "dlib"
+
+
+def test_a_distilled_run_warm_starts_from_a_previous_model(
+    taught: tuple[Curated, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    """The wrapper shares the classifier's layers: the copied backbone and head are what it trains."""
+    curated, _ = taught
+    short = {"backbone": "tiny", "image_size": 32, "batch_size": 4, "max_epochs": 1, "stop_metric": "val_loss",
+             "stop_threshold": 1e-9, "deterministic": False}
+    previous = train(curated.store, curated.version_id, TrainingSettings(**short), tmp_path / "previous",
+                     max_steps_per_epoch=2)
+    grown = train(curated.store, curated.version_id, TrainingSettings(**short, teacher="dlib"), tmp_path / "grown",
+                  max_steps_per_epoch=2, warm_start=previous.out_dir)
+    assert grown.warm_start is not None
+    assert grown.warm_start["copied_classes"] == previous.num_classes and grown.warm_start["new_classes"] == 0
+    assert grown.warm_start["previous_accuracy"] is not None and grown.warm_start["new_accuracy"] is not None
