@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 8192  # samples per shuffled block (~50 MB at 128 px; up to 3 blocks held)
 DEFAULT_READ_THREADS = 8  # row groups of a block read at once
-READ_COLUMNS = ("image", "label", "split", "source_image_id")
+READ_COLUMNS = ("image", "label", "split")
+TEACHER_COLUMNS = ("source_image_id",)  # read as well when the input has a teacher
 INPUT_NAME = "image"  # model.INPUT_LAYER (this module does not build models)
 TEACHER_NAME = "teacher_embedding"  # model.TEACHER_INPUT
 
@@ -189,6 +190,7 @@ class CuratedInput:
         self.shuffle_buffer = shuffle_buffer
         self.read_threads = read_threads
         self.teacher = teacher
+        self._columns = [*READ_COLUMNS, *(TEACHER_COLUMNS if teacher is not None else ())]
         self._location: Location = store.location
         self._metadata: dict[str, pq.FileMetaData] = {}
         self._plans: dict[tuple[bool, int, int], list[np.ndarray]] = {}
@@ -388,7 +390,7 @@ class CuratedInput:
             raise IntegrityError(f"shard missing: {shown}") from exc
         except pa.ArrowInvalid as exc:
             raise IntegrityError(f"shard {shown} is unreadable: {exc}") from exc
-        missing = [c for c in READ_COLUMNS if c not in metadata.schema.names]
+        missing = [c for c in self._columns if c not in metadata.schema.names]
         if missing:
             raise IntegrityError(f"shard {shown} lacks columns {missing}: not a CURATED shard")
         return metadata
@@ -433,7 +435,7 @@ class CuratedInput:
     def _read_group(self, group: RowGroup) -> pa.Table:
         with self._location.fs.open(group.path, "rb") as fh:
             parquet = pq.ParquetFile(fh, metadata=self._metadata[group.path])
-            table = parquet.read_row_group(group.index, columns=list(READ_COLUMNS))
+            table = parquet.read_row_group(group.index, columns=self._columns)
         if group.mixed:
             table = table.filter(pc.equal(table.column("split"), self.split))
         return table
