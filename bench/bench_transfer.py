@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from facescale.config import Settings
+from facescale.config import Settings, TrainingSettings
 from facescale.services import Services
 from facescale.training.artifacts import register_run
 from facescale.training.evaluate import evaluate
-from facescale.training.train import train
+from facescale.training.train import RESULT_FILE, train
 
 RECIPES = ("none", "dlib")
 
@@ -52,7 +51,7 @@ def verify(model_id: str, pairs: Path, images: Path) -> dict[str, float]:
     """The model backend's LFW protocol figures on ``pairs`` (a child ``facescale benchmark lfw``)."""
     command = [sys.executable, "-m", "facescale.cli", "benchmark", "lfw", str(pairs), str(images),
                "--model", model_id, "--backend", "model", "--json"]
-    done = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ.copy())
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(done.stdout)["backends"]["model"]
     return {k: result[k] for k in ("accuracy_mean", "accuracy_std", "roc_auc", "coverage")}
 
@@ -77,13 +76,13 @@ def main() -> None:
         update: dict[str, object] = {"teacher": recipe, "max_epochs": args.epochs, "image_size": args.image_size}
         if args.teacher_weight is not None:
             update["teacher_weight"] = args.teacher_weight
-        training = settings.training.model_copy(update=update)
-        training = type(training).model_validate(training.model_dump())
+        training = TrainingSettings.model_validate(settings.training.model_dump() | update)
         out = args.out / recipe
+        finished = (out / RESULT_FILE).is_file()
         cpu, wall = cpu_seconds(), time.perf_counter()
         result = train(store, args.version, training, out, max_steps_per_epoch=args.max_steps)
         cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
-        if result.resumed_from or wall < result.seconds / 2:  # returned or resumed: the run's own figure
+        if finished or result.resumed_from:  # returned or resumed: the run's own wall time, CPU unknown
             wall, cpu = result.seconds, float("nan")
         top1 = evaluate(store, out, plots=False).top1
         row = {"train_s": wall, "cpu_s": cpu, "epochs": result.epochs, "test_top1": top1}

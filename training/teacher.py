@@ -28,19 +28,14 @@ import pyarrow.compute as pc
 from facescale.errors import ConfigError
 from facescale.storage import CropStore, DatasetStore
 from facescale.storage.schemas import EMBEDDING_DIM
-from facescale.storage.shards import iter_batches
 
 log = logging.getLogger(__name__)
-
-TEACHERS = ("none", "dlib")
-
 
 def source_ids(store: DatasetStore, version_id: str, splits: Iterable[str] = ("train", "val")) -> set[str]:
     """The source photos of a version's samples in ``splits`` (the ``source_image_id`` column only)."""
     wanted = set(splits)
     ids: set[str] = set()
-    paths = store.shard_paths(store.get(version_id))
-    for batch in iter_batches(store.location, paths, ["source_image_id", "split"], 8192):
+    for batch in store.iter_batches(version_id, ["source_image_id", "split"], 8192):
         keep = pc.is_in(batch.column("split"), value_set=pa.array(sorted(wanted), pa.string()))
         ids.update(pc.filter(batch.column("source_image_id"), keep).to_pylist())
     return ids
@@ -92,4 +87,3 @@ def teacher_embeddings(store: DatasetStore, wanted: set[str], *, centre: bool = 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
     return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
-

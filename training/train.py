@@ -403,7 +403,7 @@ def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out:
         mixed_precision=settings.mixed_precision, batchnorm_momentum=settings.batchnorm_momentum,
         backbone=settings.backbone,
     )
-    trainee = distillation_model(model, settings.teacher_weight) if settings.teacher != "none" else model
+    trainee = distillation_model(model, settings.teacher_weight) if settings.teacher == "dlib" else model
     trainee.compile(
         optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
