@@ -217,6 +217,8 @@ class Scraped(TaskResult):
     accepted: int
     rejected: dict[str, int]
     failed: list[str]
+    search_s: float = 0.0  # browser seconds searching (browsers run in parallel)
+    download_s: float = 0.0  # seconds from each keyword's download submit to its last file (keywords overlap)
 
 
 def scrape_batch(
@@ -237,7 +239,8 @@ def scrape_batch(
         )
     return Scraped(
         run_id=summary.run_id, keywords=summary.keywords, skipped=summary.skipped, accepted=summary.accepted,
-        rejected=dict(summary.rejected), failed=list(summary.failed),
+        rejected=dict(summary.rejected), failed=list(summary.failed), search_s=round(summary.search_s, 3),
+        download_s=round(summary.download_s, 3),
     )
 
 
@@ -252,6 +255,7 @@ class Curated(TaskResult):
     identities_changed: int
     rows: int
     prepared_rows: int
+    seconds: dict[str, float] = Field(default_factory=dict)  # wall time per curation step
 
 
 def curate_version(settings: Settings, version_id: str) -> Curated:
@@ -271,6 +275,7 @@ def curate_version(settings: Settings, version_id: str) -> Curated:
         identities_changed=summary.identities_changed,
         rows=summary.rows,
         prepared_rows=summary.prepared_rows,
+        seconds={step: round(s, 3) for step, s in summary.seconds.items()},
     )
 
 

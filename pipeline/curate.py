@@ -35,9 +35,10 @@ import json
 import logging
 import math
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
@@ -75,6 +76,7 @@ from .cleaning import SheetItem, Verdict, exclusions_for, write_contact_sheet
 from .decide import META_COLUMNS, IdentityDecision, decide
 from .faces import CropParams
 from .sink import Receipts, data_context, sink_options, write_shards
+from .timing import Stopwatch
 
 if TYPE_CHECKING:
     from facescale.storage.shards import ShardInfo
@@ -122,6 +124,7 @@ class CurateSummary:
     rejected: Counter[str]
     sheets: str | None = None
     message: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step (`_build`, the gate)
 
 
 # -- parameters -----------------------------------------------------------------------------
@@ -536,14 +539,18 @@ def curate(
     """
     progress = progress or Progress()
     store = DatasetStore(location, sizing)
-    if version_id is not None and version_id in store.version_ids():
+    if version_id is not None and store.exists(version_id):
         summary = _existing(store.get(version_id), "version already committed")
     else:
         # Everything the build held (crop metadata, plans, verdicts) is released before validating.
         summary = _build(location, store, settings, sizing, version_id, progress)
     if validate and summary.version_id is not None and not summary.published:
+        started = time.perf_counter()
         summary.validation = _validate(store, summary.version_id, settings)
+        summary.seconds["validate"] = time.perf_counter() - started
         summary.published = summary.validation.success
+    if summary.seconds:
+        log.info("curation steps: %s", ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items()))
     return summary
 
 
@@ -556,18 +563,36 @@ def _build(
     progress: ProgressSink,
 ) -> CurateSummary:
     """Steps 1-3 and the commit: the new version (unvalidated), or why there is none."""
+    summary = _build_steps(location, store, settings, sizing, version_id, progress, watch := Stopwatch())
+    summary.seconds = watch.seconds
+    return summary
+
+
+def _build_steps(
+    location: Location,
+    store: DatasetStore,
+    settings: CurationSettings,
+    sizing: ShardSizing | None,
+    version_id: str | None,
+    progress: ProgressSink,
+    watch: Stopwatch,
+) -> CurateSummary:
     raw = RawStore(location, sizing)
     crops = CropStore(location, sizing)
     params = crop_params(settings)
     config = version_config(settings, params)
 
     with RaySession(settings.ray_address) as ray_session:
-        new_shards, prepared, new_chunks = prepare(raw, crops, settings, params, progress, ray_session)
-        chunks = crops.chunks(prepare_fingerprint(params))
-        meta = _load_meta(crops, chunks)
-        names = {i.slug: (i.name, i.label) for i in IdentityRegistry(location).list()}
-        exclusion_list = ExclusionList(location)
-        decisions = decide(meta, names, exclusion_list.load(), settings)
+        with watch.step("prepare"):
+            new_shards, prepared, new_chunks = prepare(raw, crops, settings, params, progress, ray_session)
+        with watch.step("load_meta"):
+            chunks = crops.chunks(prepare_fingerprint(params))
+            meta = _load_meta(crops, chunks)
+            names = {i.slug: (i.name, i.label) for i in IdentityRegistry(location).list()}
+            exclusion_list = ExclusionList(location)
+            exclusions = exclusion_list.load()
+        decisions = decide(meta, names, exclusions, settings)
+        watch.merge(decisions.seconds)
         outcomes, rejected = decisions.identities, decisions.rejected
         kept = {slug: o for slug, o in outcomes.items() if o.selection.kept}
         for o in kept.values():
@@ -584,7 +609,8 @@ def _build(
         touched &= set(outcomes)
         sheets = None
         if outcomes:
-            sheets = _write_sheets(location, crops, chunks, meta, outcomes, touched, settings.cleaning_threshold)
+            with watch.step("sheets"):
+                sheets = _write_sheets(location, crops, chunks, meta, outcomes, touched, settings.cleaning_threshold)
         auto = [e for o in outcomes.values() for e in _auto_exclusions(o)]
 
         waiting = sum(1 for o in outcomes.values() if not o.selection.kept)
@@ -605,9 +631,11 @@ def _build(
         with store.create(version_id, config=config) as writer:
             counts: Counter[tuple[str, str]] = Counter()
             if parent is not None:
-                counts += _write_reused(store, parent, reused, writer)
+                with watch.step("copy_unchanged"):
+                    counts += _write_reused(store, parent, reused, writer)
             needed = _chunks_for(meta, chunks, {o.slug for o in changed})
-            counts += _write_new(crops, needed, changed, settings, writer, progress, ray_session)
+            with watch.step("samples"):
+                counts += _write_new(crops, needed, changed, settings, writer, progress, ray_session)
             entries = []
             for slug, o in sorted(kept.items(), key=lambda kv: kv[1].label):
                 expected = o.counts()
@@ -640,7 +668,8 @@ def _build(
                 padding="identities below per_identity photos are never padded with duplicates: "
                 "their missing train samples are extra augmented copies of their train photos",
             )
-            manifest = writer.commit(entries, {"curation": notes.model_dump(mode="json")})
+            with watch.step("commit"):
+                manifest = writer.commit(entries, {"curation": notes.model_dump(mode="json")})
     if auto:  # after the commit: a run killed before it leaves the list as it was
         exclusion_list.add(auto)
     return CurateSummary(

@@ -39,6 +39,7 @@ from .cleaning import clean_identity
 from .dedup import Record, resolve
 from .embeddings import EMBEDDING_DIM
 from .split import SplitParams, split_sources
+from .timing import Stopwatch
 
 #: The crop cache's columns step 2 reads (``chunk`` is added when the metadata is loaded).
 META_COLUMNS = [
@@ -107,6 +108,7 @@ class Decisions:
 
     identities: dict[str, IdentityDecision]
     rejected: Counter[str]  # every photo left out, by reason, crop gates included
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: dedup, cleaning, balance_split
 
 
 def decide(
@@ -170,8 +172,11 @@ def decide(
         )
         for i in rows
     ]
+    watch = Stopwatch()
     by_identity: dict[str, list[int]] = defaultdict(list)
-    for i, d in zip(rows, resolve(records, settings.near_duplicate_distance) if records else [], strict=True):
+    with watch.step("dedup"):
+        resolved = resolve(records, settings.near_duplicate_distance) if records else []
+    for i, d in zip(rows, resolved, strict=True):
         if d.keep:
             by_identity[slugs[i]].append(i)
         else:
@@ -194,17 +199,18 @@ def decide(
             value = embeddings[i].as_py()
             if value is not None:
                 vectors[row] = value
-        cleaned = (
-            clean_identity(
-                [image_ids[i] for i in members],
-                vectors,
-                settings.cleaning_threshold,
-                excluded=excluded.get(slug, ()),
-                reviewed_keep=keep.get(slug, ()),
+        with watch.step("cleaning"):
+            cleaned = (
+                clean_identity(
+                    [image_ids[i] for i in members],
+                    vectors,
+                    settings.cleaning_threshold,
+                    excluded=excluded.get(slug, ()),
+                    reviewed_keep=keep.get(slug, ()),
+                )
+                if members
+                else []
             )
-            if members
-            else []
-        )
         candidates: list[Candidate] = []
         verdicts: dict[str, PhotoVerdict] = {}
         removed: Counter[str] = Counter()
@@ -222,17 +228,18 @@ def decide(
         for image_id, reason in dropped.get(slug, {}).items():
             verdicts[image_id] = PhotoVerdict(reason)
             removed[reason.value] += 1
-        selection = balance_identity(candidates, balance)
-        plan: list[PlannedSample] = []
-        if selection.kept:
-            assignment = split_sources(selection.selected, split)
-            extra = extra_train_samples(selection, settings.augment_factor, split.fractions)
-            plan = plan_samples(selection, assignment, settings.augment_factor, extra)
+        with watch.step("balance_split"):
+            selection = balance_identity(candidates, balance)
+            plan: list[PlannedSample] = []
+            if selection.kept:
+                assignment = split_sources(selection.selected, split)
+                extra = extra_train_samples(selection, settings.augment_factor, split.fractions)
+                plan = plan_samples(selection, assignment, settings.augment_factor, extra)
         name, label = names[slug]
         identities[slug] = IdentityDecision(
             slug, name, label, selection, plan, verdicts, removed, chunks={image_ids[i]: chunk_of[i] for i in members}
         )
-    return Decisions(identities, rejected)
+    return Decisions(identities, rejected, watch.seconds)
 
 
 def quality_score(sharpness: float | None, face_side: int | None, distance: float | None, threshold: float) -> float:

@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.client import HTTPException
 
 import psutil
@@ -394,6 +394,7 @@ class SearchResult:
     error: str | None = None
     attempts: int = 1
     notes: list[str] = field(default_factory=list)  # what the engine reported (e.g. page_load_timeout)
+    seconds: float = 0.0  # wall time a browser spent on it, retries included
 
     @property
     def ok(self) -> bool:
@@ -460,11 +461,13 @@ class _Worker:
                 task = self.pool._tasks.get()
                 if task is None:
                     return
+                started = time.monotonic()
                 try:
                     result = self._search(task)
                 except Exception as exc:  # a bug here must not lose the keyword or the thread
                     log.exception("browser worker %d failed on %r", self.index, task.keyword)
                     result = SearchResult(task.keyword, [], f"engine_error: {_describe(exc)}", 0)
+                result = replace(result, seconds=time.monotonic() - started)
                 task.results.put(result)
         finally:
             self.discard(graceful=True)

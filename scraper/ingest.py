@@ -75,7 +75,7 @@ def ingest(
     if not folders:
         raise FacescaleError(f"no identity folders with >= {min_images} images under {root}")
     summary = IngestSummary(run_id)
-    if run_id in store.run_ids() and store.get(run_id).finished:
+    if store.exists(run_id) and store.get(run_id).finished:
         log.info("run %s already finished", run_id)
         return _summarise(store, store.get(run_id), summary)
     identities = {i.name: i for i, _ in registry.add(display_name(f) for f in folders)}

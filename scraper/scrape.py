@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -60,6 +61,8 @@ class ScrapeSummary:
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     finished: bool = False
+    search_s: float = 0.0  # browser time spent searching this attempt's keywords (browsers run in parallel)
+    download_s: float = 0.0  # time from each keyword's download submit to its last file (keywords overlap)
 
 
 def scrape(
@@ -80,7 +83,7 @@ def scrape(
     per_keyword = per_keyword or settings.per_keyword
     workers = workers or settings.workers
     summary = ScrapeSummary(run_id, keywords=len(names))
-    if run_id in store.run_ids() and store.get(run_id).finished:
+    if store.exists(run_id) and store.get(run_id).finished:
         log.info("run %s already finished", run_id)
         return _count(store, summary, finished=True)
     identities = [identity for identity, _ in registry.add(names)]
@@ -112,7 +115,11 @@ def scrape(
             # what the engine reported per keyword (e.g. a page-load timeout it recovered from),
             # kept in the run record across commits and resumed attempts
             notes: dict[str, list[str]] = dict(writer.record.meta.get(SEARCH_NOTES, {}))
-            for identity, result, fetched in _in_order(todo, pool, downloader, per_keyword, history, workers):
+            for identity, result, fetched, download_s in _in_order(
+                todo, pool, downloader, per_keyword, history, workers
+            ):
+                summary.search_s += result.seconds
+                summary.download_s += download_s
                 if result.notes:
                     notes[identity.name] = list(result.notes)
                     summary.notes[identity.name] = list(result.notes)
@@ -144,8 +151,12 @@ def _in_order(
     per_keyword: int,
     history: History,
     window: int,
-) -> Iterator[tuple[Identity, SearchResult, dict[str, FetchResult]]]:
-    """Search everything, download a window ahead, and yield keywords in input order."""
+) -> Iterator[tuple[Identity, SearchResult, dict[str, FetchResult], float]]:
+    """Search everything, download a window ahead, and yield keywords in input order.
+
+    Each keyword comes with its search result, its downloads by URL and the seconds from
+    submitting them to the last one's end.
+    """
     results: queue.Queue[SearchResult | BaseException | None] = queue.Queue()
     stop = threading.Event()
 
@@ -163,6 +174,7 @@ def _in_order(
     feeder.start()
     searched: dict[str, SearchResult] = {}
     downloads: dict[str, Future[list[FetchResult]]] = {}
+    spans: dict[str, list[float]] = {}  # keyword -> [submitted, done]
     ahead = max(2, window + 1)
     try:
         for index, identity in enumerate(todo):
@@ -172,6 +184,8 @@ def _in_order(
                     if found is not None and later.name not in downloads and found.error is None:
                         urls = [c.source_url for c in found.candidates if not history.fetched(c.source_url)]
                         downloads[later.name] = downloader.submit(urls)
+                        span = spans[later.name] = [time.monotonic(), 0.0]
+                        downloads[later.name].add_done_callback(partial(_end, span))
                 if identity.name in searched:
                     break
                 item = results.get()
@@ -183,11 +197,16 @@ def _in_order(
             result = searched.pop(identity.name)
             future = downloads.pop(identity.name, None)
             fetched = {r.url: r for r in future.result()} if future is not None else {}
-            yield identity, result, fetched
+            span = spans.pop(identity.name, [0.0, 0.0])
+            yield identity, result, fetched, ((span[1] or time.monotonic()) - span[0]) if span[0] else 0.0
     finally:
         stop.set()
         for future in downloads.values():
             future.cancel()
+
+
+def _end(span: list[float], _: object) -> None:
+    span[1] = time.monotonic()
 
 
 def build_rows(

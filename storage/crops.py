@@ -23,11 +23,12 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from facescale.errors import ConflictError
+from facescale.errors import ConflictError, NotFoundError
 
 from . import layout
 from .committed import committed_ids, read_record, uncommitted_ids
 from .fs import Location
+from .listing import ListingIndex
 from .manifest import VERSION_ID_PATTERN, check_id, utcnow
 from .schemas import CROP_SCHEMA
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, iter_batches
@@ -85,10 +86,20 @@ class CropStore:
         path = self._record_path(chunk)
         return read_record(self.location, path, ChunkRecord, "crop chunk record", f"unknown crop chunk {chunk!r}")
 
+    def records(self) -> list[ChunkRecord]:
+        """Every committed chunk, oldest first (through the listing index: records never change once committed)."""
+        found = ListingIndex(self.location, ChunkRecord, self._committed).records().values()
+        return sorted(found, key=lambda c: (c.created_at, c.chunk_id))
+
     def chunks(self, params: str) -> list[ChunkRecord]:
         """Committed chunks made with these parameters, oldest first."""
-        found = [c for c in (self.get(i) for i in self.chunk_ids()) if c.params == params]
-        return sorted(found, key=lambda c: (c.created_at, c.chunk_id))
+        return [c for c in self.records() if c.params == params]
+
+    def _committed(self, chunk: str) -> ChunkRecord | None:
+        try:
+            return self.get(chunk)
+        except NotFoundError:
+            return None
 
     def covered(self, params: str) -> set[str]:
         """Keys of the RAW shards that chunks with these parameters cover."""

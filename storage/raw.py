@@ -26,6 +26,7 @@ from facescale.errors import ConflictError, NotFoundError
 from . import layout
 from .committed import committed_ids, read_record
 from .fs import Location
+from .listing import ListingIndex
 from .manifest import VERSION_ID_PATTERN, check_id, utcnow
 from .schemas import RAW_SCHEMA
 from .shards import ShardInfo, ShardSizing, ShardWriter, iter_batches, verify_shard
@@ -65,12 +66,27 @@ class RawStore:
     def run_ids(self) -> list[str]:
         return committed_ids(self.location, layout.RUN_FILE)
 
+    def exists(self, run_id: str) -> bool:
+        """Whether run ``run_id`` is committed (one request, whatever the store's history)."""
+        return self.location.exists(posixpath.join(self.run_dir(run_id), layout.RUN_FILE))
+
     def get(self, run_id: str) -> RunRecord:
         path = posixpath.join(self.run_dir(run_id), layout.RUN_FILE)
         return read_record(self.location, path, RunRecord, "run record", f"unknown raw run {run_id!r}")
 
     def list(self) -> list[RunRecord]:
-        return sorted((self.get(r) for r in self.run_ids()), key=lambda r: (r.created_at, r.run_id))
+        """Committed runs, oldest first; finished ones come from the listing index (`storage.listing`)."""
+        records = self._index().records().values()
+        return sorted(records, key=lambda r: (r.created_at, r.run_id))
+
+    def _index(self) -> ListingIndex[RunRecord]:
+        return ListingIndex(self.location, RunRecord, self._committed, final=lambda r: r.finished)
+
+    def _committed(self, run_id: str) -> RunRecord | None:
+        try:
+            return self.get(run_id)
+        except NotFoundError:
+            return None
 
     def shard_paths(self, run_ids: Iterable[str] | None = None) -> builtins.list[str]:
         paths = []

@@ -18,12 +18,14 @@ from types import EllipsisType
 from typing import Any
 
 import pyarrow as pa
+from pydantic import BaseModel
 
-from facescale.errors import ConflictError, ManifestError
+from facescale.errors import ConflictError, ManifestError, NotFoundError
 
 from . import layout
 from .committed import committed_ids, read_record, uncommitted_ids
 from .fs import Location, os_errors
+from .listing import ListingIndex
 from .manifest import IdentityEntry, Manifest, ValidationSummary, check_id, utcnow
 from .schemas import CURATED_SCHEMA
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, iter_batches, verify_shard
@@ -35,6 +37,13 @@ def new_version_id(now: datetime | None = None) -> str:
     """A sortable, unique version id such as ``20261123T180501Z-3fa9c1``."""
     stamp = (now or utcnow()).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{secrets.token_hex(3)}"
+
+
+class VersionStamp(BaseModel):
+    """What never changes once a version is committed: its id and creation time (the listing index's entry)."""
+
+    version_id: str
+    created_at: datetime
 
 
 class DatasetStore:
@@ -69,9 +78,30 @@ class DatasetStore:
             )
         return manifest
 
+    def exists(self, version_id: str) -> bool:
+        """Whether version ``version_id`` is committed (one request, whatever the store's history)."""
+        return self.location.exists(self.manifest_path(version_id))
+
     def latest(self, published_only: bool = True) -> Manifest | None:
-        versions = [m for m in self.list() if m.published or not published_only]
-        return versions[-1] if versions else None
+        """The newest committed version (published, unless ``published_only`` is off).
+
+        The versions' ids and creation times come from the listing index (they never change), so
+        this reads the newest manifests only, newest first, until one qualifies: one read a
+        night, not one per version the store holds.
+        """
+        stamps = ListingIndex(self.location, VersionStamp, self._stamp).records().values()
+        for stamp in sorted(stamps, key=lambda v: (v.created_at, v.version_id), reverse=True):
+            manifest = self.get(stamp.version_id)
+            if manifest.published or not published_only:
+                return manifest
+        return None
+
+    def _stamp(self, version_id: str) -> VersionStamp | None:
+        try:
+            manifest = self.get(version_id)
+        except NotFoundError:
+            return None
+        return VersionStamp(version_id=version_id, created_at=manifest.created_at)
 
     def shard_paths(self, manifest: Manifest) -> builtins.list[str]:
         base = self.version_dir(manifest.version_id)

@@ -59,7 +59,7 @@ def teacher_embeddings(store: DatasetStore, wanted: set[str], *, centre: bool = 
         without embeddings, or one whose crop cache was removed).
     """
     crops = CropStore(store.root)
-    records = sorted((crops.get(c) for c in crops.chunk_ids()), key=lambda r: (r.created_at, r.chunk_id))
+    records = crops.records()
     found: dict[str, np.ndarray] = {}
     for batch in crops.iter_batches(records, columns=["image_id", "embedding"], batch_size=8192):
         ids = batch.column("image_id").to_pylist()
