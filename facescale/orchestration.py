@@ -15,7 +15,6 @@ those only inside the functions here, so a DAG file that imports this module sta
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from datetime import datetime
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from facescale.config import Settings
-from facescale.errors import FacescaleError
+from facescale.errors import FacescaleError, NotFoundError
 from facescale.services import Services
 
 if TYPE_CHECKING:
@@ -170,15 +169,38 @@ def plan_night(
     return plan
 
 
+class _PlanWaiting(BaseModel):
+    """What the waiting count needs of a stored plan (the plans' listing index keeps this per plan)."""
+
+    waiting: list[str] = Field(default_factory=list)
+
+
 def _waiting_nights(location: Location, prefix: str, key: str) -> dict[str, int]:
-    """How many stored ``prefix`` plans other than ``key``'s searched each identity as waiting (by name key)."""
+    """How many stored ``prefix`` plans other than ``key``'s searched each identity as waiting (by name key).
+
+    Plans never change once stored, so their waiting lists come from the plans' listing index
+    (`facescale.storage.listing`): a night reads that one file and the plans it lacks, not
+    every plan the store holds.
+    """
     from facescale.storage.identities import name_key
+    from facescale.storage.listing import ListingIndex
+
+    plans = location.child(PLANS_DIR)
+
+    def read(file: str) -> _PlanWaiting | None:
+        try:
+            return _PlanWaiting.model_validate_json(plans.read_bytes(plans.path(file)))
+        except NotFoundError:
+            return None
+
+    def files() -> list[str]:
+        return [f for f in plans.list_files(plans.root) if f.endswith(".json") and not f.startswith("_")]
 
     counts: dict[str, int] = {}
     this = f"{prefix}-{key}.json"
-    for file in location.list_files(location.path(PLANS_DIR)):
-        if file.startswith(f"{prefix}-") and file.endswith(".json") and file != this:
-            for name in json.loads(location.read_bytes(location.path(PLANS_DIR, file))).get("waiting", []):
+    for file, plan in ListingIndex(plans, _PlanWaiting, read, entries=files).records().items():
+        if file.startswith(f"{prefix}-") and file != this:
+            for name in plan.waiting:
                 counts[name_key(name)] = counts.get(name_key(name), 0) + 1
     return counts
 

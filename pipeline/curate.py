@@ -249,6 +249,21 @@ def _plan_chunks(new: Sequence[tuple[str, ShardInfo]], chunk_rows: int) -> list[
     return chunks
 
 
+def unprepared_shards(raw: RawStore, crops: CropStore, fingerprint: str) -> list[tuple[str, ShardInfo]]:
+    """The RAW shards no crop-cache chunk made with ``fingerprint`` covers, as (run id, shard).
+
+    In run-id order, not commit order: a night's mapped scrape batches finish in any order, and
+    the order here decides the chunks, so the crop cache, and so the version's layout. Both
+    listings go through the stores' listing indexes, so this reads a few files whatever the
+    store's history (`tests/test_history.py`).
+    """
+    covered = crops.covered(fingerprint)
+    return sorted(
+        ((r.run_id, s) for r in raw.list() for s in r.shards if raw_shard_key(r.run_id, s) not in covered),
+        key=lambda item: (item[0], item[1].path),
+    )
+
+
 def prepare(
     raw: RawStore,
     crops: CropStore,
@@ -265,13 +280,7 @@ def prepare(
     from .prepare import RAW_COLUMNS, CropPreparer
 
     fingerprint = prepare_fingerprint(params)
-    covered = crops.covered(fingerprint)
-    # In run-id order, not commit order: a night's mapped scrape batches finish in any order,
-    # and the order here decides the chunks, so the crop cache, and so the version's layout.
-    new = sorted(
-        ((r.run_id, s) for r in raw.list() for s in r.shards if raw_shard_key(r.run_id, s) not in covered),
-        key=lambda item: (item[0], item[1].path),
-    )
+    new = unprepared_shards(raw, crops, fingerprint)
     if not new:
         return 0, 0, []
     ray_session.ensure()
