@@ -89,11 +89,9 @@ class RawStore:
             return None
 
     def shard_paths(self, run_ids: Iterable[str] | None = None) -> builtins.list[str]:
-        paths = []
-        for run_id in run_ids if run_ids is not None else self.run_ids():
-            record = self.get(run_id)
-            paths += [posixpath.join(self.run_dir(run_id), s.path) for s in record.shards]
-        return paths
+        """The committed shards of ``run_ids`` (default: of every run, oldest first, through the listing index)."""
+        records = self.list() if run_ids is None else [self.get(r) for r in run_ids]
+        return [posixpath.join(self.run_dir(r.run_id), s.path) for r in records for s in r.shards]
 
     def iter_batches(
         self, run_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None, batch_size: int = 256
