@@ -9,18 +9,23 @@ headless Chromium, local Ray, a local store), against the demo web over all peop
 1. **night 1**: the first ``--first`` names (sorted) as new identities, ``--per-keyword``
    results asked per name (the demo web lists each photo once plus one of each trouble kind
    per 10 photos, so most people have 8-16 results);
-2. **training**: the Inception V3 over every kept identity for ``--train-steps`` batches, then
-   its registration in the model registry;
-3. **night 2**: the next ``--second`` names on the same store (an incremental night);
-4. **night 2 on a store with history**: the same night 2 on a hard-linked copy of the store as
+2. **night 2**: the next ``--second`` names on the same store (an incremental night; the
+   identities still waiting for photos are searched deeper unless their last search had every
+   result, see docs/orchestration.md);
+3. **night 2 on a store with history**: the same night 2 on a hard-linked copy of the store as
    night 1 left it, to which ``--history`` earlier nights were added first (see
-   `synthesise_history`), so the two night-2 figures differ only by the history.
+   `synthesise_history`), so the two night-2 figures differ only by the history;
+4. **training**: the Inception V3 over every identity of night 2's version for
+   ``--train-steps`` batches, then its registration in the model registry (last, because
+   TensorFlow stays loaded in this process).
 
 Curation keeps the seed's rules except the minimum per identity (``--min-per-identity``,
-default 2: most lfw-dev people have 2-9 photos): 50 sources per identity, x10 augmentation on
-train, short identities topped up with augmented copies of their train photos, so each kept
-identity has 365 samples, the seed's shape. The local demo web is searched with a politeness
-delay of ``--politeness`` seconds (a real engine needs the default 1 s).
+default 2: most lfw-dev people have 2-9 photos) and, with it, the smallest group of agreeing
+crops wrong-person cleaning trusts (``--min-core``, default 2, the rule's 3 otherwise): 50
+sources per identity, x10 augmentation on train, short identities topped up with augmented
+copies of their train photos, so each kept identity has 365 samples, the seed's shape. The
+local demo web is searched with a politeness delay of ``--politeness`` seconds (a real engine
+needs the default 1 s).
 
 Printed per stage: wall seconds, machine CPU seconds (all processes: the machine is shared,
 so this is an upper bound), items per wall second and per CPU second, and the peak RSS of this
@@ -157,6 +162,7 @@ def configure(root: Path, keywords: Path, args: argparse.Namespace) -> None:
         "FACESCALE_SCRAPER__WORKERS": str(args.browsers),
         "FACESCALE_SCRAPER__POLITENESS_DELAY_S": str(args.politeness),
         "FACESCALE_CURATION__MIN_PER_IDENTITY": str(args.min_per_identity),
+        "FACESCALE_CURATION__CLEANING_MIN_CORE": str(args.min_core),
         "FACESCALE_TRAINING__IMAGE_SIZE": "75",
         "FACESCALE_TRAINING__BATCH_SIZE": "32",
         "FACESCALE_TRAINING__MAX_EPOCHS": "1",
@@ -209,7 +215,7 @@ def _curation_steps(
     """Curation's own step clocks as stages; memory peaks from the timeline between their ends (in order)."""
     order = ["prepare", "load_meta", "dedup", "cleaning", "balance_split", "sheets", "copy_unchanged", "samples",
              "commit"]
-    items = {"prepare": curated.prepared_rows, "samples": curated.rows}
+    items = {"prepare": curated.prepared_rows, "samples": curated.rows if label == "night 1" else 0}
     t = start + 1.0  # Ray's start is inside prepare
     for step in order:
         if step not in seconds:
@@ -319,6 +325,7 @@ def main() -> None:
     parser.add_argument("--browsers", type=int, default=2)
     parser.add_argument("--politeness", type=float, default=0.25)
     parser.add_argument("--min-per-identity", type=int, default=2)
+    parser.add_argument("--min-core", type=int, default=2, help="curation.cleaning_min_core (agreeing crops)")
     parser.add_argument("--train-steps", type=int, default=20)
     parser.add_argument("--history", type=int, default=30, help="earlier nights synthesised for the history run")
     parser.add_argument("--date", default="20261201", help="night 1's key; night 2 is the day after")
@@ -343,20 +350,21 @@ def main() -> None:
         print(f"== night 1: {args.first} new identities ({args.date})", flush=True)
         figures["night1"] = night(stages, sampler, "night 1", args.date, args.first, web.url)
         figures["bytes"] = {
-            "raw": du(root / "raw"), "crops": du(root / "crops"),
+            "raw": du(root / "raw"), "crops": du(root / "curation" / "crops"),
             "version": du(root / "datasets" / str(figures["night1"]["version"])),
         }
         if not history_root.exists():  # the store as night 1 left it, for the history run
             subprocess.run(["cp", "-al", str(root), str(history_root)], check=True)
-        if args.train_steps:
-            print(f"== training: {args.train_steps} steps over every kept identity", flush=True)
-            figures["training"] = train_and_register(stages, sampler, args.train_steps)
         print(f"== night 2: {args.second} new identities ({day2})", flush=True)
         figures["night2"] = night(stages, sampler, "night 2", day2, args.second, web.url)
         print(f"== night 2 on a store with {args.history} earlier nights", flush=True)
         configure(history_root, keywords, args)
         figures["history_synthesis_s"] = _timed(lambda: synthesise_history(history_root, args.history, args.date))
         figures["night2_history"] = night(stages, sampler, "night 2 + history", day2, args.second, web.url)
+        configure(root, keywords, args)
+        if args.train_steps:  # last: TensorFlow stays loaded in this process and would weigh on the nights' peaks
+            print(f"== training: {args.train_steps} steps over every kept identity of night 2's version", flush=True)
+            figures["training"] = train_and_register(stages, sampler, args.train_steps)
     figures["stages"] = [asdict(s) for s in stages]
     report(figures, stages)
     out = args.out or root.parent / f"{root.name}-figures.json"

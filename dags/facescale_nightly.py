@@ -4,7 +4,8 @@
 1. **plan**: tonight's keywords: the next new identities of `orchestration.keywords_file`
    (up to the `new_identities` Param), identities whose scrape never finished, and
    identities still waiting for clean photos (searched twice as deep, on at most
-   `orchestration.max_waiting_nights` nights; the plan lists those given up). The plan is stored
+   `orchestration.max_waiting_nights` nights, and not when their last search already had every
+   result the engine lists; the plan lists those given up and exhausted). The plan is stored
    under `<root>/orchestration/plans/`, so a rerun of the same night scrapes the same batches.
 2. **scrape**: one mapped task per keyword batch (`batch_size` Param), each its own RAW run
    `nightly-<YYYYMMDD>-bNN`, at most as many at once as the `facescale_scrape` pool has

@@ -153,6 +153,10 @@ class CurationSettings(_Section):
     cleaning_threshold: float = Field(
         0.6, gt=0, le=2, description="face-embedding distance above which a crop is another person"
     )
+    cleaning_min_core: int = Field(
+        3, ge=2, le=100,
+        description="fewest crops that agree (within cleaning_threshold) wrong-person cleaning trusts as the identity",
+    )
     max_duplicate_rate: float = Field(
         0.0, ge=0, le=1, description="validation: share of originals whose bytes may repeat"
     )

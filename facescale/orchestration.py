@@ -85,6 +85,7 @@ class Plan(TaskResult):
     pending: list[str] = Field(default_factory=list)  # registered, never scraped to completion
     waiting: list[str] = Field(default_factory=list)  # curated, still short of clean photos: searched deeper
     given_up: list[str] = Field(default_factory=list)  # still short, but searched max_waiting_nights already
+    exhausted: list[str] = Field(default_factory=list)  # still short, but their last search had every result
     waiting_nights: dict[str, int] = Field(default_factory=dict)  # nights other plans searched them (waiting, given up)
     max_waiting_nights: int | None = None  # the cap in effect when the plan was made
     batches: list[Batch] = Field(default_factory=list)
@@ -110,7 +111,9 @@ def plan_night(
     are searched twice as deep (URLs fetched before are skipped by the scraper) unless the
     stored plans of ``orchestration.max_waiting_nights`` other nights searched them already:
     those are listed as ``given_up`` (with every waiting identity's count in ``waiting_nights``),
-    so the plan shows why they are not searched. Adding such a person by hand searches it again.
+    so the plan shows why they are not searched; so are those whose latest search already had
+    every result the engine lists (``exhausted``: fewer than asked, see `storage.raw.EXHAUSTED`).
+    Adding such a person by hand searches it again.
     """
     from facescale.scraper.keywords import parse_keywords, read_keywords
     from facescale.storage.identities import name_key
@@ -138,7 +141,8 @@ def plan_night(
         new = [n for n in candidates if name_key(n) not in known][:limit]
         pending_names = []
     raw = services.raw()
-    completed = {slug for record in raw.list() for slug in record.completed}
+    runs = raw.list()
+    completed = {slug for record in runs for slug in record.completed}
     active = [i for i in registry.list() if i.slug not in completed]
     pending = list(dict.fromkeys(pending_names + [i.name for i in active]))
     plan = Plan(key=key, new=new, pending=pending, max_waiting_nights=orch.max_waiting_nights)
@@ -148,10 +152,17 @@ def plan_night(
         by_slug = {i.slug: i.name for i in registry.list()}
         short = [by_slug[s] for s in waiting_slugs if s in by_slug and by_slug[s] not in pending]
         searched = _waiting_nights(location, prefix, key) if short else {}
+        ended = _exhausted(runs) if short else set()
+        slug_of = {i.name: i.slug for i in registry.list()}
         for name in short:
             nights = plan.waiting_nights[name] = searched.get(name_key(name), 0)
             capped = plan.max_waiting_nights is not None and nights >= plan.max_waiting_nights
-            (plan.given_up if capped else plan.waiting).append(name)
+            if capped:
+                plan.given_up.append(name)
+            elif slug_of.get(name) in ended:
+                plan.exhausted.append(name)
+            else:
+                plan.waiting.append(name)
     normal = new + pending
     chunks = [(normal[s : s + batch_size], per_keyword) for s in range(0, len(normal), batch_size)]
     chunks += [(plan.waiting[s : s + batch_size], per_keyword * 2) for s in range(0, len(plan.waiting), batch_size)]
@@ -164,9 +175,21 @@ def plan_night(
     registry.add(new)
     location.makedirs(location.path(PLANS_DIR))
     location.write_bytes_atomic(plan_path, plan.model_dump_json(indent=2).encode())
-    log.info("planned %s-%s: %d new, %d pending, %d waiting (%d given up), %d batches", prefix, key, len(new),
-             len(pending), len(plan.waiting), len(plan.given_up), len(plan.batches))
+    log.info("planned %s-%s: %d new, %d pending, %d waiting (%d given up, %d exhausted), %d batches", prefix, key,
+             len(new), len(pending), len(plan.waiting), len(plan.given_up), len(plan.exhausted), len(plan.batches))
     return plan
+
+
+def _exhausted(runs: list[Any]) -> set[str]:
+    """Slugs whose latest search (RAW runs oldest first) ended before its depth: the engine had nothing more."""
+    from facescale.storage.raw import EXHAUSTED
+
+    latest: dict[str, bool] = {}
+    for record in runs:
+        ended = set(record.meta.get(EXHAUSTED, []))
+        for slug in record.completed:
+            latest[slug] = slug in ended
+    return {slug for slug, ended in latest.items() if ended}
 
 
 class _PlanWaiting(BaseModel):

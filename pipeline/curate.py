@@ -11,7 +11,8 @@ Ray Data (local ``ray.init()`` by default, an existing cluster with ``curation.r
    at most the chunk it was in (chunk ids come from their contents, so nothing is duplicated).
 2. **Decide** (driver, metadata only: keys, embeddings, metrics; about 1 KB per photo, never the
    crops): exact and near-duplicates across all identities (`dedup.resolve`: the same photo
-   under two names is dropped from both), wrong-person cleaning per identity with the
+   under two names stays only with the one whose other photos it matches, `decide.attribute`,
+   else it is dropped from all), wrong-person cleaning per identity with the
    persistent exclusion list (`cleaning.clean_identity`), the minimum-per-identity gate and
    the balance to ``per_identity`` photos (`balance`), the split by source photo (`split`) and
    the sample plan (`augment.plan_samples`). Each kept identity gets a fingerprint of its

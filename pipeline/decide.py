@@ -5,8 +5,10 @@ No Ray, no storage, no images: the metadata of every prepared photo (a table wit
 in; the decisions and the rejection counts out. In order:
 
 1. claims: which identities claim each photo (RAW ``stored_duplicate`` rows count: bytes
-   stored once may have come under two names); a photo claimed twice is label noise and
-   leaves both (``cross_identity_duplicate``);
+   stored once may have come under two names). A photo claimed twice stays with the one
+   identity whose other photos it matches (`attribute`: its embedding within the cleaning
+   threshold of theirs, and of no other claimant's) if that identity holds its crop; else it
+   is label noise and leaves all of them (``cross_identity_duplicate``);
 2. exact and near duplicates across everything left (`dedup.resolve`: the best copy stays);
 3. wrong-person cleaning per identity from the dlib embeddings and the exclusion list
    (`cleaning.clean_identity`);
@@ -142,6 +144,7 @@ def decide(
     for slug, image_id, error in zip(slugs, image_ids, errors, strict=True):
         if slug in names and (error is None or error == STORED_DUPLICATE):
             claims[image_id].add(slug)
+    owners = attribute(slugs, image_ids, errors, embeddings, claims, settings.cleaning_threshold)
     rows: list[int] = []
     seen: set[tuple[str, str]] = set()
     dropped: dict[str, dict[str, Reason]] = defaultdict(dict)
@@ -150,7 +153,8 @@ def decide(
             rejected[Reason.IDENTITY_NOT_ACTIVE.value] += 1
         elif (slug, image_id) in seen:  # the same photo stored twice for one identity
             continue
-        elif len(claims.get(image_id, ())) > 1:  # one photo under two names: label noise, out of both
+        elif len(claims.get(image_id, ())) > 1 and not (error is None and owners.get(image_id) == slug):
+            # one photo under two names, and it is not clearly this one's: label noise, out of all
             seen.add((slug, image_id))
             dropped[slug][image_id] = Reason.CROSS_IDENTITY_DUPLICATE
             rejected[Reason.CROSS_IDENTITY_DUPLICATE.value] += 1
@@ -207,6 +211,7 @@ def decide(
                     settings.cleaning_threshold,
                     excluded=excluded.get(slug, ()),
                     reviewed_keep=keep.get(slug, ()),
+                    min_core=settings.cleaning_min_core,
                 )
                 if members
                 else []
@@ -240,6 +245,53 @@ def decide(
             slug, name, label, selection, plan, verdicts, removed, chunks={image_ids[i]: chunk_of[i] for i in members}
         )
     return Decisions(identities, rejected, watch.seconds)
+
+
+def attribute(
+    slugs: Sequence[str],
+    image_ids: Sequence[str],
+    errors: Sequence[str | None],
+    embeddings: pa.ChunkedArray,
+    claims: Mapping[str, set[str]],
+    threshold: float,
+) -> dict[str, str]:
+    """Photos claimed by several identities that one of them clearly owns: image id -> that identity.
+
+    A claimant vouches for a photo when the median embedding distance from the photo to the
+    claimant's own photos (its crops no one else claims) is under ``threshold``. The photo is
+    that claimant's when it is the only one vouching and it holds the photo's crop (RAW stored
+    the bytes under its name; the others have ``stored_duplicate`` rows without a crop). The
+    search engine listed someone's photo under another name (a co-star, a group photo): the
+    photo is kept where it belongs instead of being lost to both.
+    """
+    shared = {image_id for image_id, who in claims.items() if len(who) > 1}
+    if not shared:
+        return {}
+    own: dict[str, list[np.ndarray]] = defaultdict(list)
+    holders: dict[str, set[str]] = defaultdict(set)  # shared image id -> identities holding its crop
+    vectors_of: dict[str, np.ndarray] = {}  # shared image id -> its embedding
+    for i, (slug, image_id, error) in enumerate(zip(slugs, image_ids, errors, strict=True)):
+        if error is not None:
+            continue
+        value = embeddings[i].as_py()
+        if value is None:
+            continue
+        if image_id in shared:
+            holders[image_id].add(slug)
+            vectors_of.setdefault(image_id, np.asarray(value, dtype=np.float64))
+        elif len(claims.get(image_id, ())) == 1:
+            own[slug].append(np.asarray(value, dtype=np.float64))
+    references = {slug: np.stack(vectors) for slug, vectors in own.items()}
+    owners: dict[str, str] = {}
+    for image_id, vector in vectors_of.items():
+        vouching = [
+            slug for slug in sorted(claims[image_id])
+            if slug in references
+            and float(np.median(np.linalg.norm(references[slug] - vector, axis=1))) < threshold
+        ]
+        if len(vouching) == 1 and vouching[0] in holders[image_id]:
+            owners[image_id] = vouching[0]
+    return owners
 
 
 def quality_score(sharpness: float | None, face_side: int | None, distance: float | None, threshold: float) -> float:

@@ -27,6 +27,7 @@ from typing import Any
 from facescale.config import ScraperSettings
 from facescale.errors import FacescaleError
 from facescale.storage import Identity, IdentityRegistry, RawStore
+from facescale.storage.raw import EXHAUSTED
 
 from .browser import BrowserPool, SearchResult, make_driver
 from .candidates import Candidate
@@ -115,6 +116,7 @@ def scrape(
             # what the engine reported per keyword (e.g. a page-load timeout it recovered from),
             # kept in the run record across commits and resumed attempts
             notes: dict[str, list[str]] = dict(writer.record.meta.get(SEARCH_NOTES, {}))
+            exhausted: list[str] = list(writer.record.meta.get(EXHAUSTED, []))
             for identity, result, fetched, download_s in _in_order(
                 todo, pool, downloader, per_keyword, history, workers
             ):
@@ -129,18 +131,20 @@ def scrape(
                     if on_keyword:
                         on_keyword(KeywordOutcome(identity.name, 0, 0, Counter(), result.error))
                     continue
+                if len(result.candidates) < per_keyword and not result.notes and identity.slug not in exhausted:
+                    exhausted.append(identity.slug)
                 rows = build_rows(identity, run_id, engine.name, result.candidates, fetched, history)
                 writer.write(rows)
                 pending.append(identity.slug)
                 pending_rows += len(rows)
                 if pending_rows >= settings.commit_rows:  # rows and their keywords become durable together
-                    writer.commit(pending, meta={SEARCH_NOTES: notes})
+                    writer.commit(pending, meta={SEARCH_NOTES: notes, EXHAUSTED: exhausted})
                     pending, pending_rows = [], 0
                 if on_keyword:
                     outcome = Counter(r["error"] for r in rows if r["error"])
                     accepted = sum(1 for r in rows if r["error"] is None)
                     on_keyword(KeywordOutcome(identity.name, len(rows), accepted, outcome))
-        record = writer.commit(pending, finished=not summary.failed, meta={SEARCH_NOTES: notes})
+        record = writer.commit(pending, finished=not summary.failed, meta={SEARCH_NOTES: notes, EXHAUSTED: exhausted})
     return _count(store, summary, finished=record.finished)
 
 

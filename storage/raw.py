@@ -34,6 +34,11 @@ from .shards import ShardInfo, ShardSizing, ShardWriter, iter_batches, verify_sh
 log = logging.getLogger(__name__)
 
 
+#: Run-record ``meta`` key of a scrape run: slugs whose search ended (the engine listed nothing
+#: more) before the depth asked, without a note; a deeper search of them would find nothing more.
+EXHAUSTED = "exhausted"
+
+
 class RunRecord(BaseModel):
     """The committed state of one RAW run."""
 

@@ -202,3 +202,24 @@ def test_waiting_identities_are_searched_again_up_to_the_cap(tmp_path: Path) -> 
     assert uncapped.waiting == ["Ada Lovelace", "Alan Turing"] and uncapped.given_up == []
     assert uncapped.waiting_nights == {"Ada Lovelace": 2, "Alan Turing": 2}
     assert plan_night(_settings(root, max_waiting_nights=0), "20261105").given_up == ["Ada Lovelace", "Alan Turing"]
+
+
+def test_waiting_identities_whose_last_search_had_every_result_are_not_searched_deeper(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    location = Location.from_uri(str(root))
+    (ada, _), (alan, _) = IdentityRegistry(location).add(["Ada Lovelace", "Alan Turing"])
+    raw = RawStore(location)
+    with raw.open("nightly-20261031-b00") as writer:  # the engine listed fewer results than asked for Ada
+        writer.commit([ada.slug, alan.slug], finished=True, meta={"exhausted": [ada.slug]})
+    _version(root, "v1", [], waiting=["Ada Lovelace", "Alan Turing"])
+    settings = _settings(root, batch_size=5)
+
+    plan = plan_night(settings, "20261101", per_keyword=4)
+    assert plan.exhausted == ["Ada Lovelace"] and plan.waiting == ["Alan Turing"]
+    assert [b.names for b in plan.batches] == [["Alan Turing"]]
+
+    # a later search of Ada that was not cut short (the engine found more): she is searched again
+    with raw.open("nightly-20261101-b00") as writer:
+        writer.commit([ada.slug], finished=True, meta={"exhausted": []})
+    again = plan_night(settings, "20261102", per_keyword=4)
+    assert again.exhausted == [] and again.waiting == ["Ada Lovelace", "Alan Turing"]

@@ -65,10 +65,13 @@ def _meta(*rows: dict[str, Any]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=SCHEMA)
 
 
-def test_a_photo_under_two_names_leaves_both_and_is_counted_once_per_name() -> None:
+CAROL = _unit(3)  # a third person, about 1.4 from both
+
+
+def test_a_photo_under_two_names_that_neither_vouches_for_leaves_both_and_is_counted_once_per_name() -> None:
     meta = _meta(
-        _row("p1", "ada", key=1, face=_near(ADA, 1)),
-        _row("p1", "bob", key=1, face=_near(ADA, 1)),
+        _row("p1", "ada", key=1, face=_near(CAROL, 1)),  # someone else's photo, listed under both names
+        _row("p1", "bob", key=1, face=_near(CAROL, 1)),
         _row("p2", "ada", key=2, face=_near(ADA, 2)),
     )
     decisions = decide(meta, NAMES, [], RULES)
@@ -78,6 +81,50 @@ def test_a_photo_under_two_names_leaves_both_and_is_counted_once_per_name() -> N
     # one photo left: no group of three to trust as Ada, so it waits for a person
     assert decisions.identities["ada"].verdicts["p2"].reason is Reason.AMBIGUOUS
     assert not decisions.identities["ada"].selection.kept
+
+
+def test_a_photo_under_two_names_stays_with_the_one_whose_photos_it_matches() -> None:
+    own = [_row(f"a{k}", "ada", key=10 + k, face=_near(ADA, k)) for k in range(2)]
+    own += [_row(f"b{k}", "bob", key=20 + k, face=_near(BOB, k)) for k in range(3)]
+    ada_held = _meta(
+        *own,
+        _row("p1", "ada", key=1, face=_near(ADA, 9)),  # Ada's photo, stored under her name ...
+        _row("p1", "bob", key=1, face=None, error="stored_duplicate"),  # ... and listed under Bob's too
+    )
+    decisions = decide(ada_held, NAMES, [], RULES)
+    ada, bob = decisions.identities["ada"], decisions.identities["bob"]
+    assert ada.verdicts["p1"].reason is None and "p1" in ada.selection.selected
+    assert ada.selection.kept  # three agreeing photos: a core to trust
+    assert bob.verdicts["p1"].reason is Reason.CROSS_IDENTITY_DUPLICATE
+    assert decisions.rejected["cross_identity_duplicate"] == 1
+
+    # the crop was stored under Bob's name: Ada, the only one it matches, has no crop of it: out of both
+    bob_held = _meta(
+        *own,
+        _row("p1", "bob", key=1, face=_near(ADA, 9)),
+        _row("p1", "ada", key=1, face=None, error="stored_duplicate"),
+    )
+    decisions = decide(bob_held, NAMES, [], RULES)
+    assert decisions.identities["ada"].verdicts["p1"].reason is Reason.CROSS_IDENTITY_DUPLICATE
+    assert decisions.identities["bob"].verdicts["p1"].reason is Reason.CROSS_IDENTITY_DUPLICATE
+
+    # both vouch for it (two look-alikes): label noise, out of both
+    lookalike = _meta(
+        *own[:2],
+        *[_row(f"b{k}", "bob", key=20 + k, face=_near(ADA, 5 + k)) for k in range(3)],
+        _row("p1", "ada", key=1, face=_near(ADA, 9)),
+        _row("p1", "bob", key=1, face=None, error="stored_duplicate"),
+    )
+    decisions = decide(lookalike, NAMES, [], RULES)
+    assert decisions.identities["ada"].verdicts["p1"].reason is Reason.CROSS_IDENTITY_DUPLICATE
+
+
+def test_cleaning_trusts_a_smaller_core_when_told() -> None:
+    meta = _meta(*[_row(f"a{k}", "ada", key=10 + k, face=_near(ADA, k)) for k in range(2)])
+    assert not decide(meta, NAMES, [], RULES).identities["ada"].selection.kept  # two photos: ambiguous
+    two = RULES.model_copy(update={"cleaning_min_core": 2, "min_per_identity": 2})
+    kept = decide(meta, NAMES, [], two).identities["ada"]
+    assert kept.selection.kept and all(v.reason is None for v in kept.verdicts.values())
 
 
 def test_an_inactive_identity_and_a_failed_crop_are_counted_but_decide_nobody() -> None:

@@ -84,6 +84,11 @@ def test_scrape_collects_every_result_with_provenance_and_reasons(tmp_path: Path
     accepted = [r["image_id"] for r in rows if r["error"] is None]
     assert len(accepted) == len(set(accepted)), "an image was stored twice"
     assert [i.slug for i in registry.list()] == ["abdullah-gul", "adam-sandler", "alejandro-toledo"]
+    # the keywords whose result list ended before PER_KEYWORD: a deeper search would find nothing more
+    slugs = {i.name: i.slug for i in registry.list()}
+    ended = [slugs[n] for n in NAMES if len(truth(lfw_dev, n)) < PER_KEYWORD]
+    assert store.get("night-1").meta["exhausted"] == ended
+    assert summary.search_s > 0 and summary.download_s > 0
 
     # the same run again: nothing to do, nothing changes
     again = scrape(NAMES, engine=get_engine("demo", demo.url), store=store, registry=registry,
