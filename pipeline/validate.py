@@ -16,12 +16,17 @@ the manifest's counts exactly and, when the config names ``per_identity``, ``aug
 ``split``, every identity has ``split_counts(per_identity).train * augment_factor`` train rows
 (padded identities are topped up to it). Each failed expectation becomes one readable line in
 ``manifest.validation.failures``; nothing about the data raises. The Data Docs site and the raw
-results are written under ``<version>/validation/``.
+results are written under ``<version>/validation/``, with ``decoded.parquet``: the size of every
+image that fully decoded, by sha256. A version whose parent passed takes the sizes of the
+images it shares with the parent (the same bytes) from the parent's file and decodes only the
+others: a night adding a few identities decodes their samples, not the whole version again.
+Every shard is still checked against its checksum and every image hashed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -41,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facescale.errors import IntegrityError
+from facescale.errors import IntegrityError, NotFoundError
 from facescale.storage import CURATED_SCHEMA, SPLITS, DatasetStore, ValidationSummary
 from facescale.storage.manifest import Manifest
 
@@ -56,6 +61,11 @@ SUITE_NAME = "facescale_curated"
 VALIDATION_DIR = "validation"
 DATA_DOCS_DIR = f"{VALIDATION_DIR}/data_docs"
 RESULT_FILE = f"{VALIDATION_DIR}/result.json"
+#: Every image of a validated version that fully decoded: sha256 (32 bytes) -> width, height.
+#: A child version's validation takes the sizes of the images it shares with its parent from
+#: here instead of decoding them again (the same bytes decode the same way), so a night that
+#: adds a few identities decodes only their samples (`decoded_sizes`).
+DECODED_FILE = f"{VALIDATION_DIR}/decoded.parquet"
 
 REQUIRED_COLUMNS = (
     "sample_id",
@@ -98,6 +108,7 @@ def validate_version(
     publish: bool = True,
     max_duplicate_rate: float = 0.0,
     batch_size: int = 256,
+    reuse_parent: bool = True,
 ) -> ValidationSummary:
     """Run the suite over one committed version and record the outcome.
 
@@ -109,6 +120,8 @@ def validate_version(
         max_duplicate_rate: the largest allowed share of original rows (``aug_index`` 0) whose
             image bytes repeat another original's.
         batch_size: rows per batch read from the shards.
+        reuse_parent: take the sizes of the images the version shares with its (published)
+            parent from the parent's validation instead of decoding them (`decoded_sizes`).
 
     Returns:
         The summary; its ``data_docs`` is the Data Docs index relative to the version directory.
@@ -130,7 +143,9 @@ def validate_version(
         # Damaged shards: validate no rows rather than half-read ones.
         batches = iter(()) if problems else store.iter_batches(version_id, batch_size=batch_size)
         database = Path(tmp) / "rows.sqlite"
-        stats = _load_rows(batches, manifest, database)
+        known = decoded_sizes(store, manifest.parent) if manifest.parent and reuse_parent else {}
+        stats = _load_rows(batches, manifest, database, known)
+        _write_decoded(store, version_id, database)
         counts, target = _counts(stats, manifest, problems)
         crop_size = _config_int(manifest.config, "crop_size", problems)
         checks = _suite(manifest, target=target, crop_size=crop_size, max_duplicate_rate=max_duplicate_rate)
@@ -195,14 +210,62 @@ _ROW_COLUMNS = (
 )
 
 
-def _load_rows(batches: Iterator[pa.RecordBatch], manifest: Manifest, database: Path) -> _RowStats:
+def decoded_sizes(store: DatasetStore, version_id: str) -> dict[str, tuple[int, int]]:
+    """The images version ``version_id``'s passed validation decoded fully: sha256 hex -> (width, height).
+
+    Empty when that version is gone, was not published (its facts are not trusted) or was
+    validated before these facts were kept.
+    """
+    from pyarrow import parquet as pq
+
+    try:
+        manifest = store.get(version_id)
+    except NotFoundError:
+        return {}
+    path = posixpath.join(store.version_dir(version_id), DECODED_FILE)
+    if not manifest.published or not store.location.exists(path):
+        return {}
+    with store.location.fs.open(path, "rb") as fh:
+        table = pq.read_table(fh)
+    return {
+        digest.hex(): (w, h)
+        for digest, w, h in zip(table.column("sha256").to_pylist(), table.column("width").to_pylist(),
+                                table.column("height").to_pylist(), strict=True)
+    }
+
+
+def _write_decoded(store: DatasetStore, version_id: str, database: Path) -> None:
+    from pyarrow import parquet as pq
+
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        found = db.execute(
+            "SELECT DISTINCT image_sha256, decoded_width, decoded_height FROM rows "
+            "WHERE image_decodes = 1 AND image_sha256 IS NOT NULL ORDER BY image_sha256"
+        ).fetchall()
+    table = pa.table({
+        "sha256": pa.array([bytes.fromhex(d) for d, _, _ in found], pa.binary(32)),
+        "width": pa.array([w for _, w, _ in found], pa.int32()),
+        "height": pa.array([h for _, _, h in found], pa.int32()),
+    })
+    path = posixpath.join(store.version_dir(version_id), DECODED_FILE)
+    with store.location.open_atomic(path) as fh:
+        pq.write_table(table, fh, compression="zstd")
+
+
+def _load_rows(
+    batches: Iterator[pa.RecordBatch],
+    manifest: Manifest,
+    database: Path,
+    known: Mapping[str, tuple[int, int]] | None = None,
+) -> _RowStats:
     """Stream the shards once into a SQLite table (no image bytes) that GX then queries.
 
     Memory stays flat whatever the version's size: each batch's images are hashed and decoded,
     its rows go to disk, and only per-(identity, split) counts stay in memory. Derived columns:
     ``manifest_label`` (the manifest's label for the row's slug, -1 if none), ``image_decodes``
     (1/0) and, once every row is in, ``source_splits`` (how many splits hold the row's source
-    photo).
+    photo). Images whose sha256 is in ``known`` (the parent version's `decoded_sizes`) are
+    hashed but not decoded again.
     """
     labels = {entry.slug: entry.label for entry in manifest.identities}
     stats = _RowStats(columns=list(CURATED_SCHEMA.names))
@@ -215,7 +278,7 @@ def _load_rows(batches: Iterator[pa.RecordBatch], manifest: Manifest, database: 
             names = batch.schema.names
             if seen_columns is None or (seen_columns == CURATED_SCHEMA.names and names != seen_columns):
                 seen_columns = names
-            part = _frame_part(batch, pool)
+            part = _frame_part(batch, pool, known or {})
             values = {name: part.column(name).to_pylist() for name in part.column_names}
             values["manifest_label"] = [labels.get(slug, -1) for slug in values["identity_slug"]]
             values["image_decodes"] = [int(w >= 0) for w in values["decoded_width"]]
@@ -245,11 +308,14 @@ def _load_rows(batches: Iterator[pa.RecordBatch], manifest: Manifest, database: 
     return stats
 
 
-def _frame_part(batch: pa.RecordBatch, pool: ThreadPoolExecutor | None) -> pa.Table:
+def _frame_part(
+    batch: pa.RecordBatch, pool: ThreadPoolExecutor | None, known: Mapping[str, tuple[int, int]]
+) -> pa.Table:
     arrays = {name: _column(batch, name) for name in _KEPT}
     image = _column(batch, "image")
     images = image.to_pylist()
-    inspected = list(pool.map(_inspect_image, images, chunksize=32) if pool else map(_inspect_image, images))
+    inspect = functools.partial(_inspect_image, known=known)
+    inspected = list(pool.map(inspect, images, chunksize=32) if pool else map(inspect, images))
     arrays["image"] = pc.binary_length(image)  # non-null exactly where the bytes are
     arrays["image_sha256"] = pa.array([digest for digest, _, _ in inspected], pa.string())
     arrays["decoded_width"] = pa.array([w for _, w, _ in inspected], pa.int32())
@@ -272,13 +338,18 @@ def _column(batch: pa.RecordBatch, name: str) -> pa.Array:
         return pa.nulls(batch.num_rows, type_)
 
 
-def _inspect_image(data: bytes | None) -> tuple[str | None, int, int]:
-    """sha256 hex of the bytes, and the size they fully decode to (-1, -1 when they do not)."""
+def _inspect_image(
+    data: bytes | None, known: Mapping[str, tuple[int, int]] | None = None
+) -> tuple[str | None, int, int]:
+    """sha256 hex of the bytes, and the size they fully decode to (-1, -1 when they do not; ``known`` first)."""
     if data is None:
         return None, -1, -1
     from PIL import Image
 
     digest = hashlib.sha256(data).hexdigest()
+    if known and digest in known:
+        width, height = known[digest]
+        return digest, width, height
     try:
         with Image.open(io.BytesIO(data)) as img:  # reads the header only
             if img.width * img.height > _MAX_PIXELS:  # no crop is this big: do not spend the memory

@@ -302,3 +302,34 @@ def test_importing_the_module_does_not_import_great_expectations() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_child_version_takes_the_sizes_of_its_parents_images_from_the_parents_validation(
+    store: DatasetStore, commit: Commit
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from facescale.pipeline.validate import DECODED_FILE, decoded_sizes
+
+    parent = commit(make_rows())
+    assert validate_version(store, parent).success
+    sizes = decoded_sizes(store, parent)
+    digests = {hashlib.sha256(r["image"]).hexdigest() for r in make_rows()}
+    assert set(sizes) == digests and set(sizes.values()) == {(SIZE, SIZE)}
+
+    # The child holds the same images. What its validation believes of them is the parent's
+    # record, not a decode: a record that lies about one image's width fails the child on it.
+    facts = Path(store.location.path(parent, DECODED_FILE))
+    table = pq.read_table(facts)
+    widths = table.column("width").to_pylist()
+    widths[0] = SIZE + 1
+    pq.write_table(table.set_column(1, "width", pa.array(widths, pa.int32())), facts)
+    child = commit(make_rows())
+    assert store.get(child).parent == parent
+    summary = validate_version(store, child, publish=False)
+    assert any("decode to its stated width" in line for line in summary.failures), summary.failures
+
+    # an unpublished parent's record is not trusted: everything is decoded again
+    orphan = commit(make_rows())  # its parent is the unpublished child
+    assert decoded_sizes(store, child) == {} and validate_version(store, orphan).success
