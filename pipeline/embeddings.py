@@ -13,15 +13,19 @@ box (``crop_margin``, the fraction of the side cut off on each side). The defaul
 lfw-dev crops (``bench/bench_cleaning.py --sweep-margins``): margins 0.05-0.2 score alike,
 the whole crop as the box (0) is worse. Images are RGB ``uint8``.
 
-One descriptor costs about 0.1 s of CPU on this machine whatever the input size (the
-network always sees a 150x150 aligned chip, so a small crop is no cheaper than a full
-photo). dlib runs it single-threaded; scale out with more Ray workers, not threads in one.
+One descriptor costs about 66-72 ms of one core on this machine with ``dlib-bin`` (its own
+matrix code) and 11-12 ms with dlib compiled against OpenBLAS (``FACESCALE_DLIB=openblas make
+setup``; the same embeddings to 1e-7), whatever the input size: the network always sees a
+150x150 aligned chip, so a small crop is no cheaper than a full photo. Batched calls gain
+nothing on a CPU (bench/bench_prepare_steps.py). One thread per worker process (OpenBLAS is
+held to one); scale out with more Ray workers, not threads in one.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,6 +80,9 @@ class FaceEmbedder:
             raise ValueError(f"crop_margin must be in [0, 0.5), got {crop_margin}")
         if num_jitters < 1:
             raise ValueError(f"num_jitters must be >= 1, got {num_jitters}")
+        # A dlib compiled against OpenBLAS (scripts/setup.sh, FACESCALE_DLIB=openblas) would start a
+        # thread per core in every worker; one process per core is how curation scales.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         try:
             import dlib
             import face_recognition_models

@@ -52,4 +52,25 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   "$VENV/bin/python" -m pip check
   echo "$want" > "$STAMP"
 fi
+# Optional (FACESCALE_DLIB=openblas): dlib compiled against OpenBLAS in place of dlib-bin's build,
+# whose own matrix code makes the face descriptor, most of curation's per-photo time, 6x slower
+# (72 vs 12 ms a face on one core, the same embeddings: bench/README.md, bench_prepare_steps.py).
+# It compiles once (about 8 minutes on 2 cores; pip keeps the wheel in .venv/.dlib-wheel), so
+# the default stays the prebuilt wheel: use it on the machines that curate at scale.
+if [ "${FACESCALE_DLIB:-bin}" = openblas ]; then
+  if ! "$VENV/bin/python" -c 'import dlib, sys; sys.exit(not dlib.DLIB_USE_BLAS)' 2>/dev/null; then
+    for pkg in libopenblas-dev cmake g++; do
+      dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || {
+        log "installing $pkg (apt)"; DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -qq "$pkg" >/dev/null; }
+    done
+    version=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("dlib-bin").split(".post")[0])')
+    if ! ls "$VENV"/.dlib-wheel/dlib-"$version"-*.whl >/dev/null 2>&1; then
+      log "compiling dlib $version against OpenBLAS (about 8 minutes the first time)"
+      "$VENV/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$VENV/.dlib-wheel" "dlib==$version"
+    fi
+    "$VENV/bin/python" -m pip install -q --no-deps --force-reinstall "$VENV"/.dlib-wheel/dlib-"$version"-*.whl
+    "$VENV/bin/python" -c 'import dlib, sys; sys.exit(not dlib.DLIB_USE_BLAS)' || { log "error: dlib has no BLAS"; exit 1; }
+  fi
+  log "dlib: compiled against OpenBLAS"
+fi
 log "ready: $VENV ($("$VENV/bin/python" --version)), facescale $("$VENV/bin/python" -c 'import facescale; print(facescale.__version__)')"
