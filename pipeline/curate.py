@@ -553,7 +553,8 @@ def curate(
         summary = _existing(store.get(version_id), "version already committed")
     else:
         # Everything the build held (crop metadata, plans, verdicts) is released before validating.
-        summary = _build(location, store, settings, sizing, version_id, progress)
+        summary = _build(location, store, settings, sizing, version_id, progress, watch := Stopwatch())
+        summary.seconds = watch.seconds
     if validate and summary.version_id is not None and not summary.published:
         started = time.perf_counter()
         summary.validation = _validate(store, summary.version_id, settings)
@@ -571,22 +572,9 @@ def _build(
     sizing: ShardSizing | None,
     version_id: str | None,
     progress: ProgressSink,
-) -> CurateSummary:
-    """Steps 1-3 and the commit: the new version (unvalidated), or why there is none."""
-    summary = _build_steps(location, store, settings, sizing, version_id, progress, watch := Stopwatch())
-    summary.seconds = watch.seconds
-    return summary
-
-
-def _build_steps(
-    location: Location,
-    store: DatasetStore,
-    settings: CurationSettings,
-    sizing: ShardSizing | None,
-    version_id: str | None,
-    progress: ProgressSink,
     watch: Stopwatch,
 ) -> CurateSummary:
+    """Steps 1-3 and the commit, each timed on ``watch``: the new version (unvalidated), or why there is none."""
     raw = RawStore(location, sizing)
     crops = CropStore(location, sizing)
     params = crop_params(settings)
