@@ -40,6 +40,12 @@ night 2 / night 1 and night 2 with history / night 2. A JSON of everything is wr
 then the figures of the steps that had finished are those of a rerun.
 
     .venv/bin/python bench/bench_seed_scale.py [--root var/seed] [--photos ../shared/data/lfw-dev]
+
+On the scaled-out stack (``make cluster``: the store on its S3 endpoint, curation on its Ray
+cluster of three nodes, the browsers on its Selenium Grid, the stack's demo web), nights 1 and 2
+only, every process on the machine sampled for the workers' memory:
+
+    make cluster && eval "$(scripts/cluster.sh env)" && .venv/bin/python bench/bench_seed_scale.py --cluster
 """
 
 from __future__ import annotations
@@ -86,8 +92,9 @@ class Stage:
 class Sampler:
     """Polls RSS of this process and of its descendants (Ray workers, browsers) into a timeline."""
 
-    def __init__(self) -> None:
+    def __init__(self, machine_wide: bool = False) -> None:
         self.timeline: list[tuple[float, float, float]] = []  # (t, driver MB, workers MB)
+        self.machine_wide = machine_wide  # the cluster's workers are not this process's children
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._me = psutil.Process()
@@ -96,7 +103,8 @@ class Sampler:
         while not self._stop.is_set():
             driver = self._me.memory_info().rss
             workers = 0
-            for child in self._me.children(recursive=True):
+            others = psutil.process_iter() if self.machine_wide else self._me.children(recursive=True)
+            for child in others:
                 try:
                     if _is_worker(child):
                         workers += child.memory_info().rss
@@ -152,12 +160,19 @@ def names_of(photos: Path) -> list[str]:
 
 
 def configure(root: Path, keywords: Path, args: argparse.Namespace) -> None:
-    """The embedded defaults, with the seed run's few changes (environment, as a user would set them)."""
+    """The embedded defaults, with the seed run's few changes (environment, as a user would set them).
+
+    With ``--cluster`` the storage root, Ray address, Grid and work directory stay the stack's
+    (`scripts/cluster.sh env`).
+    """
+    if not args.cluster:
+        os.environ.update({
+            "FACESCALE_STORAGE__ROOT": str(root),
+            "FACESCALE_ORCHESTRATION__WORK_DIR": str(root.parent / f"{root.name}-runs"),
+        })
     os.environ.update({
-        "FACESCALE_STORAGE__ROOT": str(root),
         "FACESCALE_ORCHESTRATION__KEYWORDS_FILE": str(keywords),
         "FACESCALE_ORCHESTRATION__BATCH_SIZE": str(args.batch_size),
-        "FACESCALE_ORCHESTRATION__WORK_DIR": str(root.parent / f"{root.name}-runs"),
         "FACESCALE_SCRAPER__PER_KEYWORD": str(args.per_keyword),
         "FACESCALE_SCRAPER__WORKERS": str(args.browsers),
         "FACESCALE_SCRAPER__POLITENESS_DELAY_S": str(args.politeness),
@@ -330,6 +345,9 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=30, help="earlier nights synthesised for the history run")
     parser.add_argument("--date", default="20261201", help="night 1's key; night 2 is the day after")
     parser.add_argument("--out", type=Path, default=None, help="JSON of the figures (default ROOT-figures.json)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="on the `make cluster` stack (eval \"$(scripts/cluster.sh env)\" first): its S3 root, Ray "
+                        "cluster, Grid and demo web; nights 1 and 2 only (no hard-linked history, no training)")
     args = parser.parse_args()
 
     from facescale.demoweb import DemoWeb
@@ -345,6 +363,9 @@ def main() -> None:
     day2 = time.strftime("%Y%m%d", time.gmtime(time.mktime(time.strptime(args.date, "%Y%m%d")) + 86400 + 43200))
     stages: list[Stage] = []
     figures: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "cpus": os.cpu_count()}
+    if args.cluster:
+        cluster(args, root, keywords, day2, stages, figures)
+        return
     with DemoWeb(args.photos.resolve(), max_results=max(120, args.per_keyword)) as web, Sampler() as sampler:
         configure(root, keywords, args)
         print(f"== night 1: {args.first} new identities ({args.date})", flush=True)
@@ -368,6 +389,37 @@ def main() -> None:
     figures["stages"] = [asdict(s) for s in stages]
     report(figures, stages)
     out = args.out or root.parent / f"{root.name}-figures.json"
+    out.write_text(json.dumps(figures, indent=2, default=str))
+    print(f"figures: {out}")
+
+
+def cluster(
+    args: argparse.Namespace, root: Path, keywords: Path, day2: str, stages: list[Stage], figures: dict[str, Any]
+) -> None:
+    """Nights 1 and 2 on the scaled-out stack: S3 storage, the Ray cluster, the Grid, the stack's demo web."""
+    from facescale.config import load_settings
+    from facescale.services import Services
+
+    configure(root, keywords, args)
+    settings = load_settings()
+    base_url = settings.scraper.base_url
+    if not settings.storage.root.startswith("s3://") or not base_url:
+        raise SystemExit('--cluster needs the stack\'s environment: eval "$(scripts/cluster.sh env)"')
+    with Sampler(machine_wide=True) as sampler:
+        print(f"== night 1 on the cluster ({settings.storage.root}): {args.first} new identities", flush=True)
+        figures["night1"] = night(stages, sampler, "night 1", args.date, args.first, base_url)
+        print(f"== night 2 on the cluster: {args.second} new identities", flush=True)
+        figures["night2"] = night(stages, sampler, "night 2", day2, args.second, base_url)
+    location = Services(settings).location()
+    version = location.path("datasets", str(figures["night1"]["version"]))
+    figures["bytes"] = {
+        "raw": location.fs.du(location.path("raw")), "crops": location.fs.du(location.path("curation", "crops")),
+        "version": location.fs.du(version),
+    }
+    figures["night2_history"] = figures["night2"]  # not measured on the cluster
+    figures["stages"] = [asdict(s) for s in stages]
+    report(figures, stages)
+    out = args.out or root.parent / f"{root.name}-cluster-figures.json"
     out.write_text(json.dumps(figures, indent=2, default=str))
     print(f"figures: {out}")
 
