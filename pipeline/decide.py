@@ -267,11 +267,12 @@ def attribute(
     shared = {image_id for image_id, who in claims.items() if len(who) > 1}
     if not shared:
         return {}
+    claimants = {slug for image_id in shared for slug in claims[image_id]}
     own: dict[str, list[np.ndarray]] = defaultdict(list)
     holders: dict[str, set[str]] = defaultdict(set)  # shared image id -> identities holding its crop
     vectors_of: dict[str, np.ndarray] = {}  # shared image id -> its embedding
     for i, (slug, image_id, error) in enumerate(zip(slugs, image_ids, errors, strict=True)):
-        if error is not None:
+        if error is not None or slug not in claimants:
             continue
         value = embeddings[i].as_py()
         if value is None:
