@@ -15,16 +15,19 @@ from typing import Any
 
 import pytest
 
+from facescale.storage.listing import INDEX_FILE
+
 pytestmark = [pytest.mark.airflow, pytest.mark.ray, pytest.mark.browser]
 
 NIGHT1, NIGHT2 = "2026-11-01T00:00:00+00:00", "2026-11-02T00:00:00+00:00"
 
 
 def _snapshot(root: Path, *parts: str) -> dict[str, str]:
+    """Every stored file's sha256, but the listing indexes (derived caches a later listing rewrites)."""
     files = {}
     for part in parts:
         for path in sorted((root / part).rglob("*")):
-            if path.is_file():
+            if path.is_file() and path.name != INDEX_FILE:
                 files[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return files
 
