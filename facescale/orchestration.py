@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from facescale.config import Settings
-from facescale.errors import FacescaleError, NotFoundError
+from facescale.errors import FacescaleError
 from facescale.services import Services
 
 if TYPE_CHECKING:
@@ -150,16 +150,15 @@ def plan_night(
         newest = services.datasets().latest(published_only=False)
         waiting_slugs = sorted(newest.curation_notes().waiting) if newest is not None else []
         by_slug = {i.slug: i.name for i in registry.list()}
-        short = [by_slug[s] for s in waiting_slugs if s in by_slug and by_slug[s] not in pending]
+        short = [(s, by_slug[s]) for s in waiting_slugs if s in by_slug and by_slug[s] not in pending]
         searched = _waiting_nights(location, prefix, key) if short else {}
         ended = _exhausted(runs) if short else set()
-        slug_of = {i.name: i.slug for i in registry.list()}
-        for name in short:
+        for slug, name in short:
             nights = plan.waiting_nights[name] = searched.get(name_key(name), 0)
             capped = plan.max_waiting_nights is not None and nights >= plan.max_waiting_nights
             if capped:
                 plan.given_up.append(name)
-            elif slug_of.get(name) in ended:
+            elif slug in ended:
                 plan.exhausted.append(name)
             else:
                 plan.waiting.append(name)
@@ -210,11 +209,8 @@ def _waiting_nights(location: Location, prefix: str, key: str) -> dict[str, int]
 
     plans = location.child(PLANS_DIR)
 
-    def read(file: str) -> _PlanWaiting | None:
-        try:
-            return _PlanWaiting.model_validate_json(plans.read_bytes(plans.path(file)))
-        except NotFoundError:
-            return None
+    def read(file: str) -> _PlanWaiting:
+        return _PlanWaiting.model_validate_json(plans.read_bytes(plans.path(file)))
 
     def files() -> list[str]:
         return [f for f in plans.list_files(plans.root) if f.endswith(".json") and not f.startswith("_")]

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from facescale.errors import ConflictError, NotFoundError
+from facescale.errors import ConflictError
 
 from . import layout
 from .committed import committed_ids, read_record, uncommitted_ids
@@ -88,18 +88,12 @@ class CropStore:
 
     def records(self) -> list[ChunkRecord]:
         """Every committed chunk, oldest first (through the listing index: records never change once committed)."""
-        found = ListingIndex(self.location, ChunkRecord, self._committed).records().values()
+        found = ListingIndex(self.location, ChunkRecord, self.get).records().values()
         return sorted(found, key=lambda c: (c.created_at, c.chunk_id))
 
     def chunks(self, params: str) -> list[ChunkRecord]:
         """Committed chunks made with these parameters, oldest first."""
         return [c for c in self.records() if c.params == params]
-
-    def _committed(self, chunk: str) -> ChunkRecord | None:
-        try:
-            return self.get(chunk)
-        except NotFoundError:
-            return None
 
     def covered(self, params: str) -> set[str]:
         """Keys of the RAW shards that chunks with these parameters cover."""

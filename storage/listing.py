@@ -28,7 +28,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from facescale.errors import StorageError
+from facescale.errors import NotFoundError, StorageError
 
 from .fs import Location
 from .manifest import is_valid_id
@@ -53,7 +53,8 @@ class ListingIndex(Generic[S]):
         location: the store's directory (its entries are the sub-directories with valid ids,
             unless ``entries`` lists them another way).
         model: the record (or record summary) type kept per entry.
-        read: an entry's record from the entry itself; None when it is not committed.
+        read: an entry's record from the entry itself; `NotFoundError` when it is not committed
+            (such an entry is not listed).
         final: whether a record can no longer change (only those are indexed).
         entries: the entry names, when they are not the valid sub-directories (e.g. files).
     """
@@ -62,7 +63,7 @@ class ListingIndex(Generic[S]):
         self,
         location: Location,
         model: type[S],
-        read: Callable[[str], S | None],
+        read: Callable[[str], S],
         *,
         final: Callable[[S], bool] = lambda _: True,
         entries: Callable[[], list[str]] | None = None,
@@ -82,8 +83,9 @@ class ListingIndex(Generic[S]):
         for entry in sorted(self._entries()):
             record = indexed.get(entry)
             if record is None:
-                record = self._read(entry)
-                if record is None:
+                try:
+                    record = self._read(entry)
+                except NotFoundError:  # a directory whose record was never written: not committed
                     continue
                 learned = learned or self._final(record)
             found[entry] = record

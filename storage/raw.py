@@ -81,17 +81,8 @@ class RawStore:
 
     def list(self) -> list[RunRecord]:
         """Committed runs, oldest first; finished ones come from the listing index (`storage.listing`)."""
-        records = self._index().records().values()
+        records = ListingIndex(self.location, RunRecord, self.get, final=lambda r: r.finished).records().values()
         return sorted(records, key=lambda r: (r.created_at, r.run_id))
-
-    def _index(self) -> ListingIndex[RunRecord]:
-        return ListingIndex(self.location, RunRecord, self._committed, final=lambda r: r.finished)
-
-    def _committed(self, run_id: str) -> RunRecord | None:
-        try:
-            return self.get(run_id)
-        except NotFoundError:
-            return None
 
     def shard_paths(self, run_ids: Iterable[str] | None = None) -> builtins.list[str]:
         """The committed shards of ``run_ids`` (default: of every run, oldest first, through the listing index)."""

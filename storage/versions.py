@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel
 
-from facescale.errors import ConflictError, ManifestError, NotFoundError
+from facescale.errors import ConflictError, ManifestError
 
 from . import layout
 from .committed import committed_ids, read_record, uncommitted_ids
@@ -96,12 +96,8 @@ class DatasetStore:
                 return manifest
         return None
 
-    def _stamp(self, version_id: str) -> VersionStamp | None:
-        try:
-            manifest = self.get(version_id)
-        except NotFoundError:
-            return None
-        return VersionStamp(version_id=version_id, created_at=manifest.created_at)
+    def _stamp(self, version_id: str) -> VersionStamp:
+        return VersionStamp(version_id=version_id, created_at=self.get(version_id).created_at)
 
     def shard_paths(self, manifest: Manifest) -> builtins.list[str]:
         base = self.version_dir(manifest.version_id)
