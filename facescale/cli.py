@@ -26,7 +26,7 @@ from facescale.config import Settings, config_path, load_settings
 from facescale.errors import FacescaleError
 from facescale.extras import missing_extra
 from facescale.services import Services
-from facescale.storage import ModelRecord, ValidationSummary
+from facescale.storage import DatasetStore, ModelRecord, ValidationSummary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -176,12 +176,7 @@ def datasets_show(
 ) -> None:
     """Show one dataset version: identities, split counts, shards, validation."""
     store = _state(ctx).services.datasets()
-    if version_id == "latest":
-        newest = store.latest(published_only=False)
-        if newest is None:
-            raise FacescaleError("no dataset versions yet")
-        version_id = newest.version_id
-    manifest = store.get(version_id)
+    manifest = store.get(_version_id(store, version_id))
     if verify:
         from facescale.storage.shards import verify_shard
 
@@ -212,6 +207,111 @@ def datasets_show(
         counts_by_split = (str(ident.counts.get(s, 0)) for s in ("train", "val", "test"))
         table.add_row(str(ident.label), Text(ident.name), ident.slug, *counts_by_split)
     out.print(table)
+
+
+def _version_id(store: DatasetStore, version_id: str, published_only: bool = False) -> str:
+    """``version_id``, with ``latest`` resolved to the newest (published) version."""
+    if version_id != "latest":
+        return version_id
+    newest = store.latest(published_only=published_only)
+    if newest is None:
+        raise FacescaleError(f"no {'published ' if published_only else ''}dataset versions yet")
+    return newest.version_id
+
+
+VersionArg = Annotated[str, typer.Argument(metavar="VERSION", help="a version id, or 'latest'")]
+
+
+@datasets_app.command("card")
+def datasets_card(ctx: typer.Context, version_id: VersionArg) -> None:
+    """Write (again) a version's dataset card, README.md in its directory, from its records."""
+    store = _state(ctx).services.datasets()
+    path = store.write_card(store.get(_version_id(store, version_id)))
+    out.print(Text(store.location.display(path)))
+
+
+@datasets_app.command("export")
+def datasets_export(
+    ctx: typer.Context,
+    version_id: VersionArg,
+    dest: Annotated[str, typer.Argument(metavar="DEST", help="a new or empty directory: a path or URI (s3://...)")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="imagefolder (torchvision), webdataset (tar shards) or parquet (HF)")
+    ] = "parquet",
+    split: Annotated[
+        list[str] | None, typer.Option("--split", help="only this split (repeat for several; default: all)")
+    ] = None,
+    originals_only: Annotated[
+        bool, typer.Option("--originals-only", help="only original crops (aug_index 0), no augmented copies")
+    ] = False,
+) -> None:
+    """Export a version for other trainers, with its card and labels.json (rerun the same command to resume)."""
+    from facescale.storage import Location
+    from facescale.storage.export import FORMATS, export_version
+
+    if fmt not in FORMATS:
+        raise FacescaleError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    bad = [s for s in split or () if s not in ("train", "val", "test")]
+    if bad:
+        raise FacescaleError(f"unknown split {bad[0]!r}: use train, val or test")
+    state = _state(ctx)
+    store = state.services.datasets()
+    version_id = _version_id(store, version_id, published_only=True)
+    target = Location.from_uri(dest, state.settings.storage.storage_options)
+    shards = len(store.get(version_id).shards)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task(f"exporting {version_id}", total=shards)
+        summary = export_version(
+            store, version_id, target, cast(Any, fmt), splits=cast(Any, split), originals_only=originals_only,
+            on_shard=lambda _name, _n: progress.advance(task),
+        )
+    resumed = f" ({summary.skipped} of {summary.shards} shards were already done)" if summary.skipped else ""
+    out.print(Text(f"exported {version_id} as {fmt} to {summary.destination}: {summary.samples} samples, "
+                   f"{summary.files} files written{resumed}"))
+
+
+@datasets_app.command("diff")
+def datasets_diff(
+    ctx: typer.Context,
+    before: Annotated[str, typer.Argument(metavar="A", help="the older version (or 'latest')")],
+    after: Annotated[str, typer.Argument(metavar="B", help="the newer version (or 'latest')")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What changed from version A to B: identities, photos per identity (with reasons), labels."""
+    from facescale.storage.diff import diff_versions
+
+    services = _state(ctx).services
+    store = services.datasets()
+    diff = diff_versions(store, _version_id(store, before), _version_id(store, after), services.exclusions())
+    if as_json:
+        out.print_json(diff.model_dump_json())
+        return
+    out.print(Text(f"{diff.before} -> {diff.after}: samples {diff.samples_before} -> {diff.samples_after}; "
+                   f"identities +{len(diff.identities_added)} -{len(diff.identities_removed)} "
+                   f"changed {len(diff.identities_changed)}, unchanged {diff.identities_unchanged}; "
+                   f"label changes {len(diff.label_changes)}"))
+    table = Table("change", "identity", "samples", "photos +", "photos -", "why removed")
+    for slug, n in diff.identities_added.items():
+        table.add_row("added", slug, str(n), "", "", "")
+    for slug, n in diff.identities_removed.items():
+        table.add_row("removed", slug, str(n), "", "", "")
+    for change in diff.identities_changed:
+        samples = f"{sum(change.counts_before.values())} -> {sum(change.counts_after.values())}"
+        why = ", ".join(f"{r} {n}" for r, n in change.removed_reasons.most_common())
+        table.add_row("changed", change.slug, samples, str(len(change.photos_added)),
+                      str(len(change.photos_removed)), why)
+    for label in diff.label_changes:
+        table.add_row("LABEL", label.slug, f"{label.before} -> {label.after}", "", "", "labels must be stable")
+    if table.row_count:
+        out.print(table)
+
+
+@datasets_app.command("growth")
+def datasets_growth(ctx: typer.Context) -> None:
+    """Draw the growth view (identities and samples per published version) and print its page."""
+    from facescale.pipeline.growth import write_growth
+
+    out.print(Text(write_growth(_state(ctx).services.datasets())))
 
 
 def _status(manifest: object) -> str:

@@ -517,6 +517,7 @@ def _write_sheet_index(sheets: Location, outcomes: Mapping[str, IdentityDecision
         "<!doctype html><meta charset='utf-8'><title>facescale contact sheets</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:1.5em}td,th{padding:.2em .8em;text-align:left}"
         "tr:nth-child(even){background:#f4f4f4}</style><h1>Contact sheets</h1>"
+        "<p><a href='../growth.html'>Dataset growth</a>: identities and samples per published version.</p>"
         "<p>Spare: clean but beyond the per-identity quota. Waiting: too few clean crops yet.</p>"
         "<table><tr><th>identity</th><th>status</th><th>clean crops</th><th>selected</th>"
         "<th>train/val/test samples</th><th>removed</th></tr>" + "".join(rows) + "</table>"

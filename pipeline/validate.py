@@ -176,7 +176,11 @@ def validate_version(
         posixpath.join(base, RESULT_FILE), json.dumps(raw, indent=1, default=str).encode() + b"\n"
     )
     if publish:
-        store.publish(version_id, summary)
+        store.publish(version_id, summary)  # a published version gets its dataset card (storage.card)
+        if summary.success:
+            from .growth import write_growth
+
+            write_growth(store)
     log.info(
         "validated %s: %s (%d of %d expectations met)",
         version_id,

@@ -5,10 +5,12 @@
     <root>/raw/<run_id>/part-NNNNN.parquet    RAW shards
     <root>/datasets/<version>/manifest.json   CURATED version manifest (its presence = committed)
     <root>/datasets/<version>/shards/...      CURATED shards
+    <root>/datasets/<version>/README.md       its dataset card (Hugging Face layout), written when published
     <root>/curation/exclusions.json           photos later versions must leave out (auto and manual)
     <root>/curation/crops/<chunk>/chunk.json  crop cache chunk: the RAW shards it covers (its presence = committed)
     <root>/curation/crops/<chunk>/part-*.parquet  face crops, hashes and embeddings of those shards
     <root>/curation/sheets/<slug>.html        contact sheet per identity (kept, removed and why)
+    <root>/curation/growth.html, growth.png   the growth view: identities and samples per published version
     <root>/models/<model_id>/model.json       registered model record (its presence = registered)
     <root>/models/<model_id>/files/...        its files: model.keras, labels.json, training.json, eval/...
 """
@@ -18,7 +20,9 @@ RAW_DIR = "raw"
 RUN_FILE = "run.json"
 DATASETS_DIR = "datasets"
 MANIFEST_FILE = "manifest.json"
+CARD_FILE = "README.md"
 SHARDS_DIR = "shards"
+CURATION_DIR = "curation"
 EXCLUSIONS_FILE = "curation/exclusions.json"
 CROPS_DIR = "curation/crops"
 CHUNK_FILE = "chunk.json"

@@ -57,6 +57,7 @@ class ListingIndex(Generic[S]):
             (such an entry is not listed).
         final: whether a record can no longer change (only those are indexed).
         entries: the entry names, when they are not the valid sub-directories (e.g. files).
+        name: the index file's name (a second index over the same entries keeps other records).
     """
 
     def __init__(
@@ -67,9 +68,10 @@ class ListingIndex(Generic[S]):
         *,
         final: Callable[[S], bool] = lambda _: True,
         entries: Callable[[], list[str]] | None = None,
+        name: str = INDEX_FILE,
     ) -> None:
         self.location = location
-        self.path = location.path(INDEX_FILE)
+        self.path = location.path(name)
         self._adapter = TypeAdapter(dict[str, model])  # type: ignore[valid-type]  # a runtime type argument
         self._read = read
         self._final = final

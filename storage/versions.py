@@ -46,6 +46,40 @@ class VersionStamp(BaseModel):
     created_at: datetime
 
 
+class GrowthPoint(BaseModel):
+    """One version as the growth view plots it (kept in ``datasets/_growth.json`` once published)."""
+
+    version_id: str
+    created_at: datetime
+    published_at: datetime | None
+    identities: int
+    samples: int
+    splits: dict[str, int]
+    removed: dict[str, int]  # photos left out by curation, by reason (``notes.curation.rejected``)
+    waiting: int  # identities still short of clean photos
+
+    @property
+    def published(self) -> bool:
+        return self.published_at is not None
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> GrowthPoint:
+        notes = manifest.curation_notes()
+        return cls(
+            version_id=manifest.version_id,
+            created_at=manifest.created_at,
+            published_at=manifest.published_at,
+            identities=len(manifest.identities),
+            samples=manifest.rows,
+            splits=manifest.split_counts(),
+            removed=dict(notes.rejected),
+            waiting=len(notes.waiting),
+        )
+
+
+GROWTH_INDEX = "_growth.json"
+
+
 class DatasetStore:
     """The CURATED dataset versions under ``<root>/datasets``."""
 
@@ -96,6 +130,18 @@ class DatasetStore:
                 return manifest
         return None
 
+    def growth(self) -> builtins.list[GrowthPoint]:
+        """Every published version's size and removals, oldest first.
+
+        Through a listing index of its own (``_growth.json``): a published version's point never
+        changes, so drawing the growth view reads one file plus the versions published since.
+        """
+        points = ListingIndex(
+            self.location, GrowthPoint, lambda v: GrowthPoint.of(self.get(v)), final=lambda p: p.published,
+            name=GROWTH_INDEX,
+        ).records().values()
+        return sorted((p for p in points if p.published), key=lambda p: (p.created_at, p.version_id))
+
     def _stamp(self, version_id: str) -> VersionStamp:
         return VersionStamp(version_id=version_id, created_at=self.get(version_id).created_at)
 
@@ -145,13 +191,32 @@ class DatasetStore:
         return VersionWriter(self, version_id, parent, dict(config or {}))
 
     def publish(self, version_id: str, validation: ValidationSummary) -> Manifest:
-        """Record the validation outcome; a successful one makes the version published."""
+        """Record the validation outcome; a successful one makes the version published.
+
+        A published version's dataset card (`storage.card`) is written first, then the manifest
+        that publishes it: a crash between the two leaves an unpublished version, never a
+        published one without its card.
+        """
         manifest = self.get(version_id)
         updated = manifest.model_copy(
             update={"validation": validation, "published_at": utcnow() if validation.success else None}
         )
+        if updated.published:
+            self.write_card(updated)
         self.location.write_bytes_atomic(self.manifest_path(version_id), updated.to_json())
         return updated
+
+    def card_path(self, version_id: str) -> str:
+        return posixpath.join(self.version_dir(version_id), layout.CARD_FILE)
+
+    def write_card(self, manifest: Manifest) -> str:
+        """(Re)write version ``manifest``'s dataset card from its records; returns its path."""
+        from .card import card_lineage, render_card
+
+        path = self.card_path(manifest.version_id)
+        text = render_card(manifest, card_lineage(self.root, manifest))
+        self.location.write_bytes_atomic(path, text.encode())
+        return path
 
     def uncommitted(self) -> builtins.list[str]:
         """Version directories left behind by writes that never committed."""

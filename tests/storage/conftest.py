@@ -10,6 +10,7 @@ import hashlib
 import io
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,19 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from facescale.storage import IdentityEntry, Location
+from facescale.storage import (
+    CropStore,
+    DatasetStore,
+    Exclusion,
+    ExclusionList,
+    IdentityEntry,
+    Location,
+    RawStore,
+    ShardSizing,
+    ValidationSummary,
+    chunk_id,
+    raw_shard_key,
+)
 
 WRITER_PROC = Path(__file__).with_name("_writer_proc.py")
 
@@ -165,3 +178,110 @@ def memory_location() -> Iterator[Location]:
 def location(request: pytest.FixtureRequest) -> Location:
     """The same tests on a local directory and on an fsspec (non-local) filesystem."""
     return request.getfixturevalue(f"{request.param}_location")
+
+
+# -- a store with two published versions (the dataset-product tests: card, export, diff) --------
+PRODUCT_PEOPLE = (
+    ("Ada Lovelace", "ada-lovelace", 0), ("Alan Turing", "alan-turing", 1), ("Grace Hopper", "grace-hopper", 2)
+)
+AUGMENT = 3  # samples per train photo, the original included
+
+
+@dataclass
+class ProductStore:
+    """Two published versions of real photos: ``v1`` (Ada, Alan), ``v2`` (+ Grace; one Ada photo taken down)."""
+
+    location: Location
+    store: DatasetStore
+    photos: dict[str, list[bytes]]  # slug -> the photo bytes, by index
+    taken_down: str  # the source_image_id of Ada's photo that v2 leaves out
+
+
+def _split(j: int) -> str:
+    return "train" if j % 10 < 7 else "val" if j % 10 < 9 else "test"
+
+
+def product_rows(people: dict[str, list[bytes]]) -> list[dict[str, Any]]:
+    """CURATED rows of real photos: per identity its photos split 7/2/1 by source, train photos x AUGMENT."""
+    rows = []
+    names = {slug: (name, label) for name, slug, label in PRODUCT_PEOPLE}
+    for slug, photos in people.items():
+        name, label = names[slug]
+        for j, image in enumerate(photos):
+            source = hashlib.sha256(image).hexdigest()
+            split = _split(j)
+            for k in range(AUGMENT if split == "train" else 1):
+                rows.append({
+                    "sample_id": f"{source[:16]}-{k}", "source_image_id": source, "identity": name,
+                    "identity_slug": slug, "label": label, "split": split, "aug_index": k,
+                    "face_box": {"x": 60, "y": 60, "w": 130, "h": 130}, "image": image, "width": 250, "height": 250,
+                    "sharpness": 50.0, "brightness": 120.0, "contrast": 40.0,
+                })
+    return rows
+
+
+def product_version(
+    store: DatasetStore, version_id: str, rows: list[dict[str, Any]], *, parent: str | None, chunks: list[str],
+    rejected: dict[str, int],
+) -> None:
+    entries = []
+    for name, slug, label in PRODUCT_PEOPLE:
+        mine = [r for r in rows if r["identity_slug"] == slug]
+        if mine:
+            counts = {s: sum(1 for r in mine if r["split"] == s) for s in ("train", "val", "test")}
+            sources = len({r["source_image_id"] for r in mine})
+            entries.append(IdentityEntry(name=name, slug=slug, label=label, counts=counts, sources=sources))
+    config = {"per_identity": 10, "augment_factor": AUGMENT, "split": {"train": 0.7, "val": 0.2, "test": 0.1},
+              "min_per_identity": 5, "cleaning_threshold": 0.6, "crop_size": 250}
+    notes = {"curation": {"chunks": chunks, "rejected": rejected}}
+    with store.create(version_id, parent=parent, config=config) as writer:
+        writer.write(rows)
+        writer.commit(entries, notes=notes)
+    summary = ValidationSummary(
+        success=True, suite="facescale_curated",
+        statistics={"evaluated_expectations": 29, "successful_expectations": 29},
+        data_docs="validation/data_docs/index.html",
+    )
+    store.publish(version_id, summary)
+
+
+def raw_night(location: Location, run_id: str, people: dict[str, list[bytes]]) -> str:
+    """A finished RAW run of these photos (engine ``demo``) and the crop chunk that covers it; returns the chunk id."""
+    raw = RawStore(location)
+    with raw.open(run_id, meta={"engine": "demo", "per_keyword": 20}) as writer:
+        i = 0
+        for slug, photos in people.items():
+            for image in photos:
+                row = raw_row(i, run_id)
+                row.update(image=image, image_id=hashlib.sha256(image).hexdigest(), identity_slug=slug,
+                           engine="demo", width=250, height=250)
+                writer.write([row])
+                i += 1
+        record = writer.commit(list(people), finished=True)
+    keys = [raw_shard_key(run_id, s) for s in record.shards]
+    chunk = chunk_id("params", keys)
+    with CropStore(location).open(chunk, "params", keys) as chunk_writer:
+        chunk_writer.commit()
+    return chunk
+
+
+@pytest.fixture(scope="module")
+def product_store(lfw_dev: Path, tmp_path_factory: pytest.TempPathFactory) -> ProductStore:
+    folders = {"ada-lovelace": "Jiang_Zemin", "alan-turing": "Paul_Bremer", "grace-hopper": "Naomi_Watts"}
+    photos = {slug: [p.read_bytes() for p in sorted((lfw_dev / folder).glob("*.jpg"))[:10]]
+              for slug, folder in folders.items()}
+    location = Location.from_uri(str(tmp_path_factory.mktemp("product") / "store"))
+    store = DatasetStore(location, ShardSizing(rows_per_row_group=8, max_rows_per_shard=16))
+    night1 = {s: photos[s] for s in ("ada-lovelace", "alan-turing")}
+    chunk1 = raw_night(location, "night-1", night1)
+    product_version(store, "v1", product_rows(night1), parent=None, chunks=[chunk1], rejected={"no_face": 3})
+    # night 2: Grace arrives; Ada's photo 0 is taken down (the exclusion list says why) and photo 9 is gone too
+    taken_down = hashlib.sha256(photos["ada-lovelace"][0]).hexdigest()
+    takedown = Exclusion(identity_slug="ada-lovelace", source_image_id=taken_down, reason="takedown")
+    ExclusionList(location).add([takedown])
+    chunk2 = raw_night(location, "night-2", {"grace-hopper": photos["grace-hopper"]})
+    night2 = {"ada-lovelace": photos["ada-lovelace"][1:9], "alan-turing": photos["alan-turing"],
+              "grace-hopper": photos["grace-hopper"]}
+    product_version(store, "v2", product_rows(night2), parent="v1", chunks=[chunk1, chunk2],
+                    rejected={"no_face": 4, "wrong_person": 2, "multiple_faces": 1})
+    return ProductStore(location, store, photos, taken_down)
