@@ -50,6 +50,7 @@ from facescale.errors import IntegrityError, NotFoundError
 from facescale.storage import CURATED_SCHEMA, SPLITS, DatasetStore, ValidationSummary
 from facescale.storage.manifest import Manifest
 
+from .datadocs import make_offline
 from .split import split_counts
 
 if TYPE_CHECKING:
@@ -152,7 +153,12 @@ def validate_version(
         frames = {"schema": _schema_frame(stats.columns), "rows": database, "counts": counts}
         docs = Path(tmp) / "docs"
         results, raw_results = _run_gx(checks, frames, docs)
+        make_offline(store.root, docs, store.version_dir(version_id))
         _upload_docs(store, version_id, docs)
+        pages = {
+            f"{SUITE_NAME}.{page.parent.parent.parent.name}": f"{DATA_DOCS_DIR}/{page.relative_to(docs).as_posix()}"
+            for page in sorted((docs / "validations" / SUITE_NAME).glob("*/*/*/*.html"))
+        }
         statistics = _statistics(results, stats, database, max_duplicate_rate)
 
     failures = problems + [line for check, result in results if (line := _failure(check, result))]
@@ -162,6 +168,7 @@ def validate_version(
         statistics=statistics,
         failures=failures,
         data_docs=f"{DATA_DOCS_DIR}/index.html",
+        suite_pages=pages,
     )
     raw = {
         "suite": SUITE_NAME,

@@ -52,6 +52,23 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   "$VENV/bin/python" -m pip check
   echo "$want" > "$STAMP"
 fi
+# The Data Docs' scripts, styles and fonts (jQuery, Bootstrap, bootstrap-table, Vega, Font Awesome) from
+# npm, pinned by deploy/datadocs/package-lock.json: validation copies them once into each store, so
+# every version's Data Docs work without internet (pipeline/datadocs.py). Without npm they load from CDNs.
+DOCS=deploy/datadocs
+docs_want=$(sha256sum "$DOCS/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$DOCS/node_modules/.facescale-stamp" 2>/dev/null)" != "$docs_want" ]; then
+  if ! command -v npm >/dev/null && command -v apt-get >/dev/null; then
+    log "installing nodejs npm (apt)"
+    DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null || true
+  fi
+  if command -v npm >/dev/null; then
+    log "installing the Data Docs' scripts and styles (npm, $DOCS/package-lock.json)"
+    (cd "$DOCS" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) && echo "$docs_want" > "$DOCS/node_modules/.facescale-stamp"
+  else
+    log "warning: no npm; Data Docs will load their scripts and styles from CDNs (needs internet)"
+  fi
+fi
 # Optional (FACESCALE_DLIB=openblas): dlib compiled against OpenBLAS in place of dlib-bin's build,
 # whose own matrix code makes the face descriptor, most of curation's per-photo time, 6x slower
 # (72 vs 12 ms a face on one core, the same embeddings: bench/README.md, bench_prepare_steps.py).

@@ -11,6 +11,7 @@
     <root>/curation/crops/<chunk>/part-*.parquet  face crops, hashes and embeddings of those shards
     <root>/curation/sheets/<slug>.html        contact sheet per identity (kept, removed and why)
     <root>/curation/growth.html, growth.png   the growth view: identities and samples per published version
+    <root>/static/datadocs/{npm,gx}/...       the Data Docs' scripts, styles and images, once per store (offline)
     <root>/models/<model_id>/model.json       registered model record (its presence = registered)
     <root>/models/<model_id>/files/...        its files: model.keras, labels.json, training.json, eval/...
 """
@@ -29,5 +30,6 @@ CHUNK_FILE = "chunk.json"
 SHEETS_DIR = "curation/sheets"
 VALIDATION_DIR = "validation"
 MODELS_DIR = "models"
+DATADOCS_STATIC_DIR = "static/datadocs"
 MODEL_RECORD_FILE = "model.json"
 MODEL_FILES_DIR = "files"

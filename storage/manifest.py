@@ -65,6 +65,7 @@ class ValidationSummary(BaseModel):
     statistics: dict[str, Any] = Field(default_factory=dict)
     failures: list[str] = Field(default_factory=list)
     data_docs: str | None = None
+    suite_pages: dict[str, str] = Field(default_factory=dict)  # suite -> its result page in the Data Docs
 
 
 class SelectionNote(BaseModel):
