@@ -358,7 +358,7 @@ def _validation(manifest: Manifest) -> str:
     if result.data_docs:
         lines.append(f"Results: [Data Docs]({result.data_docs}), [raw results](validation/result.json).")
     if result.suite_pages:
-        lines.append("Per suite: " + ", ".join(f"[{suite}]({page})" for suite, page in sorted(result.suite_pages.items()))
-                     + ".")
+        links = (f"[{suite}]({page})" for suite, page in sorted(result.suite_pages.items()))
+        lines.append("Per suite: " + ", ".join(links) + ".")
     lines += [f"- {failure}" for failure in result.failures]
     return "\n".join(lines)

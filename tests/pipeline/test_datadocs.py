@@ -103,7 +103,8 @@ def test_the_index_lists_the_results_with_the_network_off(tmp_path: Path, monkey
         for name, store in (("offline", offline), ("online", online)):
             driver.get(Path(store.version_dir("v1"), DATA_DOCS_DIR, "index.html").as_uri())
             driver.implicitly_wait(0)
-            shown[name] = len(driver.find_elements("css selector", "#section-1-content-block-2-1-body-table tbody tr[data-index]"))
+            results = "#section-1-content-block-2-1-body-table tbody tr[data-index]"  # the Validation Results tab
+            shown[name] = len(driver.find_elements("css selector", results))
             driver.save_screenshot(str(ARTIFACTS / f"datadocs-{name}.png"))
         styled = driver.execute_script("return typeof jQuery")  # the online page's scripts never loaded
     finally:

@@ -70,5 +70,6 @@ def test_the_cli_prints_a_table_and_json(product_store: ProductStore, cli, monke
     code, out, _ = cli("datasets", "diff", "v1", "v2", "--json")
     data = json.loads(out)
     assert data["identities_added"] == {"grace-hopper": 7 * 3 + 2 + 1}
-    assert data["identities_changed"][0]["photos_removed"][_source(product_store.photos["ada-lovelace"][0])] == "takedown"
+    removed = data["identities_changed"][0]["photos_removed"]
+    assert removed[_source(product_store.photos["ada-lovelace"][0])] == "takedown"
     assert "unknown dataset version 'v9'" in cli("datasets", "diff", "v1", "v9").single_error_line()
