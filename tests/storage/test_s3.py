@@ -149,3 +149,42 @@ def test_raw_run_on_s3(s3_location, make_raw_row):
     assert [r for b in store.iter_batches() for r in b.to_pylist()] == rows
     with pytest.raises(ConflictError):
         store.open("run-1")
+
+
+def test_an_export_to_s3_resumes_and_reads_back(s3, bucket, s3_endpoint, product_store) -> None:
+    """A WebDataset export of a local version to an S3 destination, killed after two parts, then finished."""
+    import io
+    import tarfile
+
+    from facescale.storage.export import export_version
+
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    dest = Location.from_uri(f"s3://{bucket}/exports/v2", options)
+
+    class Killed(Exception):
+        pass
+
+    seen: list[str] = []
+
+    def die_after_two(name: str, samples: int) -> None:
+        seen.append(name)
+        if len(seen) == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        export_version(product_store.store, "v2", dest, "webdataset", on_shard=die_after_two)
+    assert not any(k.endswith("labels.json") for k in _keys(s3, bucket))
+    summary = export_version(product_store.store, "v2", dest, "webdataset")
+    assert summary.skipped == 2
+    keys = _keys(s3, bucket)
+    assert "exports/v2/README.md" in keys and "exports/v2/labels.json" in keys
+    samples = 0
+    for key in keys:
+        if key.endswith(".tar"):
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+                names = tar.getnames()
+            assert len(names) % 3 == 0
+            samples += len(names) // 3
+    assert samples == product_store.store.get("v2").rows
