@@ -59,8 +59,10 @@ echo
 echo "storage root: $FACESCALE_STORAGE__ROOT"
 echo "  registry:   $FACESCALE_STORAGE__ROOT/registry/identities.json"
 echo "  raw runs:   $FACESCALE_STORAGE__ROOT/raw/"
-echo "  datasets:   $FACESCALE_STORAGE__ROOT/datasets/ (Data Docs: datasets/<version>/validation/)"
+echo "  datasets:   $FACESCALE_STORAGE__ROOT/datasets/ (card: datasets/<version>/README.md; Data Docs: datasets/<version>/validation/)"
 echo "  review:     $FACESCALE_STORAGE__ROOT/curation/sheets/index.html (contact sheets per identity)"
+echo "  growth:     $FACESCALE_STORAGE__ROOT/curation/growth.html (identities and samples per published version)"
+echo "  export:     facescale datasets export latest DEST --format imagefolder|webdataset|parquet"
 if [ -n "$model" ]; then
   echo "  model:      $FACESCALE_STORAGE__ROOT/models/$model/files/model.keras"
   echo "  reports:    $FACESCALE_STORAGE__ROOT/models/$model/files/eval/ (metrics.json, curves, confusion, filters, feature maps)"

@@ -109,11 +109,15 @@ def export_version(
 
     Raises:
         NotFoundError: no such version.
-        ConflictError: ``dest`` holds something else (another export, other files).
+        ConflictError: the version is not published, or ``dest`` holds something else (another export,
+            other files).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     manifest = store.get(version_id)
+    if not manifest.published:
+        raise ConflictError(f"dataset version {version_id} is not published (its gate failed or never ran): "
+                            "only published versions are exported")
     chosen = tuple(s for s in SPLITS if splits is None or s in set(splits))
     if not chosen:
         raise ValueError("no split chosen: use train, val and/or test")

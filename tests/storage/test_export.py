@@ -222,3 +222,19 @@ def test_an_export_killed_mid_part_finishes_with_the_same_files(product_store: P
         if name.endswith(".jpg"):
             assert (dest / name).read_bytes() == (whole / name).read_bytes()
     assert not list(dest.rglob("_tmp-*"))  # the half-written part's temporary file is gone
+
+
+def test_an_unpublished_version_is_not_exported(tmp_path: Path) -> None:
+    from facescale.storage import DatasetStore, ValidationSummary
+
+    from .conftest import curated_row, identity_entries
+
+    store = DatasetStore(Location.from_uri(str(tmp_path / "store")))
+    rows = [curated_row(i) for i in range(4)]
+    with store.create("v1", parent=None) as writer:
+        writer.write(rows)
+        writer.commit(identity_entries(rows))
+    store.publish("v1", ValidationSummary(success=False, suite="s", failures=["counts"]))
+    with pytest.raises(ConflictError, match="not published"):
+        export_version(store, "v1", Location.from_uri(str(tmp_path / "out")), "parquet")
+    assert not (tmp_path / "out").exists()
