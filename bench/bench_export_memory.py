@@ -5,10 +5,11 @@ not grow with the version: the ratio large / small stays near 1.0 for every form
 
 Two versions are written once with the storage API into ``bench/.cache/export-memory/store``
 (``--keep`` keeps them between runs): ``small`` with 65 identities and ``large`` with 650, each
-identity 365 samples split 35 val / 5 test / 325 train (the default recipe's 50 photos x 0.7 x 10
-augmented + 10 val + 5 test, val and test rounded as `split_counts` does), every sample a real
+identity 365 samples: 350 train, 10 val, 5 test (the default recipe: 50 photos split 35/10/5 by
+source photo, each train photo x 10 with its augmented copies), every sample a real
 128 px face crop (centre crops of lfw-dev photos, JPEG quality 95, cycled: the bytes a real
-version holds). Each (format, size) then runs `export_version` in a fresh subprocess into a fresh
+version holds), then published by the real Great Expectations gate (repeated originals allowed:
+the crops are cycled). Each (format, size) then runs `export_version` in a fresh subprocess into a fresh
 destination, which reads its own peak RSS (``VmHWM`` of /proc/self/status, exact) when done; the
 destination is deleted afterwards. Prints per run: samples, files, wall seconds, samples/s,
 peak RSS; then per format the ratio large / small of the peak and of the time. Run:
@@ -31,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "bench" / ".cache" / "export-memory"
 PHOTOS = REPO.parent / "shared" / "data" / "lfw-dev"
-SPLIT = {"train": 325, "val": 35, "test": 5}  # per identity; 325 train = 32.5 photos x 10 (see docstring)
+SPLIT = {"train": 350, "val": 10, "test": 5}  # per identity: 35 train photos x 10, 10 val, 5 test
 
 CHILD = """
 import json, sys, time
@@ -65,8 +66,10 @@ def write_version(store_root: Path, version: str, identities: int, pool: list[by
     from facescale.storage import DatasetStore, IdentityEntry, Location
 
     store = DatasetStore(Location.from_uri(str(store_root)))
-    if store.exists(version):
+    if store.exists(version) and store.get(version).published:
         return store.get(version).rows
+    if store.exists(version):
+        store.location.remove_tree(store.version_dir(version))
     entries, batch, n = [], [], 0
     with store.create(version, parent=None, config={"crop_size": 128}) as writer:
         for label in range(identities):
@@ -90,6 +93,13 @@ def write_version(store_root: Path, version: str, identities: int, pool: list[by
         if batch:
             writer.write(batch)
         writer.commit(entries)
+    # Only published versions are exported: the real gate publishes it (the crops are cycled from a
+    # pool, so repeated originals are allowed here)
+    from facescale.pipeline.validate import validate_version
+
+    summary = validate_version(store, version, max_duplicate_rate=1.0)
+    if not summary.success:
+        raise SystemExit(f"version {version} failed its gate: {summary.failures}")
     return n
 
 
@@ -97,8 +107,11 @@ def run(store_root: Path, version: str, fmt: str) -> dict[str, float]:
     dest = CACHE / f"export-{version}-{fmt}"
     shutil.rmtree(dest, ignore_errors=True)
     try:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(store_root), version, str(dest), fmt],
-                             check=True, capture_output=True, text=True).stdout
+        child = subprocess.run([sys.executable, "-c", CHILD, str(store_root), version, str(dest), fmt],
+                               capture_output=True, text=True)
+        if child.returncode:
+            raise SystemExit(f"export of {version} as {fmt} failed:\n{child.stderr}")
+        out = child.stdout
     finally:
         shutil.rmtree(dest, ignore_errors=True)
     return json.loads(out.splitlines()[-1])
