@@ -46,6 +46,12 @@ class RunLineage:
     record: RunRecord | None
 
 
+def download_verdicts(root: Location, runs: Sequence[RunLineage]) -> tuple[int, Counter[str]]:
+    """Results the runs stored as images, and those they rejected by reason (RAW ``error``, one column read)."""
+    present = [r.run_id for r in runs if r.record is not None]
+    return RawStore(root).verdicts(present) if present else (0, Counter())
+
+
 def card_lineage(root: Location, manifest: Manifest) -> list[RunLineage]:
     """The RAW runs a version was built from: crop-cache chunks (``notes.curation.chunks``) -> RAW shards -> runs.
 
@@ -128,12 +134,14 @@ def render_card(
     *,
     export: str | None = None,
     data_files: Mapping[str, str] | str = "shards/*.parquet",
+    downloads: tuple[int, Mapping[str, int]] | None = None,
 ) -> str:
     """The card's Markdown: YAML front matter, then the Hugging Face template's sections.
 
     Args:
         manifest: the version.
         runs: its RAW runs (`card_lineage`).
+        downloads: what those runs accepted, and rejected by reason (`download_verdicts`).
         export: for the copy an export carries: a line saying what the export holds.
         data_files: the ``configs`` files (`front_matter`): an export's per-split globs.
     """
@@ -214,6 +222,17 @@ def render_card(
     add("")
     add(_collection(runs))
     add("")
+    if downloads is not None:
+        accepted, rejected = downloads
+        add(f"Downloads: {accepted:,} images stored, {sum(rejected.values()):,} results rejected.")
+        add("")
+        add("| download rejection | results |")
+        add("|---|---|")
+        for reason, n in sorted(rejected.items(), key=lambda item: (-item[1], item[0])):
+            add(f"| {reason} | {n:,} |")
+        if not rejected:
+            add("| (none) | 0 |")
+        add("")
     add(_curation(config, notes.rejected, notes.waiting))
     add("")
     add("#### Who are the source data producers?")
@@ -330,7 +349,7 @@ def _curation(config: Mapping[str, Any], rejected: Mapping[str, int], waiting: M
         + f" (train/val/test) by source photo, then {config.get('augment_factor', '?')} samples per train photo "
         "(the original + augmented copies: rotation, scale, crop, flip, brightness, contrast, blur, noise).",
         "",
-        "| removal reason | photos |",
+        "| curation removal reason | photos |",
         "|---|---|",
     ]
     for reason, n in sorted(rejected.items(), key=lambda item: (-item[1], item[0])):

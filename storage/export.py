@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict
 
 from facescale.errors import ConflictError
 
-from .card import HF_SPLITS, card_lineage, render_card
+from .card import HF_SPLITS, card_lineage, download_verdicts, render_card
 from .fs import TMP_PREFIX, Location, os_errors
 from .manifest import Manifest
 from .schemas import CURATED_SCHEMA, SPLITS, Split
@@ -287,5 +287,7 @@ def _finish(store: DatasetStore, manifest: Manifest, dest: Location, spec: Expor
         "parquet": "data/{hf}-*.parquet",
     }[spec.format]
     data_files = {HF_SPLITS[s]: files.format(split=s, hf=HF_SPLITS[s]) for s in spec.splits}
-    card = render_card(manifest, card_lineage(store.root, manifest), export=note, data_files=data_files)
+    runs = card_lineage(store.root, manifest)
+    downloads = download_verdicts(store.root, runs)
+    card = render_card(manifest, runs, export=note, data_files=data_files, downloads=downloads)
     dest.write_bytes_atomic(dest.path("README.md"), card.encode())

@@ -211,10 +211,11 @@ class DatasetStore:
 
     def write_card(self, manifest: Manifest) -> str:
         """(Re)write version ``manifest``'s dataset card from its records; returns its path."""
-        from .card import card_lineage, render_card
+        from .card import card_lineage, download_verdicts, render_card
 
         path = self.card_path(manifest.version_id)
-        text = render_card(manifest, card_lineage(self.root, manifest))
+        runs = card_lineage(self.root, manifest)
+        text = render_card(manifest, runs, downloads=download_verdicts(self.root, runs))
         self.location.write_bytes_atomic(path, text.encode())
         return path
 

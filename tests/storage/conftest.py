@@ -257,6 +257,7 @@ def raw_night(location: Location, run_id: str, people: dict[str, list[bytes]]) -
                            engine="demo", width=250, height=250)
                 writer.write([row])
                 i += 1
+        writer.write([raw_row(i, run_id, rejected=True)])  # a result the downloader rejected (HTTP 404)
         record = writer.commit(list(people), finished=True)
     keys = [raw_shard_key(run_id, s) for s in record.shards]
     chunk = chunk_id("params", keys)

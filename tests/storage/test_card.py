@@ -51,6 +51,8 @@ def test_the_card_tells_identities_collection_curation_gate_and_lineage(product_
     # curation: thresholds from the config, removal reasons with counts, most frequent first
     assert "distance > 0.6" in text and "exactly 10 source photos" in text
     assert text.index("| no_face | 4 |") < text.index("| wrong_person | 2 |") < text.index("| multiple_faces | 1 |")
+    # what the downloader kept and rejected, from the RAW runs' error column
+    assert "Downloads: 30 images stored, 2 results rejected." in text and "| http_status | 2 |" in text
     # the gate and its Data Docs; lineage; the takedown path
     assert "**passed** (29 of 29 expectations met" in text
     assert "[Data Docs](validation/data_docs/index.html)" in text
