@@ -22,8 +22,6 @@ from typing import Any
 
 import yaml
 
-from facescale.errors import NotFoundError
-
 from .crops import CropStore
 from .fs import Location
 from .manifest import Manifest
@@ -47,33 +45,32 @@ class RunLineage:
 
 
 def download_verdicts(root: Location, runs: Sequence[RunLineage]) -> tuple[int, Counter[str]]:
-    """Results the runs stored as images, and those they rejected by reason (RAW ``error``, one column read)."""
-    present = [r.run_id for r in runs if r.record is not None]
-    return RawStore(root).verdicts(present) if present else (0, Counter())
+    """Results the runs stored as images, and those they rejected by reason (`RawStore.run_verdicts`)."""
+    verdicts = RawStore(root).run_verdicts()
+    accepted, rejected = 0, Counter[str]()
+    for run in runs:
+        if run.run_id in verdicts:
+            accepted += verdicts[run.run_id].accepted
+            rejected.update(verdicts[run.run_id].rejected)
+    return accepted, rejected
 
 
 def card_lineage(root: Location, manifest: Manifest) -> list[RunLineage]:
     """The RAW runs a version was built from: crop-cache chunks (``notes.curation.chunks``) -> RAW shards -> runs.
 
-    A chunk or run whose record is gone (a store pruned by hand) is named, never fatal.
+    Both stores are read through their listing indexes: two index files plus what is new,
+    whatever the store's history. A chunk or run whose record is gone (a store pruned by hand)
+    is named, never fatal.
     """
-    crops = CropStore(root)
-    runs = RawStore(root)
+    chunks = {c.chunk_id: c for c in CropStore(root).records()}
+    records = {r.run_id: r for r in RawStore(root).list()}
     run_ids: dict[str, None] = {}
     for chunk in manifest.curation_notes().chunks:
-        try:
-            record = crops.get(chunk)
-        except NotFoundError:
+        if chunk not in chunks:
             log.warning("version %s names crop chunk %s, which is gone", manifest.version_id, chunk)
             continue
-        run_ids.update((key.split("/", 1)[0], None) for key in record.raw_shards)
-    found = []
-    for run_id in sorted(run_ids):
-        try:
-            found.append(RunLineage(run_id, runs.get(run_id)))
-        except NotFoundError:
-            found.append(RunLineage(run_id, None))
-    return found
+        run_ids.update((key.split("/", 1)[0], None) for key in chunks[chunk].raw_shards)
+    return [RunLineage(run_id, records.get(run_id)) for run_id in sorted(run_ids)]
 
 
 def size_category(rows: int) -> str:

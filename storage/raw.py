@@ -58,6 +58,19 @@ class RunRecord(BaseModel):
         return sum(s.rows for s in self.shards)
 
 
+class RunVerdicts(BaseModel):
+    """What one RAW run stored: images accepted, results rejected by reason (the verdicts index's entry)."""
+
+    run_id: str
+    finished: bool
+    accepted: int
+    rejected: dict[str, int]
+
+
+#: The listing index of `RunVerdicts` in ``raw/``: a finished run's verdicts never change.
+VERDICTS_INDEX = "_verdicts.json"
+
+
 class RawStore:
     """All RAW runs under ``<root>/raw``."""
 
@@ -101,6 +114,20 @@ class RawStore:
             counts.update(batch.column("error").to_pylist())
         accepted = counts.pop(None, 0)
         return accepted, Counter({reason: n for reason, n in counts.items() if reason is not None})
+
+    def run_verdicts(self) -> dict[str, RunVerdicts]:
+        """Every committed run's verdicts, by run id: finished runs' from their listing index (``_verdicts.json``).
+
+        So what a dataset card reads about the downloads behind a version is one file plus the
+        runs finished since, not every RAW shard the store has ever written.
+        """
+
+        def read(run_id: str) -> RunVerdicts:
+            record = self.get(run_id)
+            accepted, rejected = self.verdicts([run_id])
+            return RunVerdicts(run_id=run_id, finished=record.finished, accepted=accepted, rejected=dict(rejected))
+
+        return ListingIndex(self.location, RunVerdicts, read, final=lambda v: v.finished, name=VERDICTS_INDEX).records()
 
     def verify(self, run_id: str) -> RunRecord:
         record = self.get(run_id)

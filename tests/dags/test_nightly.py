@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from facescale.storage.listing import INDEX_FILE
+from facescale.storage.raw import VERDICTS_INDEX
 from facescale.storage.versions import GROWTH_INDEX
 
 pytestmark = [pytest.mark.airflow, pytest.mark.ray, pytest.mark.browser]
@@ -28,7 +29,7 @@ def _snapshot(root: Path, *parts: str) -> dict[str, str]:
     files = {}
     for part in parts:
         for path in sorted((root / part).rglob("*")):
-            if path.is_file() and path.name not in (INDEX_FILE, GROWTH_INDEX):
+            if path.is_file() and path.name not in (INDEX_FILE, GROWTH_INDEX, VERDICTS_INDEX):
                 files[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return files
 

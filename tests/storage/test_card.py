@@ -98,3 +98,21 @@ def test_the_card_is_rewritten_by_the_cli_from_the_records(product_store: Produc
 @pytest.mark.parametrize(("rows", "bucket"), [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (237_250, "100K<n<1M")])
 def test_size_category(rows: int, bucket: str) -> None:
     assert size_category(rows) == bucket
+
+
+def test_a_card_reads_the_raw_shards_of_a_finished_run_once(product_store: ProductStore,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The downloads' verdicts of finished runs come from raw/_verdicts.json: a night's card does not
+    reread every RAW shard the store has ever written (history-independent nights)."""
+    from facescale.storage import RawStore
+    from facescale.storage.raw import VERDICTS_INDEX
+
+    store = product_store.store
+    assert product_store.location.exists(product_store.location.path("raw", VERDICTS_INDEX))
+
+    def read_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished run's RAW shards were read again")
+
+    monkeypatch.setattr(RawStore, "verdicts", read_again)
+    path = store.write_card(store.get("v2"))
+    assert "Downloads: 30 images stored, 2 results rejected." in product_store.location.read_bytes(path).decode()
