@@ -247,13 +247,8 @@ def datasets_export(
 ) -> None:
     """Export a version for other trainers, with its card and labels.json (rerun the same command to resume)."""
     from facescale.storage import Location
-    from facescale.storage.export import FORMATS, export_version
+    from facescale.storage.export import export_version
 
-    if fmt not in FORMATS:
-        raise FacescaleError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    bad = [s for s in split or () if s not in ("train", "val", "test")]
-    if bad:
-        raise FacescaleError(f"unknown split {bad[0]!r}: use train, val or test")
     state = _state(ctx)
     store = state.services.datasets()
     version_id = _version_id(store, version_id, published_only=True)
@@ -261,10 +256,13 @@ def datasets_export(
     shards = len(store.get(version_id).shards)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(f"exporting {version_id}", total=shards)
-        summary = export_version(
-            store, version_id, target, cast(Any, fmt), splits=cast(Any, split), originals_only=originals_only,
-            on_shard=lambda _name, _n: progress.advance(task),
-        )
+        try:
+            summary = export_version(
+                store, version_id, target, cast(Any, fmt), splits=cast(Any, split), originals_only=originals_only,
+                on_shard=lambda _name, _n: progress.advance(task),
+            )
+        except ValueError as exc:  # an unknown format or split: checked before anything is read or written
+            raise FacescaleError(str(exc)) from exc
     resumed = f" ({summary.skipped} of {summary.shards} shards were already done)" if summary.skipped else ""
     out.print(Text(f"exported {version_id} as {fmt} to {summary.destination}: {summary.samples} samples, "
                    f"{summary.files} files written{resumed}"))

@@ -73,6 +73,12 @@ def card_lineage(root: Location, manifest: Manifest) -> list[RunLineage]:
     return [RunLineage(run_id, records.get(run_id)) for run_id in sorted(run_ids)]
 
 
+def card_text(root: Location, manifest: Manifest, **options: Any) -> str:
+    """`render_card` of ``manifest`` with its RAW runs and their downloads read from the store at ``root``."""
+    runs = card_lineage(root, manifest)
+    return render_card(manifest, runs, downloads=download_verdicts(root, runs), **options)
+
+
 def size_category(rows: int) -> str:
     """The Hugging Face ``size_categories`` bucket of ``rows``."""
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):

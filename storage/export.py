@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict
 
 from facescale.errors import ConflictError
 
-from .card import HF_SPLITS, card_lineage, download_verdicts, render_card
+from .card import HF_SPLITS, card_text
 from .fs import TMP_PREFIX, Location, os_errors
 from .manifest import Manifest
 from .schemas import CURATED_SCHEMA, SPLITS, Split
@@ -109,18 +109,22 @@ def export_version(
 
     Raises:
         NotFoundError: no such version.
+        ValueError: an unknown format or split, or no split.
         ConflictError: the version is not published, or ``dest`` holds something else (another export,
             other files).
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    wanted = set(SPLITS if splits is None else splits)
+    if unknown := sorted(wanted - set(SPLITS)):
+        raise ValueError(f"unknown split {unknown[0]!r}: use train, val or test")
+    if not wanted:
+        raise ValueError("no split chosen: use train, val and/or test")
+    chosen = tuple(s for s in SPLITS if s in wanted)
     manifest = store.get(version_id)
     if not manifest.published:
         raise ConflictError(f"dataset version {version_id} is not published (its gate failed or never ran): "
                             "only published versions are exported")
-    chosen = tuple(s for s in SPLITS if splits is None or s in set(splits))
-    if not chosen:
-        raise ValueError("no split chosen: use train, val and/or test")
     spec = ExportSpec(version_id=version_id, format=fmt, splits=chosen, originals_only=originals_only)
     _claim(dest, spec)
     folders = {e.slug: folder_name(e.label, e.slug) for e in manifest.identities}
@@ -287,7 +291,5 @@ def _finish(store: DatasetStore, manifest: Manifest, dest: Location, spec: Expor
         "parquet": "data/{hf}-*.parquet",
     }[spec.format]
     data_files = {HF_SPLITS[s]: files.format(split=s, hf=HF_SPLITS[s]) for s in spec.splits}
-    runs = card_lineage(store.root, manifest)
-    downloads = download_verdicts(store.root, runs)
-    card = render_card(manifest, runs, export=note, data_files=data_files, downloads=downloads)
+    card = card_text(store.root, manifest, export=note, data_files=data_files)
     dest.write_bytes_atomic(dest.path("README.md"), card.encode())

@@ -211,12 +211,10 @@ class DatasetStore:
 
     def write_card(self, manifest: Manifest) -> str:
         """(Re)write version ``manifest``'s dataset card from its records; returns its path."""
-        from .card import card_lineage, download_verdicts, render_card
+        from .card import card_text
 
         path = self.card_path(manifest.version_id)
-        runs = card_lineage(self.root, manifest)
-        text = render_card(manifest, runs, downloads=download_verdicts(self.root, runs))
-        self.location.write_bytes_atomic(path, text.encode())
+        self.location.write_bytes_atomic(path, card_text(self.root, manifest).encode())
         return path
 
     def uncommitted(self) -> builtins.list[str]:

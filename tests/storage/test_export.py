@@ -238,3 +238,12 @@ def test_an_unpublished_version_is_not_exported(tmp_path: Path) -> None:
     with pytest.raises(ConflictError, match="not published"):
         export_version(store, "v1", Location.from_uri(str(tmp_path / "out")), "parquet")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_split_or_format_is_refused_before_anything_is_written(product_store: ProductStore,
+                                                                          tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        _export(product_store, tmp_path / "a", "parquet", splits=["train", "dev"])
+    with pytest.raises(ValueError, match="unknown format 'tfrecord'"):
+        _export(product_store, tmp_path / "b", "tfrecord")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
