@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .exclusions import ExclusionList
 from .manifest import Manifest
+from .schemas import SPLITS
 from .versions import DatasetStore
 
 NOT_SELECTED = "not_selected"
@@ -100,8 +101,8 @@ def diff_versions(
     unchanged = 0
     for slug in sorted(old.keys() & new.keys()):
         a, b = photos_before.get(slug, set()), photos_after.get(slug, set())
-        counts_a = {s: old[slug].counts.get(s, 0) for s in ("train", "val", "test")}
-        counts_b = {s: new[slug].counts.get(s, 0) for s in ("train", "val", "test")}
+        counts_a = {s: old[slug].counts.get(s, 0) for s in SPLITS}
+        counts_b = {s: new[slug].counts.get(s, 0) for s in SPLITS}
         if a == b and counts_a == counts_b:
             unchanged += 1
             continue
