@@ -707,7 +707,6 @@ def train_cmd(
     state = _state(ctx)
     state.tensorflow()
     from facescale.config import TrainingSettings
-    from facescale.training.artifacts import register_run
     from facescale.training.train import train as run_train
 
     store = state.services.datasets()
@@ -731,7 +730,13 @@ def train_cmd(
         store, version, settings, run_dir, max_steps_per_epoch=max_steps, warm_start=warm_dir,
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    record = register_run(registry, run_dir, parent=parent.model_id if parent else None) if register else None
+    record = (
+        state.services.register_model(
+            run_dir, parent=parent.model_id if parent else None, progress=lambda line: err.print(Text(line))
+        )
+        if register
+        else None
+    )
     table = Table("", "", title="training summary", show_header=False)
     table.add_row("dataset version", Text(result.version_id))
     table.add_row("classes", str(result.num_classes))
@@ -757,6 +762,9 @@ def train_cmd(
     table.add_row("output", Text(str(result.out_dir)))
     if record is not None:
         table.add_row("registered as", Text(record.model_id))
+        calibration = record.metrics.get("calibration")
+        if calibration:
+            table.add_row("serving backend", _backend_line(calibration))
     out.print(table)
 
 
@@ -891,6 +899,8 @@ def models_show(
             f"warm start: old identities' test accuracy {_fmt(warm.get('previous_accuracy'))} -> "
             f"{_fmt(warm.get('new_accuracy'))} (at least as good: {warm.get('at_least_as_good')})"
         ))
+    calibration = record.metrics.get("calibration")
+    out.print(Text("serving: ") + (_backend_line(calibration) if calibration else Text("not calibrated")))
     evaluation = record.metrics.get("evaluation")
     if evaluation:
         line = f"evaluation ({evaluation['split']}, {evaluation['examples']} samples): "
@@ -916,19 +926,24 @@ ModelOption = Annotated[
     str | None, typer.Option("--model", "-m", help="registered model id, or 'latest' (default: serving.model)")
 ]
 BackendOption = Annotated[
-    str, typer.Option("--backend", "-b", help="embedding backend: 'model' (ours) or 'dlib' (pretrained)")
+    str | None,
+    typer.Option(
+        "--backend", "-b",
+        help="'model' (our Inception V3) or 'dlib' (pretrained embedder, enrolled gallery); "
+        "default: the one the model's calibration chose",
+    ),
 ]
 
 
-def _recognizer(state: State, model: str | None, *, calibrate_missing: bool = True) -> Recognizer:
-    state.tensorflow()
-    from facescale.serving.loading import load_recognizer
+def _backend_line(calibration: dict[str, Any]) -> Text:
+    """The calibration's default backend and what each backend measured on the validation photos."""
+    identify = calibration["report"].get("identify", {})
+    scores = ", ".join(f"{name} {entry.get('answered_right', 0):.3f}" for name, entry in identify.items())
+    return Text(f"{calibration.get('default_backend', 'model')} (validation photos identified right: {scores})")
 
-    return load_recognizer(
-        state.services.models(), state.services.datasets(), state.settings.serving,
-        model or state.settings.serving.model,
-        calibrate_missing=calibrate_missing, progress=lambda line: err.print(Text(line)),
-    )
+
+def _recognizer(state: State, model: str | None) -> Recognizer:
+    return state.services.recognizer(model, before_load=state.tensorflow)
 
 
 def _photo(path: Path, state: State) -> np.ndarray:
@@ -948,6 +963,10 @@ def _backend(value: str) -> Backend:
     return cast("Backend", value)
 
 
+def _maybe_backend(value: str | None) -> Backend | None:
+    return None if value is None else _backend(value)
+
+
 @app.command("identify")
 def identify_cmd(
     ctx: typer.Context,
@@ -957,6 +976,7 @@ def identify_cmd(
     annotate: Annotated[
         Path | None, typer.Option("--annotate", help="write each photo with boxes and names here (a folder)")
     ] = None,
+    backend: BackendOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Find every face in each photo and say who it is (top-k identities, 'unknown' below the threshold)."""
@@ -965,12 +985,14 @@ def identify_cmd(
     from facescale.storage.fs import local_atomic_path
 
     state = _state(ctx)
+    asked = _maybe_backend(backend)
     photos = [_photo(path, state) for path in images]  # bad input fails before any model work
     recognizer = _recognizer(state, model)
+    chosen = recognizer.backend(asked)
     k = top_k or state.settings.serving.top_k
     results: list[dict[str, Any]] = []
     for path, pixels in zip(images, photos, strict=True):
-        matches = recognizer.identify(pixels, k)
+        matches = recognizer.identify(pixels, k, chosen)
         results.append({"image": str(path), "faces": [m.to_json() for m in matches]})
         if annotate is not None:
             annotate.mkdir(parents=True, exist_ok=True)
@@ -982,11 +1004,12 @@ def identify_cmd(
                 Path(tmp).write_bytes(encode_jpeg(draw(pixels, labels)))
             results[-1]["annotated"] = str(target)
     if as_json:
-        out.print_json(json.dumps({"model_id": recognizer.model_id, "results": results}))
+        out.print_json(json.dumps({"model_id": recognizer.model_id, "backend": chosen, "results": results}))
         return
-    threshold = recognizer.unknown_threshold
-    table = Table("image", "face (x, y, w, h)", "identity", "confidence", "other candidates",
-                  title=f"model {recognizer.model_id}; unknown below {threshold:.3f}")
+    threshold = recognizer.unknown_threshold(chosen)
+    score = "confidence" if chosen == "model" else "similarity"
+    table = Table("image", "face (x, y, w, h)", "identity", score, "other candidates",
+                  title=f"model {recognizer.model_id}, {chosen} backend; unknown below {threshold:.3f}")
     for result in results:
         if not result["faces"]:
             table.add_row(Text(result["image"]), "-", "no face found", "", "")
@@ -1010,13 +1033,13 @@ def verify_cmd(
     identity: Annotated[
         str | None, typer.Option("--identity", "-i", help="check one photo against this enrolled identity")
     ] = None,
-    backend: BackendOption = "model",
+    backend: BackendOption = None,
     model: ModelOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Are two photos the same person, or is a photo the enrolled identity? (similarity, decision, threshold)"""
     state = _state(ctx)
-    backend = _backend(backend)
+    asked = _maybe_backend(backend)
     if identity is None and len(images) != 2:
         raise FacescaleError("give two photos to compare, or one photo and --identity NAME")
     if identity is not None and len(images) != 1:
@@ -1024,10 +1047,10 @@ def verify_cmd(
     photos = [_photo(p, state) for p in images]  # bad input fails before any model work
     recognizer = _recognizer(state, model)
     if identity is None:
-        result = recognizer.verify_pair(photos[0], photos[1], backend)
+        result = recognizer.verify_pair(photos[0], photos[1], asked)
         what = f"{images[0]} vs {images[1]}"
     else:
-        result = recognizer.verify_identity(photos[0], identity, backend)
+        result = recognizer.verify_identity(photos[0], identity, asked)
         what = f"{images[0]} vs {result['identity']} ({result['enrolled_photos']} enrolled photos)"
     result["model_id"] = recognizer.model_id
     if as_json:
@@ -1037,7 +1060,7 @@ def verify_cmd(
     out.print(
         Text(
             f"{what}: {verdict} (similarity {result['similarity']:.4f}, threshold {result['threshold']:.4f}, "
-            f"{backend} backend, model {result['model_id']})"
+            f"{result['backend']} backend, model {result['model_id']})"
         )
     )
 
@@ -1051,24 +1074,28 @@ def calibrate_cmd(
         typer.Option(help="a folder of people the model never saw (one sub-folder each, e.g. lfw-dev): "
                      "pairs accuracy on them, and strangers for the unknown threshold"),
     ] = None,
-    gallery: Annotated[int, typer.Option(min=1, help="enrolled training photos per identity")] = 10,
-    max_pairs: Annotated[int, typer.Option(min=10, help="validation pairs per backend")] = 4000,
+    gallery: Annotated[
+        int | None,
+        typer.Option(min=1, help="enrolled training photos per identity (default: serving.gallery_per_identity)"),
+    ] = None,
+    max_pairs: Annotated[
+        int | None, typer.Option(min=10, help="validation pairs per backend (default: serving.calibration_pairs)")
+    ] = None,
     unseen_identities: Annotated[int, typer.Option(min=2, help="at most this many unseen people")] = 200,
     backends: Annotated[str, typer.Option(help="comma-separated backends to calibrate")] = "model,dlib",
 ) -> None:
-    """Calibrate a model's unknown and verification thresholds, enrol its identities, and report (stored with it)."""
-    from facescale.serving.calibration import calibrate, store_calibration
-    from facescale.serving.loading import image_limits
+    """Calibrate a model again: thresholds, enrolment, the default backend, and the report (stored with it).
 
+    A model is calibrated when it is registered; this measures it again (other settings, or
+    a folder of strangers for the unknown thresholds and the unseen-pairs report).
+    """
     state = _state(ctx)
     chosen = [_backend(b.strip()) for b in backends.split(",") if b.strip()]
-    recognizer = _recognizer(state, model, calibrate_missing=False)
-    calibration = calibrate(
-        recognizer, state.services.datasets(), backends=chosen, gallery_per_identity=gallery,
-        max_pairs=max_pairs, unseen=unseen, unseen_identities=unseen_identities,
-        limits=image_limits(state.settings.serving), progress=lambda line: err.print(Text(line)),
+    state.tensorflow()
+    calibration = state.services.calibrate_model(
+        model, backends=chosen, gallery_per_identity=gallery, max_pairs=max_pairs, unseen=unseen,
+        unseen_identities=unseen_identities, progress=lambda line: err.print(Text(line)),
     )
-    store_calibration(state.services.models(), calibration)
     report = calibration.report
     table = Table("backend", "check", "pairs", "threshold", "accuracy", "precision", "recall", "ROC AUC",
                   title=f"model {calibration.model_id}: verification")
@@ -1081,12 +1108,15 @@ def calibrate_cmd(
                               str(m["pairs"]), _fmt(m["threshold"]), _fmt(m["accuracy"]), _fmt(m["precision"]),
                               _fmt(m["recall"]), _fmt(m["roc_auc"]))
     out.print(table)
-    ident = report["identify"]
-    out.print(Text(
-        f"identify: unknown below top-1 confidence {calibration.unknown_threshold:.4f} "
-        f"(validation top-1 {_fmt(ident.get('val_top1'))}, balanced accuracy of accept/refuse "
-        f"{_fmt(ident.get('balanced_accuracy'))}, {ident.get('unseen_faces', 0)} unseen faces)"
-    ))
+    ident = Table("backend", "val top-1", "right at threshold", "unknown below", "strangers refused", "strangers",
+                  title=f"model {calibration.model_id}: identification (validation photos)")
+    for backend, entry in report["identify"].items():
+        ident.add_row(
+            backend + (" (default)" if backend == calibration.default_backend else ""), _fmt(entry.get("val_top1")),
+            _fmt(entry.get("answered_right")), _fmt(calibration.unknown_thresholds[backend]),
+            _fmt(entry.get("strangers_refused")), str(entry.get("strangers", 0)),
+        )
+    out.print(ident)
 
 
 @benchmark_app.command("lfw")
@@ -1119,7 +1149,7 @@ def benchmark_lfw(
     model_id = None
     params: CropParams
     if backend in ("model", "all"):
-        recognizer = _recognizer(state, model, calibrate_missing=False)
+        recognizer = _recognizer(state, model)
         model_id, params = recognizer.model_id, recognizer.crop_params
         embedders["model"] = lambda crops: recognizer.embed(crops, "model")
     elif model is not None:  # dlib on the crops of that model's dataset version

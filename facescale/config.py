@@ -275,6 +275,11 @@ class ServingSettings(_Section):
     max_batch: int = Field(
         32, ge=1, le=1024, description="faces of concurrent requests run through the model together (1: no batching)"
     )
+    gallery_per_identity: int = Field(
+        20, ge=1, le=1000,
+        description="original training photos enrolled per identity when a model is calibrated (at registration)",
+    )
+    calibration_pairs: int = Field(4000, ge=10, description="validation pairs per backend when a model is calibrated")
 
 
 class Settings(BaseSettings):

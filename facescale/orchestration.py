@@ -452,8 +452,7 @@ class Trained(TaskResult):
 
 
 def train_model(settings: Settings, decision: Decision, key: str) -> Trained:
-    """Train on the decision's version (warm-started from its base model) and register the model."""
-    from facescale.training.artifacts import register_run
+    """Train on the decision's version (warm-started from its base model), register the model and calibrate it."""
     from facescale.training.train import train
 
     if decision.version_id is None:
@@ -466,7 +465,7 @@ def train_model(settings: Settings, decision: Decision, key: str) -> Trained:
         services.datasets(), decision.version_id, settings.training, run_dir,
         max_steps_per_epoch=settings.orchestration.max_steps_per_epoch, warm_start=warm, verbose=2,
     )
-    record = register_run(registry, run_dir, parent=decision.base_model)
+    record = services.register_model(run_dir, parent=decision.base_model)
     return Trained(
         model_id=record.model_id,
         version_id=record.version_id,

@@ -1,5 +1,9 @@
 """The composition root: settings -> stores -> a stage run, built in one place for the CLI and the DAG tasks.
 
+It reaches from scraping to serving: a trained run is registered and calibrated here
+(`Services.register_model`), and a registered model is loaded for serving here
+(`Services.recognizer`).
+
 `facescale.cli` (a command) and `facescale.orchestration` (an Airflow task's work) both
 start from ``Services(settings)``: the storage root and its shard sizes, each store, and
 the stage calls whose wiring they share (a scrape with its engine, browser settings and
@@ -17,13 +21,18 @@ from typing import TYPE_CHECKING
 from facescale.config import Settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from facescale.pipeline.curate import CurateSummary, ProgressSink
     from facescale.scraper.scrape import KeywordOutcome, ScrapeSummary
+    from facescale.serving.calibration import Calibration
+    from facescale.serving.recognizer import Backend, Recognizer
     from facescale.storage import (
         DatasetStore,
         ExclusionList,
         IdentityRegistry,
         Location,
+        ModelRecord,
         ModelRegistry,
         RawStore,
         ShardSizing,
@@ -131,3 +140,68 @@ class Services:
             self.datasets(), version_id, publish=publish,
             max_duplicate_rate=self.settings.curation.max_duplicate_rate,
         )
+
+    # -- models --------------------------------------------------------------------------------
+    def register_model(
+        self, run_dir: Path, *, parent: str | None = None, progress: Callable[[str], None] | None = None
+    ) -> ModelRecord:
+        """Register a finished training run and calibrate it for serving (`calibrate_model`).
+
+        Registration is where a model is measured for serving: the first query on it then
+        answers at once with the backend that measured best. Registering the same run again
+        returns the first record, and a model calibrated already is not measured again. A
+        version that cannot be calibrated (validation photos of fewer than two identities)
+        leaves the model registered and uncalibrated, with a warning.
+        """
+        import logging
+
+        from facescale.errors import ConfigError
+        from facescale.training.artifacts import register_run
+
+        registry = self.models()
+        record = register_run(registry, run_dir, parent=parent)
+        if "calibration" in record.metrics:
+            return record
+        try:
+            self.calibrate_model(record.model_id, progress=progress)
+        except ConfigError as exc:
+            logging.getLogger(__name__).warning("model %s registered uncalibrated: %s", record.model_id, exc)
+            return record
+        return registry.get(record.model_id)
+
+    def recognizer(self, ref: str | None = None, *, before_load: Callable[[], None] | None = None) -> Recognizer:
+        """A registered model (``serving.model`` by default) loaded for serving, with its stored calibration
+        (``before_load`` runs before its Keras model loads, on the ``model`` backend's first use)."""
+        from facescale.serving.loading import load_recognizer
+
+        return load_recognizer(
+            self.models(), self.datasets(), self.settings.serving, ref or self.settings.serving.model,
+            before_load=before_load,
+        )
+
+    def calibrate_model(
+        self,
+        ref: str,
+        *,
+        backends: Sequence[Backend] | None = None,
+        gallery_per_identity: int | None = None,
+        max_pairs: int | None = None,
+        unseen: Path | None = None,
+        unseen_identities: int = 200,
+        progress: Callable[[str], None] | None = None,
+    ) -> Calibration:
+        """Measure a registered model's thresholds, enrol its identities, choose its default backend, store it all."""
+        from facescale.serving.calibration import calibrate, store_calibration
+        from facescale.serving.loading import image_limits
+        from facescale.serving.recognizer import BACKENDS
+
+        serving = self.settings.serving
+        recognizer = self.recognizer(ref)
+        calibration = calibrate(
+            recognizer, self.datasets(), backends=backends or BACKENDS,
+            gallery_per_identity=gallery_per_identity or serving.gallery_per_identity,
+            max_pairs=max_pairs or serving.calibration_pairs, unseen=unseen, unseen_identities=unseen_identities,
+            limits=image_limits(serving), progress=progress,
+        )
+        store_calibration(self.models(), calibration)
+        return calibration

@@ -59,16 +59,25 @@ class CandidateOut(BaseModel):
     confidence: float
 
 
+BackendName = Literal["model", "dlib"]
+
+
 class FaceOut(BaseModel):
     box: BoxOut
     identity: str | None = Field(description="the top candidate, or null when unknown")
     unknown: bool
-    confidence: float = Field(description="the top candidate's softmax confidence")
+    confidence: float = Field(
+        description="the top candidate's score: softmax probability (model backend) or cosine similarity "
+        "to its nearest enrolled photo (dlib backend)"
+    )
+    backend: BackendName = Field(description="the backend that gave this answer")
+    threshold: float = Field(description="the backend's calibrated unknown threshold")
     candidates: list[CandidateOut]
 
 
 class IdentifyOut(BaseModel):
     model_id: str
+    backend: BackendName = Field(description="the backend that answered")
     width: int
     height: int
     unknown_threshold: float
@@ -80,7 +89,7 @@ class VerifyOut(BaseModel):
     same: bool
     similarity: float = Field(description="cosine similarity of the two embeddings")
     threshold: float = Field(description="the calibrated threshold: same when similarity >= threshold")
-    backend: Literal["model", "dlib"]
+    backend: BackendName = Field(description="the backend that answered")
     identity: str | None = None
     enrolled_photos: int | None = None
 
@@ -102,8 +111,13 @@ class ModelOut(BaseModel):
     classes: int
     image_size: int
     calibrated: bool
-    unknown_threshold: float
+    default_backend: BackendName = Field(description="the backend that answers unless a request names one")
+    unknown_threshold: float = Field(description="the default backend's unknown threshold")
+    unknown_thresholds: dict[str, float]
     thresholds: dict[str, dict[str, float]]
+    identify_scores: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per backend, identification measured on the version's validation photos"
+    )
 
 
 HealthStatus = Literal["ok", "loading", "no_model", "error"]
@@ -281,11 +295,15 @@ def create_app(settings: ServingSettings, watcher: ModelWatcher, *, start_watche
     @app.get("/v1/model", response_model=ModelOut, responses=ERRORS, dependencies=guarded, tags=["model"])
     async def model_info(recognizer: Model) -> ModelOut:
         calibration = recognizer.calibration
+        image_size = await run_in_threadpool(lambda: recognizer.image_size)
         return ModelOut(
             model_id=recognizer.model_id, version_id=recognizer.version_id, classes=len(recognizer.labels),
-            image_size=recognizer.image_size, calibrated=calibration is not None,
-            unknown_threshold=recognizer.unknown_threshold,
+            image_size=image_size, calibrated=calibration is not None,
+            default_backend=recognizer.default_backend,
+            unknown_threshold=recognizer.unknown_threshold(),
+            unknown_thresholds=calibration.unknown_thresholds if calibration is not None else {"model": 0.5},
             thresholds=calibration.thresholds if calibration is not None else {},
+            identify_scores=calibration.report.get("identify", {}) if calibration is not None else {},
         )
 
     @app.get("/v1/identities", response_model=IdentitiesOut, responses=ERRORS, dependencies=guarded, tags=["model"])
@@ -300,12 +318,16 @@ def create_app(settings: ServingSettings, watcher: ModelWatcher, *, start_watche
         recognizer: Model,
         image: Annotated[UploadFile, File(description="a photo (JPEG, PNG, WebP, ...)")],
         top_k: Annotated[int, Query(ge=1, le=50, description="identities listed per face")] = settings.top_k,
+        backend: Annotated[
+            BackendName | None, Query(description="the backend to answer (default: the model's calibrated default)")
+        ] = None,
     ) -> IdentifyOut:
+        chosen = recognizer.backend(backend)
         pixels = await read(image, "image")
-        matches = await run_in_threadpool(recognizer.identify, pixels, top_k)
+        matches = await run_in_threadpool(recognizer.identify, pixels, top_k, chosen)
         return IdentifyOut(
-            model_id=recognizer.model_id, width=pixels.shape[1], height=pixels.shape[0],
-            unknown_threshold=recognizer.unknown_threshold, faces=[FaceOut(**m.to_json()) for m in matches],
+            model_id=recognizer.model_id, backend=chosen, width=pixels.shape[1], height=pixels.shape[0],
+            unknown_threshold=recognizer.unknown_threshold(chosen), faces=[FaceOut(**m.to_json()) for m in matches],
         )
 
     @app.post("/v1/verify", response_model=VerifyOut, responses=ERRORS, dependencies=guarded, tags=["faces"])
@@ -313,7 +335,9 @@ def create_app(settings: ServingSettings, watcher: ModelWatcher, *, start_watche
         recognizer: Model,
         first: Annotated[UploadFile, File(description="a photo of one person")],
         second: Annotated[UploadFile, File(description="another photo of one person")],
-        backend: Annotated[Literal["model", "dlib"], Form(description="embedding backend")] = "model",
+        backend: Annotated[
+            BackendName | None, Form(description="embedding backend (default: the model's calibrated default)")
+        ] = None,
     ) -> VerifyOut:
         a, b = await read(first, "first image"), await read(second, "second image")
         result = await run_in_threadpool(recognizer.verify_pair, a, b, backend)
@@ -326,7 +350,9 @@ def create_app(settings: ServingSettings, watcher: ModelWatcher, *, start_watche
         identity: Annotated[
             str, Form(min_length=1, max_length=200, description="name or slug of an enrolled identity")
         ],
-        backend: Annotated[Literal["model", "dlib"], Form(description="embedding backend")] = "model",
+        backend: Annotated[
+            BackendName | None, Form(description="embedding backend (default: the model's calibrated default)")
+        ] = None,
     ) -> VerifyOut:
         recognizer.label_of(identity)  # an unknown name is a 404 before any image work
         pixels = await read(image, "image")

@@ -10,15 +10,26 @@ Everything is measured on data the model did not train on:
   (sampled, seeded), cosine similarity, the threshold of best accuracy (the LFW protocol's
   rule). *identity*: each photo against its own template and every other one, the threshold
   of best balanced accuracy. Reported: precision, recall, accuracy at the threshold and ROC AUC.
-- **Unknown threshold** (identification): top-1 confidence on validation photos, accepting
-  the correctly identified ones and refusing the wrong ones and, when a folder of people the
-  model never saw is given, their faces too; threshold of best balanced accuracy.
+- **Identification and its unknown threshold**, per backend, on the validation photos: the
+  ``model`` backend answers with its softmax (score: top-1 probability), the ``dlib`` backend
+  with the identity of the nearest enrolled photo (score: its cosine similarity). The
+  threshold accepts the right answers and refuses the wrong ones and strangers; threshold of
+  best balanced accuracy. Strangers: for the ``dlib`` gallery, every validation photo once
+  more with its own identity's enrolled photos left out (a person the gallery does not
+  know, leave-one-identity-out); for both backends, when a folder of people the model never
+  saw is given, their faces.
+- **The default backend**: the one whose answers on the validation photos are most often
+  right at its own threshold (an "unknown" counts as wrong), ties broken by the validation
+  pairs' ROC AUC. ``identify``, ``verify``, the API and the page use it unless asked otherwise.
 - **Unseen people** (optional, the LFW protocol's idea): pairs of photos of people absent from
   the model (e.g. the rest of lfw-dev), through the whole serving path (detect, crop,
   embed), scored at the validation threshold: accuracy, precision, recall, ROC AUC.
 
 The result is stored with the registered model under ``files/calibration/`` (the JSON
-report and one ``.npz`` of enrolled embeddings per backend) and summarised in its record.
+report and one ``.npz`` of enrolled embeddings per backend) and summarised in its record
+(``metrics.calibration``: thresholds, the default backend and each backend's scores). It is
+made when the model is registered (`facescale.services.Services.register_model`), so the
+first query on a model never waits for it; ``facescale calibrate`` makes it again.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -47,7 +58,7 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_PREFIX = "calibration"
 REPORT_FILE = "calibration.json"
-FORMAT = 1
+FORMAT = 2
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 Kind = Literal["pair", "identity"]
@@ -74,16 +85,54 @@ class Gallery:
     def count(self, label: int) -> int:
         return int(np.sum(self.labels == label))
 
+    def identity_scores(self, vectors: np.ndarray, classes: int) -> np.ndarray:
+        """Per row of unit ``vectors``, each label's highest cosine similarity to one of its enrolled
+        photos ``(n, classes)`` (the nearest-identity rule); -inf for a label with none, NaN rows stay NaN."""
+        out = np.full((len(vectors), classes), -np.inf, np.float32)
+        known = self.labels < classes
+        if len(vectors) == 0 or not known.any():
+            return out
+        labels, embeddings = self.labels[known], self.embeddings[known]
+        order = np.argsort(labels, kind="stable")
+        present, starts = np.unique(labels[order], return_index=True)
+        similarities = np.asarray(vectors, np.float32) @ embeddings[order].T
+        out[:, present] = np.maximum.reduceat(similarities, starts, axis=1)
+        return out
+
 
 @dataclass
 class Calibration:
     """Thresholds, enrolment and the report of one model."""
 
     model_id: str
-    unknown_threshold: float
+    unknown_thresholds: dict[str, float]  # backend -> identification score under which a face is unknown
     thresholds: dict[str, dict[str, float]]  # backend -> {"pair": t, "identity": t}
     report: dict[str, Any]
     galleries: dict[Backend, Gallery]
+    default_backend: Backend = "model"
+
+    @property
+    def unknown_threshold(self) -> float:
+        """The default backend's unknown threshold."""
+        return self.unknown_for(self.default_backend)
+
+    def unknown_for(self, backend: Backend) -> float:
+        try:
+            return self.unknown_thresholds[backend]
+        except KeyError:
+            raise ConfigError(
+                f"model {self.model_id} has no identification threshold for the {backend} backend: "
+                f"run `facescale calibrate {self.model_id}`"
+            ) from None
+
+    def summary(self) -> dict[str, Any]:
+        """What the model record keeps (``metrics.calibration``)."""
+        return {
+            "default_backend": self.default_backend,
+            "unknown_thresholds": self.unknown_thresholds,
+            "thresholds": self.thresholds,
+            "report": self.report,
+        }
 
     def threshold(self, backend: Backend, kind: Kind) -> float:
         try:
@@ -111,13 +160,7 @@ class Calibration:
             with local_atomic_path(directory / name) as tmp, open(tmp, "wb") as fh:
                 np.savez_compressed(fh, labels=gallery.labels, embeddings=gallery.embeddings)
             names.append(name)
-        doc = {
-            "format": FORMAT,
-            "model_id": self.model_id,
-            "unknown_threshold": self.unknown_threshold,
-            "thresholds": self.thresholds,
-            "report": self.report,
-        }
+        doc = {"format": FORMAT, "model_id": self.model_id, **self.summary()}
         with local_atomic_path(directory / REPORT_FILE) as tmp:
             Path(tmp).write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
         return [REPORT_FILE, *names]
@@ -134,7 +177,14 @@ class Calibration:
             if npz.is_file():
                 with np.load(npz) as data:
                     galleries[backend] = Gallery(data["labels"].astype(np.int64), data["embeddings"].astype(np.float32))
-        return cls(doc["model_id"], float(doc["unknown_threshold"]), doc["thresholds"], doc["report"], galleries)
+        if doc.get("format", 1) == 1:  # one threshold, the model backend's softmax
+            unknown = {"model": float(doc["unknown_threshold"])}
+        else:
+            unknown = {k: float(v) for k, v in doc["unknown_thresholds"].items()}
+        return cls(
+            doc["model_id"], unknown, doc["thresholds"], doc["report"], galleries,
+            default_backend=doc.get("default_backend", "model"),
+        )
 
 
 # -- measuring -------------------------------------------------------------------------------------
@@ -267,16 +317,16 @@ def calibrate(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> Calibration:
-    """Measure a model's serving thresholds and enrol its identities (see the module doc).
+    """Measure a model's serving thresholds, enrol its identities and choose its default backend (module doc).
 
     Args:
         recognizer: the loaded model.
         store: the dataset store holding the model's version.
-        backends: embedding backends to calibrate.
+        backends: backends to calibrate (the default is chosen among them).
         gallery_per_identity: enrolled training photos per identity.
         max_pairs: validation pairs per backend (half same-person).
         unseen: optional folder of people (one sub-folder each) for the unseen-pairs report
-            and as known-unknowns for the identification threshold.
+            and as known-unknowns for the identification thresholds.
         unseen_identities: at most this many unseen people are used.
         limits: image limits for the unseen photos.
         seed: pair sampling.
@@ -285,6 +335,8 @@ def calibrate(
     Returns:
         The `Calibration` (not yet stored: see `store_calibration`).
     """
+    if not backends:
+        raise ConfigError("calibrate needs at least one backend")
     say = progress or (lambda line: log.info("%s", line))
     rng = random.Random(seed)
     gallery, val = read_originals(store, recognizer.version_id, sorted(recognizer.labels), gallery_per_identity)
@@ -296,7 +348,6 @@ def calibrate(
     say(f"enrolment: {len(gallery.crops)} training photos; validation: {len(val.crops)} photos of "
         f"{len(set(val.labels))} identities")
     val_labels = np.array(val.labels)
-    probabilities, model_val = recognizer.predict(val.crops)
 
     unseen_crops: list[np.ndarray] = []
     unseen_people: list[int] = []
@@ -318,40 +369,43 @@ def calibrate(
         unseen_report = {"folder": str(unseen), "people": len(people), "faces": len(unseen_crops),
                          "refused": dict(refused)}
 
-    # Identification: top-1 confidence separates right answers from wrong ones and strangers.
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == val_labels
-    scores, accept = confidence, correct
-    if unseen_crops:
-        unseen_probabilities, model_unseen = recognizer.predict(unseen_crops)
-        scores = np.concatenate([confidence, unseen_probabilities.max(axis=1)])
-        accept = np.concatenate([correct, np.zeros(len(unseen_crops), bool)])
-    if accept.all() or not accept.any():
-        unknown_threshold = 0.5
-        identify = {"note": "no right/wrong mix to calibrate on: 0.5 kept", "val_top1": float(correct.mean())}
-    else:
-        unknown_threshold = best_threshold(scores, accept, balanced=True)
-        identify = score_at(scores, accept, unknown_threshold)
-        identify["val_top1"] = round(float(correct.mean()), 4)
-    identify["unseen_faces"] = len(unseen_crops)
-    say(f"identify: unknown below top-1 confidence {unknown_threshold:.4f}")
-
     thresholds: dict[str, dict[str, float]] = {}
+    unknown: dict[str, float] = {}
     galleries: dict[Backend, Gallery] = {}
-    report: dict[str, Any] = {"identify": identify, "backends": {}, "unseen": unseen_report}
+    report: dict[str, Any] = {"identify": {}, "backends": {}, "unseen": unseen_report}
     pair_index, pair_truth = sample_pairs(val.labels, max_pairs, rng)
     unseen_pairs = sample_pairs(unseen_people, max_pairs, rng) if len(set(unseen_people)) >= 2 else None
+    classes = len(recognizer.labels)
     for backend in backends:
         say(f"{backend}: embedding {len(gallery.crops) + len(val.crops) + len(unseen_crops)} photos")
-        vectors = model_val if backend == "model" else recognizer.embed(val.crops, backend)
+        if backend == "model":
+            val_scores, vectors = recognizer.predict(val.crops)
+            u_scores, u_vectors = recognizer.predict(unseen_crops)
+        else:
+            vectors = recognizer.embed(val.crops, backend)
+            u_vectors = recognizer.embed(unseen_crops, backend)
         enrolled = recognizer.embed(gallery.crops, backend)
         ok = np.all(np.isfinite(enrolled), axis=1)
         galleries[backend] = Gallery(np.array(gallery.labels, np.int64)[ok], enrolled[ok].astype(np.float32))
         usable = np.all(np.isfinite(vectors), axis=1)
 
+        # Identification: a score per label for every validation photo, and strangers' scores.
+        strangers: list[np.ndarray] = []
+        if backend != "model":
+            val_scores = galleries[backend].identity_scores(vectors, classes)
+            u_scores = galleries[backend].identity_scores(u_vectors, classes)
+            others = val_scores.copy()
+            others[np.arange(len(val_labels)), val_labels] = -np.inf  # a person the gallery does not know
+            strangers.append(others.max(axis=1, initial=-np.inf))
+        if unseen_crops:
+            strangers.append(u_scores.max(axis=1, initial=-np.inf))
+        unknown[backend], report["identify"][backend] = _identification(val_scores, val_labels, strangers)
+        say(f"{backend}: identify right on {report['identify'][backend]['answered_right']:.4f} of validation photos, "
+            f"unknown below {unknown[backend]:.4f}")
+
+        # Verification: pairs of validation photos, and each photo against every template.
         similarity, truth = pair_similarities(vectors, pair_index, pair_truth)
         pair_t = best_threshold(similarity, truth)
-
         templates = {label: galleries[backend].template(label) for label in sorted(set(gallery.labels))}
         enrolled_labels = [label for label, t in templates.items() if t is not None]
         matrix = np.stack([t for t in templates.values() if t is not None])  # in enrolled_labels order
@@ -371,7 +425,6 @@ def calibrate(
             "no_embedding": int((~usable).sum() + (~ok).sum()),
         }
         if unseen_pairs is not None:
-            u_vectors = model_unseen if backend == "model" else recognizer.embed(unseen_crops, backend)
             u_sim, u_truth = pair_similarities(u_vectors, *unseen_pairs)
             entry["unseen_pairs"] = score_at(u_sim, u_truth, pair_t)
         report["backends"][backend] = entry
@@ -380,10 +433,48 @@ def calibrate(
         if "unseen_pairs" in entry:
             line += f"; unseen pairs acc {entry['unseen_pairs']['accuracy']}, AUC {entry['unseen_pairs']['roc_auc']}"
         say(line)
+    default = choose_default(report)
+    say(f"default backend: {default} (identify right on {report['identify'][default]['answered_right']:.4f} "
+        "of validation photos)")
+    report["default_backend"] = default
     report["val_photos"] = len(val.crops)
     report["gallery_per_identity"] = gallery_per_identity
     report["seed"] = seed
-    return Calibration(recognizer.model_id, unknown_threshold, thresholds, report, galleries)
+    return Calibration(recognizer.model_id, unknown, thresholds, report, galleries, default_backend=default)
+
+
+def _identification(
+    scores: np.ndarray, labels: np.ndarray, strangers: Sequence[np.ndarray]
+) -> tuple[float, dict[str, Any]]:
+    """The unknown threshold of one backend and its report, from per-label ``scores`` of labelled
+    photos and the best scores of strangers (faces no answer is right for)."""
+    # A NaN row: no usable face for this backend (dlib); -inf: a label without enrolled photos.
+    finite = ~np.any(np.isnan(scores), axis=1)
+    best = np.where(finite, np.nan_to_num(scores, nan=-np.inf).max(axis=1, initial=-np.inf), -np.inf)
+    correct = finite & (np.nan_to_num(scores, nan=-np.inf).argmax(axis=1) == labels)
+    stranger = np.concatenate(strangers) if strangers else np.zeros(0)
+    stranger = stranger[np.isfinite(stranger)]
+    all_scores = np.concatenate([best[finite], stranger])
+    accept = np.concatenate([correct[finite], np.zeros(len(stranger), bool)])
+    report: dict[str, Any] = {"val_top1": round(float(correct.mean()), 4), "strangers": len(stranger)}
+    if accept.all() or not accept.any():
+        threshold = 0.5
+        report["note"] = "no right/wrong mix to calibrate on: 0.5 kept"
+    else:
+        threshold = best_threshold(all_scores, accept, balanced=True)
+        report.update(score_at(all_scores, accept, threshold))
+    report["answered_right"] = round(float(np.mean(correct & (best >= threshold))), 4)
+    report["strangers_refused"] = round(float(np.mean(stranger < threshold)), 4) if len(stranger) else None
+    return threshold, report
+
+
+def choose_default(report: dict[str, Any]) -> Backend:
+    """The backend whose validation answers are most often right at its threshold (ties: higher pair ROC AUC)."""
+    def merit(backend: str) -> tuple[float, float]:
+        auc = report["backends"][backend]["pairs"].get("roc_auc")
+        return (report["identify"][backend]["answered_right"], auc if auc is not None else 0.0)
+
+    return cast("Backend", max(report["identify"], key=merit))
 
 
 def store_calibration(registry: ModelRegistry, calibration: Calibration, work_dir: Path | None = None) -> None:
@@ -396,13 +487,9 @@ def store_calibration(registry: ModelRegistry, calibration: Calibration, work_di
             store_calibration(registry, calibration, Path(work))
         return
     names = calibration.save(work_dir)
-    summary = {
-        "unknown_threshold": calibration.unknown_threshold,
-        "thresholds": calibration.thresholds,
-        "report": calibration.report,
-    }
     registry.add_files(
-        calibration.model_id, work_dir, names, prefix=CALIBRATION_PREFIX, metrics={"calibration": summary}
+        calibration.model_id, work_dir, names, prefix=CALIBRATION_PREFIX,
+        metrics={"calibration": calibration.summary()},
     )
 
 

@@ -1,8 +1,11 @@
-"""Loading registered models for serving, calibrating them on first use, and following the registry.
+"""Loading registered models for serving, and following the registry.
 
 `load_recognizer` turns a registry reference (an id or ``latest``) into a ready `Recognizer`:
 files fetched (or used in place on a local store), the dataset version's crop parameters,
-and the stored calibration, computed and stored first when the model has none.
+and the calibration stored when the model was registered. Nothing is measured here: a model
+registered without one (before calibration moved to registration, or whose version could not
+be calibrated) is served uncalibrated, by the ``model`` backend with a 0.5 unknown threshold,
+until `facescale calibrate` stores one.
 `ModelWatcher` keeps the newest registered model loaded for the API: a background thread
 looks at the registry every ``reload_interval_s`` and swaps a newly registered model in once
 it is fully loaded, so requests never wait for a load and never see half of one.
@@ -19,7 +22,7 @@ from pathlib import Path
 from facescale.config import ServingSettings
 from facescale.errors import FacescaleError
 from facescale.pipeline.faces import CropParams
-from facescale.serving.calibration import calibrate, load_calibration, store_calibration
+from facescale.serving.calibration import load_calibration
 from facescale.serving.images import ImageLimits
 from facescale.serving.recognizer import Recognizer
 from facescale.storage import DatasetStore, ModelRegistry
@@ -45,32 +48,29 @@ def load_recognizer(
     settings: ServingSettings,
     ref: str = "latest",
     *,
-    calibrate_missing: bool = True,
-    progress: Callable[[str], None] | None = None,
+    before_load: Callable[[], None] | None = None,
 ) -> Recognizer:
-    """A registered model, ready to serve.
+    """A registered model, ready to serve (its Keras model is loaded on the ``model`` backend's first use).
 
     Args:
         registry: the model registry.
-        store: the dataset store (the model's version gives crop parameters and enrolment).
+        store: the dataset store (the model's version gives the crop parameters).
         settings: the ``serving`` settings.
         ref: a model id or ``latest``.
-        calibrate_missing: calibrate (and store) a model that has no calibration yet;
-            otherwise it is served uncalibrated (identification only).
-        progress: called with a line per calibration step.
+        before_load: run before the Keras model loads (the CLI imports TensorFlow quietly).
     """
     record = registry.resolve(ref)
     model_dir = registry.local_dir(record.model_id, Path(settings.cache_dir))
-    recognizer = Recognizer.from_dir(
-        model_dir, crop_params(store, record.version_id), model_id=record.model_id
-    )
     calibration = load_calibration(model_dir)
-    if calibration is None and calibrate_missing:
-        log.info("model %s has no calibration: calibrating it on its validation split", record.model_id)
-        calibration = calibrate(recognizer, store, limits=image_limits(settings), progress=progress)
-        store_calibration(registry, calibration)
-    recognizer.calibration = calibration
-    return recognizer
+    if calibration is None:
+        log.warning(
+            "model %s is not calibrated: identify answers with its softmax at 0.5, verify is unavailable "
+            "(run `facescale calibrate %s`)", record.model_id, record.model_id,
+        )
+    return Recognizer.from_dir(
+        model_dir, crop_params(store, record.version_id), model_id=record.model_id, calibration=calibration,
+        before_load=before_load,
+    )
 
 
 class ModelWatcher:

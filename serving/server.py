@@ -26,6 +26,7 @@ def watcher_for(registry: ModelRegistry, store: DatasetStore, settings: ServingS
 
     def load(ref: str) -> Recognizer:
         recognizer = load_recognizer(registry, store, settings, ref)
+        recognizer.warm()
         recognizer.batch_requests(settings.max_batch)
         return recognizer
 
