@@ -375,7 +375,7 @@ def calibrate(
     report: dict[str, Any] = {"identify": {}, "backends": {}, "unseen": unseen_report}
     pair_index, pair_truth = sample_pairs(val.labels, max_pairs, rng)
     unseen_pairs = sample_pairs(unseen_people, max_pairs, rng) if len(set(unseen_people)) >= 2 else None
-    classes = len(recognizer.labels)
+    classes = recognizer.classes
     for backend in backends:
         say(f"{backend}: embedding {len(gallery.crops) + len(val.crops) + len(unseen_crops)} photos")
         if backend == "model":

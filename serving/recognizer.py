@@ -231,7 +231,7 @@ class FaceMatch:
             "unknown": self.identity is None,
             "confidence": round(self.confidence, 6),
             "backend": self.backend,
-            "threshold": round(self.threshold, 6),
+            "threshold": self.threshold,
             "candidates": [
                 {"identity": c.identity, "slug": c.slug, "label": c.label, "confidence": round(c.confidence, 6)}
                 for c in self.candidates
@@ -278,12 +278,12 @@ class _Network:
         with self._lock:
             if self._forward is not None:
                 return
+            model = self._load()  # first: it may import TensorFlow its own way
             import keras
             import tensorflow as tf
 
             from facescale.training.model import embedding_model
 
-            model = self._load()
             size = int(model.inputs[0].shape[1])
             embed = embedding_model(model)
             both = keras.Model(model.inputs, [model.outputs[0], embed.outputs[0]], name="serving")
@@ -321,6 +321,8 @@ class Recognizer:
         self.model_id = model_id
         self.version_id = version_id
         self.labels = labels
+        # Labels are stable across versions, so a version's may have gaps: scores have a column per label.
+        self.classes = max(labels, default=-1) + 1
         # The dataset's own detection settings: a face gets the box and crop curation gave it, and
         # faces smaller than curation accepted (which the model never trained on) are not reported.
         self.crop_params = crop
@@ -404,7 +406,7 @@ class Recognizer:
     def predict(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Our model's probabilities ``(n, classes)`` and unit embeddings ``(n, dim)`` of BGR face crops."""
         if not crops:
-            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, 0), np.float32)
+            return np.zeros((0, self.classes), np.float32), np.zeros((0, 0), np.float32)
         size = self._network.size()
         return self._network(np.stack([self._model_input(c, size) for c in crops]))
 
@@ -461,7 +463,7 @@ class Recognizer:
             raise ConfigError(
                 f"model {self.model_id} has no {backend} gallery: run `facescale calibrate {self.model_id}`"
             )
-        return gallery.identity_scores(self.embed(crops, backend), len(self.labels))
+        return gallery.identity_scores(self.embed(crops, backend), self.classes)
 
     def unknown_threshold(self, backend: str | None = None) -> float:
         """The score under which a face is "unknown" for a backend (calibrated; 0.5 for an uncalibrated model)."""

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from facescale.config import ServingSettings
+from facescale.config import ServingSettings, Settings, StorageSettings
 from facescale.pipeline.faces import CropParams, crop_face
+from facescale.services import Services
 from facescale.storage import DatasetStore, IdentityEntry, Location, ModelRegistry, ShardSizing
 
 VERSION_ID = "20261130T000000Z-serve1"
@@ -121,19 +122,26 @@ def register_model(location: Location, work: Path, seed: int = 0) -> str:
     return record.model_id
 
 
+def services_for(root: Path) -> Services:
+    """The composition root on a store at ``root`` (default settings otherwise)."""
+    return Services(Settings(storage=StorageSettings(root=str(root))))
+
+
 @pytest.fixture(scope="session")
 def served_base(lfw_dev: Path, tmp_path_factory: pytest.TempPathFactory) -> Served:
-    """The version and a model, built once per session (copy it before writing: see `served`)."""
+    """The version and a model, registered and calibrated (both backends) as registration does,
+    built once per session (copy it before writing: see `served`)."""
     root = tmp_path_factory.mktemp("served")
     location = Location.from_uri(str(root))
     make_version(location, lfw_dev)
     model_id = register_model(location, tmp_path_factory.mktemp("model"))
+    services_for(root).calibrate_model(model_id)
     return Served(root, model_id, lfw_dev)
 
 
 @pytest.fixture(scope="session")
 def recognizer(served_base: Served) -> Iterator[object]:
-    """The model loaded and calibrated (both backends) once per session, read-only for tests."""
+    """The model loaded with its stored calibration once per session, read-only for tests."""
     from facescale.serving.loading import load_recognizer
 
     yield load_recognizer(served_base.registry, served_base.store, ServingSettings(), served_base.model_id)

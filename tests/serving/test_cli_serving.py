@@ -40,6 +40,10 @@ def test_identify_prints_json_and_writes_annotated_images(
     code, out, _ = run_cli(capsys, "identify", two.name)  # relative (cwd: tmp_path): a short cell, never cut
     assert code == 0 and "unknown below" in out and "Colin Powell" in out  # a candidate in the table
     assert out.count("two.") == 2  # a row per face
+    assert "dlib backend" in out  # the calibrated default answered, and the table says which
+    assert doc["backend"] == "dlib" and {f["backend"] for r in doc["results"] for f in r["faces"]} == {"dlib"}
+    # The held-apart photo (index 5 is past the version's 12) is its person, by the default backend.
+    assert doc["results"][1]["faces"][0]["identity"] == "Tony Blair"
 
 
 def test_verify_two_photos_and_an_identity(
@@ -89,7 +93,8 @@ def test_calibrate_reports_and_stores(
     code, out, err = run_cli(capsys, "calibrate", "latest", "--backends", "dlib", "--unseen", str(unseen),
                           "--max-pairs", "100")
     assert code == 0, err
-    assert "unseen people" in out and "val pairs" in out and "identify: unknown below" in out
+    assert "unseen people" in out and "val pairs" in out and "identification (validation photos)" in out
+    assert "dlib (default)" in out
     assert "unseen people: 3" in err
     code, out, _ = run_cli(capsys, "models", "show", "latest", "--json")
     calibration = json.loads(out)["metrics"]["calibration"]
@@ -130,10 +135,11 @@ def test_facescale_serve_runs_the_api(store: Path, served_base: Served, recogniz
         proc.wait(timeout=30)
 
 
-def test_a_bad_photo_fails_before_an_uncalibrated_model_is_calibrated(
-    store: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+def test_an_uncalibrated_model_is_served_without_measuring_anything(
+    store: Path, served_base: Served, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """Inputs are checked first: no calibration (a minute of embedding photos) for a file that is no image."""
+    """Calibration belongs to registration: a model registered without one is served as it is (its
+    softmax, a warning), and no query measures it; a bad photo is refused before any model work."""
     from facescale.storage import Location, ModelRegistry
 
     from .conftest import register_model
@@ -145,7 +151,9 @@ def test_a_bad_photo_fails_before_an_uncalibrated_model_is_calibrated(
     for args in (["identify", str(bad)], ["verify", str(bad), str(bad)]):
         code, _, err = run_cli(capsys, *args, "--model", fresh)
         assert code == 2 and "not an image" in err
-        assert len(err.strip().splitlines()) == 1, err  # calibration would have reported its steps
+        assert len(err.strip().splitlines()) == 1, err
+    code, out, err = run_cli(capsys, "identify", str(served_base.photo("Tony_Blair", 5)), "--model", fresh, "--json")
+    assert code == 0 and json.loads(out)["backend"] == "model"
     assert "calibration" not in ModelRegistry(location).get(fresh).metrics
 
 
@@ -159,12 +167,13 @@ TF_STARTUP = ("absl::InitializeLog", "oneDNN custom operations", "cpu_feature_gu
 
 
 def test_tensorflow_start_up_lines_only_with_vv(store: Path, served_base: Served) -> None:
-    """The console script loads TensorFlow for `identify`: its C++ start-up lines are hidden unless -vv."""
+    """The console script loads TensorFlow for `identify` by our model: its C++ start-up lines are hidden
+    unless -vv."""
     photo = str(served_base.photo("Tony_Blair", 5))
-    quiet = _console(["identify", photo, "--json"], store)
+    quiet = _console(["identify", photo, "--json", "--backend", "model"], store)
     assert quiet.returncode == 0, quiet.stderr
     assert json.loads(quiet.stdout)["results"][0]["faces"]
     assert not [line for line in quiet.stderr.splitlines() if any(t in line for t in TF_STARTUP)], quiet.stderr
-    loud = _console(["-vv", "identify", photo, "--json"], store)
+    loud = _console(["-vv", "identify", photo, "--json", "--backend", "model"], store)
     assert loud.returncode == 0, loud.stderr
     assert "oneDNN custom operations" in loud.stderr

@@ -105,6 +105,21 @@ def test_models_are_registered_listed_evaluated_and_grown_with_a_warm_start(
     verdict = "at least as good" if now >= previous else "WORSE"
     assert verdict in trained.out
 
+    # Registration calibrated it: thresholds, galleries and the chosen default are stored with the model,
+    # so loading it for serving measures nothing.
+    calibration = second.metrics["calibration"]
+    assert calibration["default_backend"] in ("model", "dlib") and set(calibration["thresholds"]) == {"model", "dlib"}
+    assert {"calibration/calibration.json", "calibration/gallery-dlib.npz"} <= {f.path for f in second.files}
+    assert "serving backend" in trained.out and f"{calibration['default_backend']} (validation photos" in trained.out
+    from facescale.config import ServingSettings
+    from facescale.serving.loading import load_recognizer
+
+    files_before = registry.get(second.model_id).files
+    store = DatasetStore(Location.from_uri(str(root)))
+    served = load_recognizer(registry, store, ServingSettings(cache_dir=str(tmp_path / "c")))
+    assert served.model_id == second.model_id and served.default_backend == calibration["default_backend"]
+    assert registry.get(second.model_id).files == files_before
+
     # the weights started from the first model's: one Adam step (lr 1e-3) moves each by about 1e-3,
     # while a fresh initialisation would be ~0.1 away
     old_model = keras.saving.load_model(whole_run.out / "model.keras", compile=False)
