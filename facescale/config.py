@@ -193,7 +193,14 @@ class TrainingSettings(_Section):
     stop_threshold: float = Field(
         0.97, gt=0, description="stop when stop_metric reaches it (>= for accuracies, <= for losses)"
     )
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, description="Adam's learning rate (the peak, with a schedule)")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: linear warm-up over warmup_epochs, then cosine decay to 0 at max_epochs"
+    )
+    warmup_epochs: float = Field(0.0, ge=0, description="epochs of linear learning-rate warm-up (cosine schedule)")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="share of each target spread over the other classes (0: one-hot targets)"
+    )
     mixed_precision: Literal["auto", "on", "off", "bfloat16"] = Field(
         "auto", description="auto: float16 on GPUs, float32 on CPUs; on: float16; bfloat16 (CPUs with AMX)"
     )
@@ -224,6 +231,10 @@ class TrainingSettings(_Section):
 
     @model_validator(mode="after")
     def _input_fits_backbone(self) -> TrainingSettings:
+        if self.warmup_epochs and self.lr_schedule != "cosine":
+            raise ValueError("warmup_epochs needs lr_schedule: cosine")
+        if self.warmup_epochs >= self.max_epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below max_epochs ({self.max_epochs})")
         if self.backbone == "inception_v3" and self.image_size < 75:
             raise ValueError(f"image_size must be at least 75 for Inception V3, got {self.image_size}")
         if self.teacher == "dlib" and self.embedding_dim != 128:

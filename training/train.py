@@ -396,6 +396,41 @@ class Built:
     trainee: keras.Model
 
 
+def learning_rate(
+    settings: TrainingSettings, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """``training.learning_rate``, or its schedule: linear warm-up from 0 over ``warmup_epochs``, then cosine
+    decay to 0 at ``max_epochs`` (in optimizer steps, so a resumed run continues where it stopped)."""
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate
+    warmup = round(settings.warmup_epochs * steps_per_epoch)
+    total = settings.max_epochs * steps_per_epoch
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(settings.learning_rate, total)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, total - warmup, warmup_target=settings.learning_rate, warmup_steps=warmup
+    )
+
+
+@keras.saving.register_keras_serializable(package="facescale")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels against label-smoothed targets: ``1 - s`` on the label, ``s`` spread
+    evenly over all classes (Keras' own sparse loss has no smoothing)."""
+
+    def __init__(self, smoothing: float, name: str = "smoothed_sparse_crossentropy", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        classes = keras.ops.shape(y_pred)[-1]
+        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
+        target = keras.ops.one_hot(labels, classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(target, y_pred, label_smoothing=self.smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
 def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out: Path) -> Built:
     """In the strategy's scope: the model of ``settings`` compiled, its stop, best-weights and epoch checkpoint."""
     model = build_model(
@@ -405,8 +440,9 @@ def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out:
     )
     trainee = distillation_model(model, settings.teacher_weight) if settings.teacher == "dlib" else model
     trainee.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate(settings, plan.steps)),
+        loss=SmoothedSparseCrossentropy(settings.label_smoothing) if settings.label_smoothing
+        else keras.losses.SparseCategoricalCrossentropy(),
         metrics=[
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
