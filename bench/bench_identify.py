@@ -5,9 +5,9 @@ For one registered model (``latest`` by default) on the configured store:
 
 - every original (not augmented) test photo of its dataset version (split by source photo,
   so none was trained on nor enrolled) goes through each backend's identification
-  (`Recognizer.identity_scores`, the crops as curated): top-1, the share answered right at
-  the backend's calibrated unknown threshold ("unknown" counts as wrong), and the share
-  called unknown;
+  (`calibration.identification_on`, the crops as curated): top-1, the share answered right
+  at the backend's calibrated unknown threshold ("unknown" counts as wrong), the share
+  called unknown, and the milliseconds a face (a decoded crop: detection not included);
 - with ``--strangers DIR`` (one folder per person, e.g. lfw-dev), faces of up to
   ``--stranger-people`` people the model does not know, two photos each (detected and
   cropped as `identify` does): the share each backend refuses as unknown;
@@ -32,26 +32,14 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facescale.config import load_settings
 from facescale.services import Services
-from facescale.serving.calibration import unseen_photos
+from facescale.serving.calibration import identification_on, split_originals, unseen_photos
 from facescale.serving.images import ImageLimits, ImageRejected, load_image
 from facescale.serving.recognizer import BACKENDS
 from facescale.storage.identities import name_key
-
-
-def test_photos(services: Services, version_id: str) -> tuple[list[np.ndarray], np.ndarray]:
-    crops, labels = [], []
-    for batch in services.datasets().iter_batches(version_id, columns=["label", "split", "aug_index", "image"]):
-        rows = batch.to_pydict()
-        for label, split, aug, data in zip(rows["label"], rows["split"], rows["aug_index"], rows["image"], strict=True):
-            if split == "test" and aug == 0:
-                crops.append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
-                labels.append(label)
-    return crops, np.array(labels)
 
 
 def first_answer(photo: Path, extra: list[str], model: str) -> tuple[float, dict]:
@@ -73,7 +61,9 @@ def main() -> None:
     services = Services(load_settings(None))
     recognizer = services.recognizer(args.model)
     record = services.models().get(recognizer.model_id)
-    crops, labels = test_photos(services, recognizer.version_id)
+    store = services.datasets()
+    test = split_originals(store, recognizer.version_id, "test")
+    crops, labels = test.crops, np.array(test.labels)
     evaluated = record.metrics.get("evaluation", {}).get("top1")
     print(f"model {recognizer.model_id} ({recognizer.classes} labels) on {recognizer.version_id}: "
           f"{len(crops)} test photos of {len(set(labels.tolist()))} identities; default backend "
@@ -94,19 +84,15 @@ def main() -> None:
 
     print(f"{'backend':8} {'top-1':>7} {'right':>7} {'unknown':>8} {'strangers refused':>18} {'ms a face':>10}")
     for backend in BACKENDS:
-        threshold = recognizer.unknown_threshold(backend)
         start = time.perf_counter()
-        scores = recognizer.identity_scores(crops, backend)
+        measured = identification_on(recognizer, store, "test", [backend])[backend]
         ms = 1000 * (time.perf_counter() - start) / max(1, len(crops))
-        best = np.nan_to_num(scores, nan=-np.inf)
-        top1 = best.argmax(axis=1) == labels
-        known = best.max(axis=1) >= threshold
         refused = "-"
         if stranger_crops:
             others = np.nan_to_num(recognizer.identity_scores(stranger_crops, backend), nan=-np.inf).max(axis=1)
-            refused = f"{np.mean(others < threshold):.4f}"
-        print(f"{backend:8} {top1.mean():7.4f} {np.mean(top1 & known):7.4f} {np.mean(~known):8.4f} {refused:>18} "
-              f"{ms:10.1f}")
+            refused = f"{np.mean(others < recognizer.unknown_threshold(backend)):.4f}"
+        print(f"{backend:8} {measured['top1']:7.4f} {measured['answered_right']:7.4f} {measured['unknown']:8.4f} "
+              f"{refused:>18} {ms:10.1f}")
 
     if args.photo:
         default, model = [], []

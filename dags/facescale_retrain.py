@@ -9,9 +9,14 @@ Scheduled on the `facescale_dataset` Asset (published by `facescale_nightly` and
    `orchestration.retrain_min_new_identities` identities or `retrain_min_new_samples` more
    samples than the version of the newest model that passed the quality bar, when no model
    has passed it yet, or when `force` is set; otherwise the run stops here (skipped).
-2. **train** Inception V3 (warm-started from that model) and register it.
-3. **evaluate** on the version's test split (metrics and plots stored with the model).
-4. **quality_bar**: test top-1 >= `orchestration.min_test_top1`, else the run stops here.
+2. **train** Inception V3 (warm-started from that model), register it and calibrate it for
+   serving (thresholds, enrolled galleries, the default backend: measured on the version's
+   validation photos and stored with the model).
+3. **evaluate** on the version's test split: the Inception V3 (metrics and plots stored with
+   the model) and what the default backend answers on the test photos.
+4. **quality_bar**: test top-1 >= `orchestration.min_test_top1`, the default backend right on
+   >= `orchestration.min_served_right` of the test photos, and a warm start no worse than the
+   model it replaces on that model's identities; else the run stops here.
 5. **publish**: the `facescale_model` Asset event, with the model in its extra.
 
 The work is done by `facescale.orchestration`; TensorFlow is imported only inside train/evaluate,
@@ -71,7 +76,9 @@ def facescale_retrain() -> None:
     def quality_bar(evaluation: dict[str, Any]) -> bool:
         result = orch.Evaluated.from_xcom(evaluation)
         log.info(
-            "model %s: test top-1 %.4f, bar %.4f: %s", result.model_id, result.top1, result.min_test_top1,
+            "model %s: test top-1 %.4f (bar %.4f); the %s backend answers %s of the test photos right (bar %.4f): %s",
+            result.model_id, result.top1, result.min_test_top1, result.served_backend,
+            "-" if result.served_right is None else f"{result.served_right:.4f}", result.min_served_right,
             "passed" if result.passed else "not published",
         )
         return result.passed

@@ -263,6 +263,11 @@ class OrchestrationSettings(_Section):
         0.2, gt=0, description="... or this fraction more samples than the last model's version"
     )
     min_test_top1: float = Field(0.5, ge=0, le=1, description="quality bar: test top-1 a model needs to be published")
+    min_served_right: float = Field(
+        0.9, ge=0, le=1,
+        description="quality bar: share of the version's test photos the model's default backend answers right "
+        "(unknown counts as wrong)",
+    )
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on batches per epoch in DAG training runs")
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from facescale.config import Settings
+from facescale.config import OrchestrationSettings, Settings
 from facescale.errors import FacescaleError
 from facescale.services import Services
 
@@ -388,10 +388,19 @@ class Decision(TaskResult):
     new_samples: float | None = None  # relative growth in samples over base_version
 
 
-def passed_bar(record: Any, min_top1: float) -> bool:
+def passed_bar(record: Any, orch: OrchestrationSettings) -> bool:
+    """The quality bar: the Inception V3's test top-1, what the default backend answers right on the test photos
+    (models evaluated before it was measured: not checked), and, for a warm start, no worse than the model it
+    replaces on that model's identities."""
     evaluation = record.metrics.get("evaluation") or {}
     top1 = evaluation.get("top1")
-    return top1 is not None and top1 >= min_top1
+    if top1 is None or top1 < orch.min_test_top1:
+        return False
+    served = record.metrics.get("serving_test")
+    if served is not None and (served.get("answered_right") or 0.0) < orch.min_served_right:
+        return False
+    warm = record.metrics.get("warm_start") or {}
+    return warm.get("at_least_as_good") is not False
 
 
 def retrain_decision(settings: Settings, version_id: str | None, *, force: bool = False) -> Decision:
@@ -412,7 +421,7 @@ def retrain_decision(settings: Settings, version_id: str | None, *, force: bool 
             train=False, reason=f"dataset version {version_id} is not published (validation failed?)",
             version_id=version_id,
         )
-    models = [r for r in services.models().list() if passed_bar(r, orch.min_test_top1)]
+    models = [r for r in services.models().list() if passed_bar(r, orch)]
     base = models[-1] if models else None
     if base is None:
         return Decision(train=True, reason="no model has passed the quality bar yet", version_id=version_id)
@@ -483,13 +492,17 @@ class Evaluated(TaskResult):
     top1: float
     top5: float
     examples: int
+    served_backend: str | None
+    served_right: float | None
     passed: bool
     min_test_top1: float
+    min_served_right: float
     eval_dir: str
 
 
 def evaluate_model(settings: Settings, model_id: str, key: str) -> Evaluated:
-    """Evaluate a registered model on its version's test split and store the evaluation with it."""
+    """Evaluate a registered model on its version's test split (the Inception V3, and what its default backend
+    answers) and store the evaluation with it; `passed_bar` decides whether it is published."""
     from facescale.training.artifacts import register_evaluation
     from facescale.training.evaluate import evaluate
 
@@ -499,13 +512,17 @@ def evaluate_model(settings: Settings, model_id: str, key: str) -> Evaluated:
     model_dir = registry.local_dir(model_id, work / "model")
     result = evaluate(services.datasets(), model_dir, work / "eval")
     register_evaluation(registry, model_id, work / "eval", result)
+    served = services.evaluate_serving(model_id) if "calibration" in registry.get(model_id).metrics else None
     return Evaluated(
         model_id=model_id,
         top1=result.top1,
         top5=result.top5,
         examples=result.examples,
-        passed=result.top1 >= settings.orchestration.min_test_top1,
+        served_backend=served["backend"] if served else None,
+        served_right=served["answered_right"] if served else None,
+        passed=passed_bar(registry.get(model_id), settings.orchestration),
         min_test_top1=settings.orchestration.min_test_top1,
+        min_served_right=settings.orchestration.min_served_right,
         eval_dir=registry.location.display(registry.files_dir(model_id)) + "/eval",
     )
 

@@ -16,7 +16,7 @@ included), so a DAG file that imports `facescale.orchestration` parses light.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from facescale.config import Settings
 
@@ -178,6 +178,22 @@ class Services:
             self.models(), self.datasets(), self.settings.serving, ref or self.settings.serving.model,
             before_load=before_load,
         )
+
+    def evaluate_serving(self, ref: str, *, split: str = "test") -> dict[str, Any]:
+        """What each backend of a registered model answers on its version's ``split`` photos, stored in its record
+        (``metrics.serving_test``: the default backend's figures first, every backend's under ``backends``)."""
+        import tempfile
+
+        from facescale.serving.calibration import identification_on
+
+        recognizer = self.recognizer(ref)
+        backends = identification_on(recognizer, self.datasets(), split)
+        default = recognizer.default_backend
+        summary = {"backend": default, **backends[default], "backends": backends}
+        with tempfile.TemporaryDirectory(prefix="facescale-serving-test-") as empty:
+            self.models().add_files(recognizer.model_id, empty, [], prefix="serving-test",
+                                    metrics={"serving_test": summary})
+        return summary
 
     def calibrate_model(
         self,

@@ -221,6 +221,43 @@ def read_originals(
     return gallery, val
 
 
+def split_originals(store: DatasetStore, version_id: str, split: str) -> _Photos:
+    """Every original (not augmented) photo of one split of a version, as curated crops."""
+    photos = _Photos()
+    for batch in store.iter_batches(version_id, columns=["label", "split", "aug_index", "image"], batch_size=512):
+        rows = batch.to_pydict()
+        for label, where, aug, data in zip(rows["label"], rows["split"], rows["aug_index"], rows["image"], strict=True):
+            if aug == 0 and where == split:
+                crop = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                if crop is not None:
+                    photos.labels.append(int(label))
+                    photos.crops.append(crop)
+    return photos
+
+
+def identification_on(
+    recognizer: Recognizer, store: DatasetStore, split: str = "test", backends: Sequence[Backend] = BACKENDS
+) -> dict[str, dict[str, Any]]:
+    """What each backend answers on a split's original photos (the test split: none trained on nor enrolled):
+    top-1, the share answered right at the backend's unknown threshold ("unknown" counts as wrong), the
+    share called unknown."""
+    photos = split_originals(store, recognizer.version_id, split)
+    labels = np.array(photos.labels, np.int64)
+    report: dict[str, dict[str, Any]] = {}
+    for backend in backends:
+        scores = np.nan_to_num(recognizer.identity_scores(photos.crops, backend), nan=-np.inf)
+        top1 = scores.argmax(axis=1) == labels if len(labels) else np.zeros(0, bool)
+        known = scores.max(axis=1, initial=-np.inf) >= recognizer.unknown_threshold(backend)
+        report[backend] = {
+            "split": split,
+            "photos": len(labels),
+            "top1": round(float(top1.mean()), 4) if len(labels) else None,
+            "answered_right": round(float(np.mean(top1 & known)), 4) if len(labels) else None,
+            "unknown": round(float(np.mean(~known)), 4) if len(labels) else None,
+        }
+    return report
+
+
 def best_threshold(scores: np.ndarray, positive: np.ndarray, balanced: bool = False) -> float:
     """The score threshold (``score >= t`` means positive) of best accuracy, or best balanced accuracy."""
     p, n = int(positive.sum()), int((~positive).sum())

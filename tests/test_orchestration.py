@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from facescale.config import Settings
-from facescale.orchestration import PLANS_DIR, plan_night, retrain_decision, run_key
+from facescale.orchestration import PLANS_DIR, passed_bar, plan_night, retrain_decision, run_key
 from facescale.storage import (
     DatasetStore,
     IdentityEntry,
@@ -167,6 +168,23 @@ def test_retrain_decision_trains_on_growth_and_skips_what_the_model_has_seen(tmp
     _version(root, "v5", ["Ada Lovelace", "Alan Turing", "Grace Hopper"], rows=500, published=False)
     unpublished = decide("v5")
     assert not unpublished.train and "not published" in unpublished.reason
+
+
+def test_the_quality_bar_weighs_the_model_what_is_served_and_a_warm_start(tmp_path: Path) -> None:
+    orch = _settings(tmp_path, min_test_top1=0.5, min_served_right=0.9).orchestration
+
+    def record(**metrics: object) -> Any:
+        return types.SimpleNamespace(metrics=metrics)
+
+    good = {"evaluation": {"top1": 0.6}, "serving_test": {"backend": "dlib", "answered_right": 0.95}}
+    assert passed_bar(record(**good), orch)
+    assert not passed_bar(record(), orch)  # never evaluated
+    assert not passed_bar(record(**good | {"evaluation": {"top1": 0.4}}), orch)
+    assert not passed_bar(record(**good | {"serving_test": {"backend": "dlib", "answered_right": 0.85}}), orch)
+    assert passed_bar(record(evaluation={"top1": 0.6}), orch)  # evaluated before serving was measured
+    worse = {"at_least_as_good": False, "previous_accuracy": 0.8, "new_accuracy": 0.7}
+    assert not passed_bar(record(**good | {"warm_start": worse}), orch)
+    assert passed_bar(record(**good | {"warm_start": worse | {"at_least_as_good": None}}), orch)  # no samples
 
 
 def test_waiting_identities_are_searched_again_up_to_the_cap(tmp_path: Path) -> None:

@@ -1,0 +1,95 @@
+"""The identity model's recipe, one lever at a time and all together, at one CPU budget, in one run.
+
+Trains the identity model on one CURATED version with `train()` once per recipe, each
+under the configured training settings (the demo's, say) plus its own levers, for the
+same epochs of the same steps, one run after the other on this machine:
+
+- ``baseline``: the settings as they are;
+- ``cosine``: learning-rate warm-up (``--warmup`` epochs) and cosine decay to 0
+  (``training.lr_schedule: cosine``);
+- ``smoothing``: label smoothing ``--smoothing`` (``training.label_smoothing``);
+- ``teacher``: distillation from the dlib embedding of each photo in the crop cache
+  (``training.teacher: dlib``, ``--teacher-weight``);
+- ``all``: the three together.
+
+Per recipe: training wall time and CPU minutes, epochs, and the honest test top-1
+(`evaluate`, the version's test split, split by source photo); then each as a ratio to
+the baseline. Aligned crops and a margin-based softmax are not levers here yet.
+
+Each run lands in ``--out/<recipe>``: a rerun returns a finished run as it is (its CPU
+then unknown) and resumes a killed one.
+
+    FACESCALE_STORAGE__ROOT=var/demo .venv/bin/python bench/bench_recipe.py VERSION \\
+        --epochs 4 --max-steps 40 --batch-size 32 --image-size 75 --batchnorm-momentum 0.9
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from bench_transfer import cpu_seconds
+
+from facescale.config import TrainingSettings, load_settings
+from facescale.services import Services
+from facescale.training.evaluate import evaluate
+from facescale.training.train import RESULT_FILE, train
+
+RECIPES = ("baseline", "cosine", "smoothing", "teacher", "all")
+
+
+def levers(recipe: str, args: argparse.Namespace) -> dict[str, object]:
+    cosine = {"lr_schedule": "cosine", "warmup_epochs": args.warmup}
+    smoothing = {"label_smoothing": args.smoothing}
+    teacher: dict[str, object] = {"teacher": "dlib", "teacher_weight": args.teacher_weight}
+    return {"baseline": {}, "cosine": cosine, "smoothing": smoothing, "teacher": teacher,
+            "all": cosine | smoothing | teacher}[recipe]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("version", help="a CURATED version of the configured store (curated with embeddings)")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--batchnorm-momentum", type=float, default=None)
+    parser.add_argument("--warmup", type=float, default=0.5, help="warm-up epochs of the cosine lever")
+    parser.add_argument("--smoothing", type=float, default=0.1)
+    parser.add_argument("--teacher-weight", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=Path("var/bench-recipe"))
+    args = parser.parse_args()
+
+    settings = load_settings(None)
+    store = Services(settings).datasets()
+    base: dict[str, object] = {"max_epochs": args.epochs}
+    for key in ("batch_size", "image_size", "batchnorm_momentum"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    rows: dict[str, dict[str, float]] = {}
+    for recipe in args.recipes:
+        training = TrainingSettings.model_validate(settings.training.model_dump() | base | levers(recipe, args))
+        out = args.out / recipe
+        finished = (out / RESULT_FILE).is_file()
+        cpu, wall = cpu_seconds(), time.perf_counter()
+        result = train(store, args.version, training, out, max_steps_per_epoch=args.max_steps)
+        cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+        if finished or result.resumed_from:  # returned or resumed: the run's own wall time, CPU unknown
+            wall, cpu = result.seconds, float("nan")
+        top1 = evaluate(store, out, plots=False).top1
+        rows[recipe] = {"train_min": wall / 60, "cpu_min": cpu / 60, "epochs": result.epochs, "test_top1": top1}
+        print(recipe, json.dumps(rows[recipe]), flush=True)
+
+    first = rows[args.recipes[0]]
+    print(f"\n{'recipe':<11}{'test top-1':>11}{'ratio':>8}{'train min':>11}{'CPU min':>9}{'epochs':>8}")
+    for recipe, row in rows.items():
+        ratio = row["test_top1"] / first["test_top1"] if first["test_top1"] else float("nan")
+        print(f"{recipe:<11}{row['test_top1']:>11.4f}{ratio:>7.2f}x{row['train_min']:>11.1f}{row['cpu_min']:>9.1f}"
+              f"{row['epochs']:>8.0f}")
+
+
+if __name__ == "__main__":
+    main()
