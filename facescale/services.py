@@ -169,14 +169,17 @@ class Services:
             return record
         return registry.get(record.model_id)
 
-    def recognizer(self, ref: str | None = None, *, before_load: Callable[[], None] | None = None) -> Recognizer:
+    def recognizer(
+        self, ref: str | None = None, *, before_load: Callable[[], None] | None = None, to_calibrate: bool = False
+    ) -> Recognizer:
         """A registered model (``serving.model`` by default) loaded for serving, with its stored calibration
-        (``before_load`` runs before its Keras model loads, on the ``model`` backend's first use)."""
+        (``before_load`` runs before its Keras model loads, on the ``model`` backend's first use; no warning
+        about a missing calibration when it is loaded ``to_calibrate``)."""
         from facescale.serving.loading import load_recognizer
 
         return load_recognizer(
             self.models(), self.datasets(), self.settings.serving, ref or self.settings.serving.model,
-            before_load=before_load,
+            before_load=before_load, warn_uncalibrated=not to_calibrate,
         )
 
     def evaluate_serving(self, ref: str, *, split: str = "test") -> dict[str, Any]:
@@ -212,7 +215,7 @@ class Services:
         from facescale.serving.recognizer import BACKENDS
 
         serving = self.settings.serving
-        recognizer = self.recognizer(ref)
+        recognizer = self.recognizer(ref, to_calibrate=True)
         calibration = calibrate(
             recognizer, self.datasets(), backends=backends or BACKENDS,
             gallery_per_identity=gallery_per_identity or serving.gallery_per_identity,

@@ -49,6 +49,7 @@ def load_recognizer(
     ref: str = "latest",
     *,
     before_load: Callable[[], None] | None = None,
+    warn_uncalibrated: bool = True,
 ) -> Recognizer:
     """A registered model, ready to serve (its Keras model is loaded on the ``model`` backend's first use).
 
@@ -58,11 +59,12 @@ def load_recognizer(
         settings: the ``serving`` settings.
         ref: a model id or ``latest``.
         before_load: run before the Keras model loads (the CLI imports TensorFlow quietly).
+        warn_uncalibrated: log a warning when the model has no calibration (not when loading it to calibrate it).
     """
     record = registry.resolve(ref)
     model_dir = registry.local_dir(record.model_id, Path(settings.cache_dir))
     calibration = load_calibration(model_dir)
-    if calibration is None:
+    if calibration is None and warn_uncalibrated:
         log.warning(
             "model %s is not calibrated: identify answers with its softmax at 0.5, verify is unavailable "
             "(run `facescale calibrate %s`)", record.model_id, record.model_id,
