@@ -41,10 +41,19 @@ echo "== scrape: up to $FACESCALE_ORCHESTRATION__NEW_PER_NIGHT new identities of
 echo "== curate on local Ray: crop, dedup, clean, balance, split, augment, Great Expectations gate -> dataset Asset"
 run_dag facescale_nightly "$LOGS/facescale_nightly-$KEY.log" "$RUN_DATE" -c "{\"base_url\": \"$demo_url\"}"
 
-echo "== retraining: DAG facescale_retrain on the newest version (Inception V3 ${FACESCALE_TRAINING__IMAGE_SIZE}px, $FACESCALE_TRAINING__MAX_EPOCHS epochs of at most $FACESCALE_ORCHESTRATION__MAX_STEPS_PER_EPOCH batches; quality bar: test top-1 >= $FACESCALE_ORCHESTRATION__MIN_TEST_TOP1)"
+echo "== retraining: DAG facescale_retrain on the newest version (Inception V3 ${FACESCALE_TRAINING__IMAGE_SIZE}px, $FACESCALE_TRAINING__MAX_EPOCHS epochs of at most $FACESCALE_ORCHESTRATION__MAX_STEPS_PER_EPOCH batches; registered with its calibration; quality bar: test top-1 >= $FACESCALE_ORCHESTRATION__MIN_TEST_TOP1, the default backend right on >= ${FACESCALE_ORCHESTRATION__MIN_SERVED_RIGHT:-0.9} of the test photos)"
 run_dag facescale_retrain "$LOGS/facescale_retrain-$KEY.log"
 grep -o "version [^ ]*: \(train\|skip\) (.*)" "$LOGS/facescale_retrain-$KEY.log" | head -1 | sed 's/^/   /' || true
 grep -o "model [^ ]*: test top-1 [^[]*" "$LOGS/facescale_retrain-$KEY.log" | head -1 | sed 's/^/   /' || true
+
+if [ -n "$($fs models latest 2>/dev/null || true)" ]; then
+  first=$(grep -v '^#' "$FACESCALE_ORCHESTRATION__KEYWORDS_FILE" | sed -n 1p)
+  photo=$(ls "$FACESCALE_DEMO_PHOTOS/${first// /_}"/*.jpg 2>/dev/null | tail -1 || true)
+  if [ -n "$photo" ]; then
+    echo "== identify: a photo of $first with the model's default backend"
+    $fs identify "$photo"
+  fi
+fi
 
 echo "== identity registry"
 $fs identities list

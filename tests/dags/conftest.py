@@ -49,6 +49,7 @@ def airflow_env(home: Path, **facescale: str) -> dict[str, str]:
         FACESCALE_TRAINING__BATCH_SIZE="8",
         FACESCALE_ORCHESTRATION__MAX_STEPS_PER_EPOCH="2",
         FACESCALE_ORCHESTRATION__MIN_TEST_TOP1="0",
+        FACESCALE_ORCHESTRATION__MIN_SERVED_RIGHT="0",  # a test photo or two per identity: the bar's mechanics only
         FACESCALE_ORCHESTRATION__WORK_DIR=str(home / "runs"),
     )
     env.update({f"FACESCALE_{k.upper()}": v for k, v in facescale.items()})
