@@ -36,7 +36,7 @@ import numpy as np
 
 from facescale.config import load_settings
 from facescale.services import Services
-from facescale.serving.calibration import identification_on, split_originals, unseen_photos
+from facescale.serving.calibration import identification_on, originals, unseen_photos
 from facescale.serving.images import ImageLimits, ImageRejected, load_image
 from facescale.serving.recognizer import BACKENDS
 from facescale.storage.identities import name_key
@@ -62,7 +62,7 @@ def main() -> None:
     recognizer = services.recognizer(args.model)
     record = services.models().get(recognizer.model_id)
     store = services.datasets()
-    test = split_originals(store, recognizer.version_id, "test")
+    test = originals(store, recognizer.version_id, {"test": None})["test"]
     crops, labels = test.crops, np.array(test.labels)
     evaluated = record.metrics.get("evaluation", {}).get("top1")
     print(f"model {recognizer.model_id} ({recognizer.classes} labels) on {recognizer.version_id}: "

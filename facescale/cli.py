@@ -901,6 +901,12 @@ def models_show(
         ))
     calibration = record.metrics.get("calibration")
     out.print(Text("serving: ") + (_backend_line(calibration) if calibration else Text("not calibrated")))
+    served = record.metrics.get("serving_test")
+    if served:
+        out.print(Text(
+            f"served on the {served['split']} photos ({served['photos']}): the {served['backend']} backend answers "
+            f"{_fmt(served['answered_right'])} right, {_fmt(served['unknown'])} unknown (top-1 {_fmt(served['top1'])})"
+        ))
     evaluation = record.metrics.get("evaluation")
     if evaluation:
         line = f"evaluation ({evaluation['split']}, {evaluation['examples']} samples): "

@@ -194,45 +194,37 @@ class _Photos:
     crops: list[np.ndarray] = field(default_factory=list)
 
 
-def read_originals(
-    store: DatasetStore, version_id: str, labels: Sequence[int], gallery_per_identity: int
-) -> tuple[_Photos, _Photos]:
-    """The version's original photos: up to ``gallery_per_identity`` train ones per label, and all val ones."""
-    wanted = set(labels)
-    gallery, val = _Photos(), _Photos()
-    per_label: dict[int, int] = defaultdict(int)
+def originals(
+    store: DatasetStore, version_id: str, caps: dict[str, int | None], labels: Sequence[int] | None = None
+) -> dict[str, _Photos]:
+    """A version's original (not augmented) photos as curated crops, in one pass over its shards: per split of
+    ``caps``, at most that many per label (None: all), of ``labels`` only when given."""
+    wanted = None if labels is None else set(labels)
+    found = {split: _Photos() for split in caps}
+    taken: dict[tuple[str, int], int] = defaultdict(int)
     columns = ["label", "split", "aug_index", "image"]
     for batch in store.iter_batches(version_id, columns=columns, batch_size=512):
         rows = batch.to_pydict()
         for label, split, aug, data in zip(rows["label"], rows["split"], rows["aug_index"], rows["image"], strict=True):
-            if aug != 0 or label not in wanted or split not in ("train", "val"):
+            if aug != 0 or split not in caps or (wanted is not None and label not in wanted):
                 continue
-            if split == "train":
-                if per_label[label] >= gallery_per_identity:
-                    continue
-                per_label[label] += 1
-                target = gallery
-            else:
-                target = val
+            cap = caps[split]
+            if cap is not None and taken[split, label] >= cap:
+                continue
             crop = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             if crop is not None:
-                target.labels.append(int(label))
-                target.crops.append(crop)
-    return gallery, val
+                taken[split, label] += 1
+                found[split].labels.append(int(label))
+                found[split].crops.append(crop)
+    return found
 
 
-def split_originals(store: DatasetStore, version_id: str, split: str) -> _Photos:
-    """Every original (not augmented) photo of one split of a version, as curated crops."""
-    photos = _Photos()
-    for batch in store.iter_batches(version_id, columns=["label", "split", "aug_index", "image"], batch_size=512):
-        rows = batch.to_pydict()
-        for label, where, aug, data in zip(rows["label"], rows["split"], rows["aug_index"], rows["image"], strict=True):
-            if aug == 0 and where == split:
-                crop = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-                if crop is not None:
-                    photos.labels.append(int(label))
-                    photos.crops.append(crop)
-    return photos
+def read_originals(
+    store: DatasetStore, version_id: str, labels: Sequence[int], gallery_per_identity: int
+) -> tuple[_Photos, _Photos]:
+    """The version's original photos: up to ``gallery_per_identity`` train ones per label, and all val ones."""
+    found = originals(store, version_id, {"train": gallery_per_identity, "val": None}, labels)
+    return found["train"], found["val"]
 
 
 def identification_on(
@@ -241,7 +233,7 @@ def identification_on(
     """What each backend answers on a split's original photos (the test split: none trained on nor enrolled):
     top-1, the share answered right at the backend's unknown threshold ("unknown" counts as wrong), the
     share called unknown."""
-    photos = split_originals(store, recognizer.version_id, split)
+    photos = originals(store, recognizer.version_id, {split: None})[split]
     labels = np.array(photos.labels, np.int64)
     report: dict[str, dict[str, Any]] = {}
     for backend in backends:

@@ -157,6 +157,11 @@ def test_retrain_trains_on_the_asset_event_then_skips_when_nothing_changed(night
     assert model["version_id"] == latest["version_id"] and model["classes"] == latest["identities"]
     record = json.loads((airflow.root / "models" / model["model_id"] / "model.json").read_text())
     assert record["metrics"]["evaluation"]["top1"] == model["top1"]
+    # the train task registered it with its calibration; evaluate measured what its default backend answers
+    default = record["metrics"]["calibration"]["default_backend"]
+    evaluated = trained["xcom"]["evaluate"]
+    assert record["metrics"]["serving_test"]["backend"] == evaluated["served_backend"] == default
+    assert record["metrics"]["serving_test"]["answered_right"] == evaluated["served_right"]
     assert [e["asset"] for e in trained["events"]][-1] == "facescale_model"
 
     skipped = airflow.test_dag("facescale_retrain", None, {})
