@@ -78,7 +78,7 @@ def test_each_role_has_its_image_with_its_extras(compose: dict[str, Any]) -> Non
     assert extras == {
         "airflow-scheduler": {"airflow", "scaled"},  # parses and schedules: no stage library
         "airflow-worker": {"scrape", "curate", "airflow", "scaled"},
-        "trainer": {"train", "airflow", "scaled", "gpu"},
+        "trainer": {"train", "serve", "airflow", "scaled", "gpu"},  # registration calibrates (serving's backends)
         "ray-head": {"curate", "s3"},
         "demo-web": {"demo"},
     }
