@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from bench_transfer import cpu_seconds
+from bench_transfer import train_and_test
 
 from facescale.config import TrainingSettings, load_settings
 from facescale.services import Services
-from facescale.training.evaluate import evaluate
-from facescale.training.train import RESULT_FILE, train
 
 RECIPES = ("baseline", "cosine", "smoothing", "teacher", "all")
 
@@ -72,15 +69,9 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     for recipe in args.recipes:
         training = TrainingSettings.model_validate(settings.training.model_dump() | base | levers(recipe, args))
-        out = args.out / recipe
-        finished = (out / RESULT_FILE).is_file()
-        cpu, wall = cpu_seconds(), time.perf_counter()
-        result = train(store, args.version, training, out, max_steps_per_epoch=args.max_steps)
-        cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
-        if finished or result.resumed_from:  # returned or resumed: the run's own wall time, CPU unknown
-            wall, cpu = result.seconds, float("nan")
-        top1 = evaluate(store, out, plots=False).top1
-        rows[recipe] = {"train_min": wall / 60, "cpu_min": cpu / 60, "epochs": result.epochs, "test_top1": top1}
+        run = train_and_test(store, args.version, training, args.out / recipe, args.max_steps)
+        rows[recipe] = {"train_min": run["train_s"] / 60, "cpu_min": run["cpu_s"] / 60, "epochs": run["epochs"],
+                        "test_top1": run["test_top1"]}
         print(recipe, json.dumps(rows[recipe]), flush=True)
 
     first = rows[args.recipes[0]]

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from facescale.config import Settings, TrainingSettings
 from facescale.services import Services
+from facescale.storage import DatasetStore
 from facescale.training.artifacts import register_run
 from facescale.training.evaluate import evaluate
 from facescale.training.train import RESULT_FILE, train
@@ -45,6 +46,23 @@ def cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def train_and_test(
+    store: DatasetStore, version: str, training: TrainingSettings, out: Path, max_steps: int | None
+) -> dict[str, float]:
+    """Train (or return, or resume) the run in ``out``; its wall and CPU seconds, epochs and honest test top-1.
+
+    A run returned finished or resumed has its own recorded wall time and an unknown (NaN) CPU time.
+    """
+    finished = (out / RESULT_FILE).is_file()
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    result = train(store, version, training, out, max_steps_per_epoch=max_steps)
+    cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+    if finished or result.resumed_from:
+        wall, cpu = result.seconds, float("nan")
+    top1 = evaluate(store, out, plots=False).top1
+    return {"train_s": wall, "cpu_s": cpu, "epochs": result.epochs, "test_top1": top1}
 
 
 def verify(model_id: str, pairs: Path, images: Path) -> dict[str, float]:
@@ -78,14 +96,7 @@ def main() -> None:
             update["teacher_weight"] = args.teacher_weight
         training = TrainingSettings.model_validate(settings.training.model_dump() | update)
         out = args.out / recipe
-        finished = (out / RESULT_FILE).is_file()
-        cpu, wall = cpu_seconds(), time.perf_counter()
-        result = train(store, args.version, training, out, max_steps_per_epoch=args.max_steps)
-        cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
-        if finished or result.resumed_from:  # returned or resumed: the run's own wall time, CPU unknown
-            wall, cpu = result.seconds, float("nan")
-        top1 = evaluate(store, out, plots=False).top1
-        row = {"train_s": wall, "cpu_s": cpu, "epochs": result.epochs, "test_top1": top1}
+        row = train_and_test(store, args.version, training, out, args.max_steps)
         if args.pairs is not None and args.images is not None:
             record = register_run(registry, out)
             row |= {f"unseen_{k}": v for k, v in verify(record.model_id, args.pairs, args.images).items()}
