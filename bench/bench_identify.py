@@ -85,7 +85,7 @@ def main() -> None:
     print(f"{'backend':8} {'top-1':>7} {'right':>7} {'unknown':>8} {'strangers refused':>18} {'ms a face':>10}")
     for backend in BACKENDS:
         start = time.perf_counter()
-        measured = identification_on(recognizer, store, "test", [backend])[backend]
+        measured = identification_on(recognizer, test, "test", [backend])[backend]
         ms = 1000 * (time.perf_counter() - start) / max(1, len(crops))
         refused = "-"
         if stranger_crops:

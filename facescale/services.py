@@ -187,10 +187,11 @@ class Services:
         (``metrics.serving_test``: the default backend's figures first, every backend's under ``backends``)."""
         import tempfile
 
-        from facescale.serving.calibration import identification_on
+        from facescale.serving.calibration import identification_on, originals
 
         recognizer = self.recognizer(ref)
-        backends = identification_on(recognizer, self.datasets(), split)
+        photos = originals(self.datasets(), recognizer.version_id, {split: None})[split]
+        backends = identification_on(recognizer, photos, split)
         default = recognizer.default_backend
         summary = {"backend": default, **backends[default], "backends": backends}
         with tempfile.TemporaryDirectory(prefix="facescale-serving-test-") as empty:

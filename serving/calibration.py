@@ -228,18 +228,16 @@ def read_originals(
 
 
 def identification_on(
-    recognizer: Recognizer, store: DatasetStore, split: str = "test", backends: Sequence[Backend] = BACKENDS
+    recognizer: Recognizer, photos: _Photos, split: str, backends: Sequence[Backend] = BACKENDS
 ) -> dict[str, dict[str, Any]]:
-    """What each backend answers on a split's original photos (the test split: none trained on nor enrolled):
-    top-1, the share answered right at the backend's unknown threshold ("unknown" counts as wrong), the
-    share called unknown."""
-    photos = originals(store, recognizer.version_id, {split: None})[split]
+    """What each backend answers on a split's original photos (`originals`; the test split: none trained on
+    nor enrolled): top-1, the share answered right at the backend's unknown threshold ("unknown" counts as
+    wrong), the share called unknown."""
     labels = np.array(photos.labels, np.int64)
     report: dict[str, dict[str, Any]] = {}
     for backend in backends:
-        scores = np.nan_to_num(recognizer.identity_scores(photos.crops, backend), nan=-np.inf)
-        top1 = scores.argmax(axis=1) == labels if len(labels) else np.zeros(0, bool)
-        known = scores.max(axis=1, initial=-np.inf) >= recognizer.unknown_threshold(backend)
+        _, best, top1 = best_answers(recognizer.identity_scores(photos.crops, backend), labels)
+        known = best >= recognizer.unknown_threshold(backend)
         report[backend] = {
             "split": split,
             "photos": len(labels),
@@ -472,15 +470,23 @@ def calibrate(
     return Calibration(recognizer.model_id, unknown, thresholds, report, galleries, default_backend=default)
 
 
+def best_answers(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of per-label ``scores``: whether it is usable, its best score (-inf when not) and whether
+    its best label is ``labels``'s. A NaN row: no usable face for the backend (dlib); -inf: a label
+    without enrolled photos."""
+    finite = ~np.any(np.isnan(scores), axis=1)
+    filled = np.nan_to_num(scores, nan=-np.inf)
+    best = np.where(finite, filled.max(axis=1, initial=-np.inf), -np.inf)
+    correct = finite & (filled.argmax(axis=1) == labels) if len(labels) else np.zeros(0, bool)
+    return finite, best, correct
+
+
 def _identification(
     scores: np.ndarray, labels: np.ndarray, strangers: Sequence[np.ndarray]
 ) -> tuple[float, dict[str, Any]]:
     """The unknown threshold of one backend and its report, from per-label ``scores`` of labelled
     photos and the best scores of strangers (faces no answer is right for)."""
-    # A NaN row: no usable face for this backend (dlib); -inf: a label without enrolled photos.
-    finite = ~np.any(np.isnan(scores), axis=1)
-    best = np.where(finite, np.nan_to_num(scores, nan=-np.inf).max(axis=1, initial=-np.inf), -np.inf)
-    correct = finite & (np.nan_to_num(scores, nan=-np.inf).argmax(axis=1) == labels)
+    finite, best, correct = best_answers(scores, labels)
     stranger = np.concatenate(strangers) if strangers else np.zeros(0)
     stranger = stranger[np.isfinite(stranger)]
     all_scores = np.concatenate([best[finite], stranger])
