@@ -4,7 +4,9 @@ Everything is measured on data the model did not train on:
 
 - **Enrolment.** Each identity's enrolled photos are original (not augmented) photos of its
   training split, up to ``gallery_per_identity``; their embeddings are stored per backend and
-  an identity's *template* is their normalised mean.
+  an identity's *template* is their normalised mean. The ``dlib`` backend's embeddings of the
+  version's photos are the ones curation already computed and kept in the crop cache (the same
+  crop, the same face box), so registering a model does not embed them again.
 - **Verification thresholds** (per backend, ``model`` and ``dlib``): on the validation
   split's original photos. *pair*: all same-person pairs and as many different-person pairs
   (sampled, seeded), cosine similarity, the threshold of best accuracy (the LFW protocol's
@@ -51,8 +53,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from facescale.errors import ConfigError, NotFoundError
 from facescale.serving.images import ImageLimits, ImageRejected, load_image
 from facescale.serving.recognizer import BACKENDS, Backend, Recognizer
-from facescale.storage import DatasetStore, ModelRegistry
+from facescale.storage import CropStore, DatasetStore, ModelRegistry
 from facescale.storage.identities import name_key
+from facescale.storage.schemas import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +195,7 @@ class Calibration:
 class _Photos:
     labels: list[int] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # each crop's source photo (``source_image_id``)
 
 
 def originals(
@@ -202,10 +206,12 @@ def originals(
     wanted = None if labels is None else set(labels)
     found = {split: _Photos() for split in caps}
     taken: dict[tuple[str, int], int] = defaultdict(int)
-    columns = ["label", "split", "aug_index", "image"]
+    columns = ["label", "split", "aug_index", "image", "source_image_id"]
     for batch in store.iter_batches(version_id, columns=columns, batch_size=512):
         rows = batch.to_pydict()
-        for label, split, aug, data in zip(rows["label"], rows["split"], rows["aug_index"], rows["image"], strict=True):
+        for label, split, aug, data, source in zip(
+            rows["label"], rows["split"], rows["aug_index"], rows["image"], rows["source_image_id"], strict=True
+        ):
             if aug != 0 or split not in caps or (wanted is not None and label not in wanted):
                 continue
             cap = caps[split]
@@ -216,6 +222,7 @@ def originals(
                 taken[split, label] += 1
                 found[split].labels.append(int(label))
                 found[split].crops.append(crop)
+                found[split].ids.append(source)
     return found
 
 
@@ -403,15 +410,20 @@ def calibrate(
     pair_index, pair_truth = sample_pairs(val.labels, max_pairs, rng)
     unseen_pairs = sample_pairs(unseen_people, max_pairs, rng) if len(set(unseen_people)) >= 2 else None
     classes = recognizer.classes
+    cached = CropStore(store.root).embeddings([*gallery.ids, *val.ids]) if "dlib" in backends else {}
     for backend in backends:
-        say(f"{backend}: embedding {len(gallery.crops) + len(val.crops) + len(unseen_crops)} photos")
         if backend == "model":
+            say(f"{backend}: embedding {len(gallery.crops) + len(val.crops) + len(unseen_crops)} photos")
             val_scores, vectors = recognizer.predict(val.crops)
             u_scores, u_vectors = recognizer.predict(unseen_crops)
+            enrolled = recognizer.embed(gallery.crops, backend)
         else:
-            vectors = recognizer.embed(val.crops, backend)
+            reused = sum(i in cached for i in [*gallery.ids, *val.ids])
+            say(f"{backend}: embedding {len(gallery.crops) + len(val.crops) + len(unseen_crops) - reused} photos "
+                f"({reused} embeddings reused from the crop cache)")
+            vectors = _embed_cached(recognizer, val, cached, backend)
             u_vectors = recognizer.embed(unseen_crops, backend)
-        enrolled = recognizer.embed(gallery.crops, backend)
+            enrolled = _embed_cached(recognizer, gallery, cached, backend)
         ok = np.all(np.isfinite(enrolled), axis=1)
         galleries[backend] = Gallery(np.array(gallery.labels, np.int64)[ok], enrolled[ok].astype(np.float32))
         usable = np.all(np.isfinite(vectors), axis=1)
@@ -468,6 +480,20 @@ def calibrate(
     report["gallery_per_identity"] = gallery_per_identity
     report["seed"] = seed
     return Calibration(recognizer.model_id, unknown, thresholds, report, galleries, default_backend=default)
+
+
+def _embed_cached(recognizer: Recognizer, photos: _Photos, cached: dict[str, np.ndarray], backend: Backend) -> np.ndarray:
+    """Unit ``backend`` embeddings of ``photos``: curation's embedding of the same crop where the crop cache
+    holds one (dlib's, on the same face box: cosine >= 0.996 to serving's own on the demo's photos), the
+    recognizer's for the rest."""
+    missing = [k for k, source in enumerate(photos.ids) if source not in cached]
+    live = recognizer.embed([photos.crops[k] for k in missing], backend)
+    out = np.full((len(photos.crops), EMBEDDING_DIM), np.nan, np.float32)
+    for k, source in enumerate(photos.ids):
+        if source in cached:
+            out[k] = cached[source] / max(float(np.linalg.norm(cached[source])), 1e-12)
+    out[missing] = live
+    return out
 
 
 def best_answers(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,11 +16,13 @@ import hashlib
 import json
 import logging
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from facescale.errors import ConflictError
@@ -30,7 +32,7 @@ from .committed import committed_ids, read_record, uncommitted_ids
 from .fs import Location
 from .listing import ListingIndex
 from .manifest import VERSION_ID_PATTERN, check_id, utcnow
-from .schemas import CROP_SCHEMA
+from .schemas import CROP_SCHEMA, EMBEDDING_DIM
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, iter_batches
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,27 @@ class CropStore:
         self, chunks: Iterable[ChunkRecord], columns: Sequence[str] | None = None, batch_size: int = 1024
     ) -> Iterator[pa.RecordBatch]:
         yield from iter_batches(self.location, self.shard_paths(chunks), columns, batch_size)
+
+    def embeddings(self, wanted: Collection[str]) -> dict[str, np.ndarray]:
+        """The dlib embedding (``(128,)`` float32, as curation computed it) of each photo in ``wanted`` the cache
+        holds; a photo cropped under several parameter sets has one per chunk, and the newest chunk's wins.
+        Reads the ``image_id`` and ``embedding`` columns only."""
+        wanted = set(wanted)
+        found: dict[str, np.ndarray] = {}
+        if not wanted:
+            return found
+        for batch in self.iter_batches(self.records(), columns=["image_id", "embedding"], batch_size=8192):
+            column = batch.column("embedding")
+            valid = np.asarray(column.is_valid())
+            if not valid.any():
+                continue
+            ids = batch.column("image_id").to_pylist()
+            vectors = np.zeros((len(ids), EMBEDDING_DIM), np.float32)
+            vectors[valid] = np.asarray(pc.filter(column, valid).flatten(), np.float32).reshape(-1, EMBEDDING_DIM)
+            for image_id, vector, ok in zip(ids, vectors, valid, strict=True):
+                if ok and image_id in wanted:
+                    found[image_id] = vector
+        return found
 
     def open(self, chunk: str, params: str, raw_shards: Sequence[str]) -> ChunkWriter:
         """Start writing a chunk; an unfinished write of the same id is cleared first."""

@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 
 from facescale.errors import ConfigError
 from facescale.storage import CropStore, DatasetStore
-from facescale.storage.schemas import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +57,7 @@ def teacher_embeddings(store: DatasetStore, wanted: set[str], *, centre: bool = 
         ConfigError: the cache holds no embedding of any wanted photo (a store curated
         without embeddings, or one whose crop cache was removed).
     """
-    crops = CropStore(store.root)
-    records = crops.records()
-    found: dict[str, np.ndarray] = {}
-    for batch in crops.iter_batches(records, columns=["image_id", "embedding"], batch_size=8192):
-        ids = batch.column("image_id").to_pylist()
-        column = batch.column("embedding")
-        valid = np.asarray(column.is_valid())
-        if not valid.any():
-            continue
-        vectors = np.zeros((len(ids), EMBEDDING_DIM), np.float32)
-        vectors[valid] = np.asarray(pc.filter(column, valid).flatten(), np.float32).reshape(-1, EMBEDDING_DIM)
-        for image_id, vector, ok in zip(ids, vectors, valid, strict=True):
-            if ok and image_id in wanted:
-                found[image_id] = _unit(vector)
+    found = {k: _unit(v) for k, v in CropStore(store.root).embeddings(wanted).items()}
     if wanted and not found:
         raise ConfigError(
             "training.teacher is dlib, but the crop cache holds no embedding of this version's photos "

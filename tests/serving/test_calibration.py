@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from facescale.errors import ConfigError
+from facescale.storage import CropStore, DatasetStore, Location
+from facescale.storage.schemas import CROP_SCHEMA, EMBEDDING_DIM
 from facescale.serving.calibration import (
     Calibration,
     best_threshold,
@@ -20,6 +22,8 @@ from facescale.serving.calibration import (
     store_calibration,
     unseen_photos,
 )
+
+from .conftest import VERSION_ID
 
 
 def test_best_threshold_separates_separable_scores() -> None:
@@ -128,3 +132,29 @@ def test_store_calibration_keeps_other_files(recognizer, served_base, tmp_path: 
     after = registry.get(recognizer.model_id)
     assert {f.path for f in after.files} == before
     assert {"model.keras", "labels.json"} <= before
+
+
+def test_dlib_calibration_reuses_the_crop_cache_embeddings(recognizer, served_base, tmp_path: Path) -> None:
+    """The dlib embedding curation kept in the crop cache is used for a version's photo instead of embedding it
+    again; photos the cache does not hold are embedded by the recognizer."""
+    root = tmp_path / "store"
+    shutil.copytree(served_base.root, root)
+    location = Location.from_uri(str(root))
+    store = DatasetStore(location)
+    rows = [r for b in store.iter_batches(VERSION_ID, batch_size=512) for r in b.to_pylist()]
+    train = [r for r in rows if r["split"] == "train"]
+    marked = np.zeros(EMBEDDING_DIM, np.float32)
+    marked[7] = 2.0  # unlike any real embedding; stored unnormalised, as curation stores dlib's vectors
+    row = {key: None for key in CROP_SCHEMA.names} | {
+        "image_id": train[0]["source_image_id"], "run_id": "ingest-test", "identity": train[0]["identity"],
+        "identity_slug": train[0]["identity_slug"], "crop": train[0]["image"], "embedding": marked.tolist(),
+    }
+    with CropStore(location).open("chunk-a", "params-test", ["ingest-test/a"]) as writer:
+        writer.write([row])
+        writer.commit()
+    lines: list[str] = []
+    calibration = calibrate(recognizer, store, backends=["dlib"], progress=lines.append, max_pairs=200)
+    enrolled = calibration.galleries["dlib"].embeddings
+    assert sum(bool(np.allclose(row, marked / 2)) for row in enrolled) == 1
+    assert np.all(np.isfinite(enrolled)) and len(enrolled) == len(train)
+    assert any("(1 embeddings reused from the crop cache)" in line for line in lines)
