@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 
 from facescale.errors import ConfigError
-from facescale.storage import CropStore, DatasetStore, Location
-from facescale.storage.schemas import CROP_SCHEMA, EMBEDDING_DIM
 from facescale.serving.calibration import (
     Calibration,
     best_threshold,
@@ -22,6 +20,8 @@ from facescale.serving.calibration import (
     store_calibration,
     unseen_photos,
 )
+from facescale.storage import CropStore, DatasetStore, Location
+from facescale.storage.schemas import CROP_SCHEMA, EMBEDDING_DIM
 
 from .conftest import VERSION_ID
 
