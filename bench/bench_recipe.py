@@ -10,11 +10,12 @@ same epochs of the same steps, one run after the other on this machine:
 - ``smoothing``: label smoothing ``--smoothing`` (``training.label_smoothing``);
 - ``teacher``: distillation from the dlib embedding of each photo in the crop cache
   (``training.teacher: dlib``, ``--teacher-weight``);
-- ``all``: the three together.
+- ``cosface``: the cosine head with a margin (``training.head: cosface``, ``--margin``, ``--scale``);
+- ``all``: the four together.
 
 Per recipe: training wall time and CPU minutes, epochs, and the honest test top-1
 (`evaluate`, the version's test split, split by source photo); then each as a ratio to
-the baseline. Aligned crops and a margin-based softmax are not levers here yet.
+the baseline. Aligned crops are not a lever here yet.
 
 Each run lands in ``--out/<recipe>``: a rerun returns a finished run as it is (its CPU
 then unknown) and resumes a killed one.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from bench_transfer import train_and_test
@@ -34,15 +36,16 @@ from bench_transfer import train_and_test
 from facescale.config import TrainingSettings, load_settings
 from facescale.services import Services
 
-RECIPES = ("baseline", "cosine", "smoothing", "teacher", "all")
+RECIPES = ("baseline", "cosine", "smoothing", "teacher", "cosface", "all")
 
 
 def levers(recipe: str, args: argparse.Namespace) -> dict[str, object]:
     cosine = {"lr_schedule": "cosine", "warmup_epochs": args.warmup}
     smoothing = {"label_smoothing": args.smoothing}
     teacher: dict[str, object] = {"teacher": "dlib", "teacher_weight": args.teacher_weight}
-    return {"baseline": {}, "cosine": cosine, "smoothing": smoothing, "teacher": teacher,
-            "all": cosine | smoothing | teacher}[recipe]
+    cosface: dict[str, object] = {"head": "cosface", "cosface_margin": args.margin, "cosface_scale": args.scale}
+    return {"baseline": {}, "cosine": cosine, "smoothing": smoothing, "teacher": teacher, "cosface": cosface,
+            "all": cosine | smoothing | teacher | cosface}[recipe]
 
 
 def main() -> None:
@@ -57,6 +60,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up epochs of the cosine lever")
     parser.add_argument("--smoothing", type=float, default=0.1)
     parser.add_argument("--teacher-weight", type=float, default=3.0)
+    parser.add_argument("--margin", type=float, default=0.2, help="the cosface lever's cosine margin")
+    parser.add_argument("--scale", type=float, default=30.0, help="the cosface lever's scale")
     parser.add_argument("--out", type=Path, default=Path("var/bench-recipe"))
     args = parser.parse_args()
 
@@ -71,15 +76,18 @@ def main() -> None:
         training = TrainingSettings.model_validate(settings.training.model_dump() | base | levers(recipe, args))
         run = train_and_test(store, args.version, training, args.out / recipe, args.max_steps)
         rows[recipe] = {"train_min": run["train_s"] / 60, "cpu_min": run["cpu_s"] / 60, "epochs": run["epochs"],
-                        "test_top1": run["test_top1"]}
+                        "test_top1": run["test_top1"], "test_photos": run["test_photos"]}
         print(recipe, json.dumps(rows[recipe]), flush=True)
 
     first = rows[args.recipes[0]]
-    print(f"\n{'recipe':<11}{'test top-1':>11}{'ratio':>8}{'train min':>11}{'CPU min':>9}{'epochs':>8}")
+    print(f"\n{'recipe':<11}{'test top-1':>11}{'+-95%':>7}{'ratio':>8}{'train min':>11}{'CPU min':>9}{'epochs':>8}")
     for recipe, row in rows.items():
         ratio = row["test_top1"] / first["test_top1"] if first["test_top1"] else float("nan")
-        print(f"{recipe:<11}{row['test_top1']:>11.4f}{ratio:>7.2f}x{row['train_min']:>11.1f}{row['cpu_min']:>9.1f}"
-              f"{row['epochs']:>8.0f}")
+        p, n = row["test_top1"], max(row["test_photos"], 1)
+        print(f"{recipe:<11}{p:>11.4f}{1.96 * math.sqrt(p * (1 - p) / n):>7.3f}{ratio:>7.2f}x{row['train_min']:>11.1f}"
+              f"{row['cpu_min']:>9.1f}{row['epochs']:>8.0f}")
+    print(f"(+-95%: the binomial interval's half-width over the {first['test_photos']} test photos; "
+          "a smaller gap between two recipes is noise)")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def cpu_seconds() -> float:
 def train_and_test(
     store: DatasetStore, version: str, training: TrainingSettings, out: Path, max_steps: int | None
 ) -> dict[str, float]:
-    """Train (or return, or resume) the run in ``out``; its wall and CPU seconds, epochs and honest test top-1.
+    """Train (or return, or resume) the run in ``out``; its wall and CPU seconds, epochs, honest test top-1
+    and the number of test photos it was measured on.
 
     A run returned finished or resumed has its own recorded wall time and an unknown (NaN) CPU time.
     """
@@ -61,8 +62,9 @@ def train_and_test(
     cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
     if finished or result.resumed_from:
         wall, cpu = result.seconds, float("nan")
-    top1 = evaluate(store, out, plots=False).top1
-    return {"train_s": wall, "cpu_s": cpu, "epochs": result.epochs, "test_top1": top1}
+    tested = evaluate(store, out, plots=False)
+    return {"train_s": wall, "cpu_s": cpu, "epochs": result.epochs, "test_top1": tested.top1,
+            "test_photos": tested.examples}
 
 
 def verify(model_id: str, pairs: Path, images: Path) -> dict[str, float]:

@@ -208,6 +208,13 @@ class TrainingSettings(_Section):
         None, description="local weights file; train from scratch when unset"
     )
     embedding_dim: int = Field(128, ge=1, le=4096, description="width of the embedding layer (verification)")
+    head: Literal["softmax", "cosface"] = Field(
+        "softmax",
+        description="softmax: a dense layer of logits; cosface: scale x cosine between the normalised embedding "
+        "and each identity's centre, trained with a cosine margin (large-margin cosine loss)",
+    )
+    cosface_margin: float = Field(0.2, ge=0, lt=1, description="cosface: the cosine margin the true identity must win by")
+    cosface_scale: float = Field(30.0, gt=0, description="cosface: the scale of the cosines (the logits' range)")
     teacher: Literal["none", "dlib"] = Field(
         "none",
         description="dlib: also train the embedding to reproduce the pretrained dlib embedding of each sample's "

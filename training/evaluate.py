@@ -254,6 +254,8 @@ def evaluate(
 
 def load_model(model_dir: str | os.PathLike[str]) -> keras.Model:
     """The model saved in ``<model_dir>/model.keras`` (uncompiled, float32)."""
+    from . import model as _layers  # noqa: F401  (registers the custom layers a saved model may hold)
+
     path = Path(model_dir) / "model.keras"
     if not path.is_file():
         raise NotFoundError(f"no model at {path}")

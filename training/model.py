@@ -8,6 +8,7 @@ Layout (layer names are a contract: warm start, verification and visualisation u
     -> Dense(embedding_dim)                      "embedding_dense"
     -> BatchNormalization                        "embedding"    the face embedding
     -> Dense(num_classes)                        "logits"
+       (head="cosface": `CosineLogits`, scale x cosine to each class centre, float32)
     -> softmax, float32 even in mixed precision  "probabilities"
 
 `embedding_model` gives the L2-normalised embedding for verification. Weights are never
@@ -49,6 +50,7 @@ DISTILLATION_LAYER = "distillation"
 
 MixedPrecision = Literal["auto", "on", "off", "bfloat16"] | bool
 Backbone = Literal["inception_v3", "tiny"]
+Head = Literal["softmax", "cosface"]
 BACKBONES: tuple[Backbone, ...] = ("inception_v3", "tiny")
 TINY_MIN_IMAGE_SIZE = 16
 
@@ -100,6 +102,8 @@ def build_model(
     mixed_precision: MixedPrecision = "off",
     batchnorm_momentum: float | None = None,
     backbone: Backbone = "inception_v3",
+    head: Head = "softmax",
+    cosface_scale: float = 30.0,
     name: str | None = None,
 ) -> keras.Model:
     """Build the identity classifier (uncompiled): Inception V3 unless ``backbone`` says otherwise.
@@ -121,6 +125,10 @@ def build_model(
             initial values, so inference sees other activations than training did.
         backbone: ``"inception_v3"``, or ``"tiny"`` for tests of the training mechanics
             (see the module docstring); ``weights`` apply to Inception V3 only.
+        head: ``"softmax"`` (a dense layer of logits) or ``"cosface"`` (`CosineLogits`: the
+            normalised embedding against normalised class centres, times ``cosface_scale``; train
+            it with `CosFaceLoss`).
+        cosface_scale: the cosine head's scale ``s``.
         name: the model's name; ``facescale_<backbone>`` when None.
 
     Returns:
@@ -153,7 +161,12 @@ def build_model(
         features = features_model(inputs)
         embedding = keras.layers.Dense(embedding_dim, name="embedding_dense")(features)
         embedding = keras.layers.BatchNormalization(name=EMBEDDING_LAYER)(embedding)
-        logits = keras.layers.Dense(num_classes, name=LOGITS_LAYER)(embedding)
+        if head == "cosface":
+            logits = CosineLogits(num_classes, cosface_scale, dtype="float32", name=LOGITS_LAYER)(embedding)
+        elif head == "softmax":
+            logits = keras.layers.Dense(num_classes, name=LOGITS_LAYER)(embedding)
+        else:
+            raise ConfigError(f"head must be softmax or cosface, not {head!r}")
         probabilities = keras.layers.Activation("softmax", dtype="float32", name=OUTPUT_LAYER)(logits)
         model = keras.Model(inputs, probabilities, name=name)
     if batchnorm_momentum is not None:
@@ -168,6 +181,62 @@ def build_model(
         weights_path or "from scratch", model.count_params() / 1e6,
     )
     return model
+
+
+@keras.saving.register_keras_serializable(package="facescale")
+class CosineLogits(keras.layers.Layer):
+    """``scale * cos(embedding, centre_j)`` for every class ``j``: the head of a margin softmax (CosFace,
+    Wang et al. 2018). One weight, the class centres ``(embedding_dim, classes)``, no bias; float32."""
+
+    def __init__(self, units: int, scale: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.scale = float(scale)
+
+    def build(self, input_shape: Any) -> None:
+        self.kernel = self.add_weight(
+            name="kernel", shape=(int(input_shape[-1]), self.units), initializer="glorot_uniform"
+        )
+
+    def call(self, inputs: Any) -> Any:
+        embedding = keras.ops.normalize(keras.ops.cast(inputs, "float32"), axis=-1)
+        centres = keras.ops.normalize(keras.ops.cast(self.kernel, "float32"), axis=0)
+        return self.scale * keras.ops.matmul(embedding, centres)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="facescale")
+class CosFaceLoss(keras.losses.Loss):
+    """The large-margin cosine loss (CosFace) from a `CosineLogits` model's probabilities.
+
+    Cross-entropy of ``softmax(z - scale * margin * onehot(label))``, ``z`` the head's logits:
+    the true class must win by a cosine margin, which packs each identity's embeddings
+    tighter than plain softmax does. ``log p`` equals ``z`` up to a per-row constant, which
+    the softmax cancels, so the loss needs the probabilities the model outputs only (the
+    model keeps one output, its metrics their names). ``smoothing`` as in label smoothing.
+    """
+
+    def __init__(
+        self, margin: float, scale: float, smoothing: float = 0.0, name: str = "cosface", **kwargs: Any
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        self.margin, self.scale, self.smoothing = float(margin), float(scale), float(smoothing)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        classes = keras.ops.shape(y_pred)[-1]
+        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
+        target = keras.ops.one_hot(labels, classes, dtype="float32")
+        logits = keras.ops.log(keras.ops.clip(keras.ops.cast(y_pred, "float32"), 1e-30, 1.0))
+        margined = logits - self.scale * self.margin * target
+        return keras.losses.categorical_crossentropy(target, margined, from_logits=True, label_smoothing=self.smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "margin": self.margin, "scale": self.scale, "smoothing": self.smoothing}
 
 
 def _tiny_backbone(shape: tuple[int, int, int]) -> keras.Model:
@@ -260,9 +329,15 @@ def grow_from(model: keras.Model, previous: keras.Model) -> dict[str, int]:
             model.get_layer(name).set_weights(previous.get_layer(name).get_weights())
         except ValueError as exc:
             raise ConfigError(f"cannot warm-start from {previous.name}: layer {name!r} differs ({exc})") from exc
-    old_kernel, old_bias = previous.get_layer(LOGITS_LAYER).get_weights()
-    head = model.get_layer(LOGITS_LAYER)
-    kernel, bias = (np.array(w) for w in head.get_weights())
+    old_head, head = previous.get_layer(LOGITS_LAYER), model.get_layer(LOGITS_LAYER)
+    if type(old_head) is not type(head):
+        raise ConfigError(
+            f"cannot warm-start a {type(head).__name__} head from a {type(old_head).__name__} one "
+            "(training.head differs)"
+        )
+    old_weights = old_head.get_weights()
+    weights = [np.array(w) for w in head.get_weights()]
+    old_kernel, kernel = old_weights[0], weights[0]
     old_classes, classes = old_kernel.shape[1], kernel.shape[1]
     if old_classes > classes or old_kernel.shape[0] != kernel.shape[0]:
         raise ConfigError(
@@ -270,8 +345,9 @@ def grow_from(model: keras.Model, previous: keras.Model) -> dict[str, int]:
             f"{old_classes}-class one with embedding {old_kernel.shape[0]}"
         )
     kernel[:, :old_classes] = old_kernel
-    bias[:old_classes] = old_bias
-    head.set_weights([kernel, bias])
+    if len(weights) == 2:  # the dense head's bias
+        weights[1][:old_classes] = old_weights[1]
+    head.set_weights(weights)
     log.info("warm start: backbone and embedding copied, head grown from %d to %d classes", old_classes, classes)
     return {"copied_classes": int(old_classes), "new_classes": int(classes - old_classes)}
 

@@ -74,7 +74,7 @@ from facescale.storage.fs import local_atomic_path
 from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, write_json
 from .data import CuratedInput, VersionInfo
 from .evaluate import accuracy_on_labels, predict_split
-from .model import build_model, distillation_model, grow_from, use_mixed_precision
+from .model import CosFaceLoss, build_model, distillation_model, grow_from, use_mixed_precision
 from .plan import TrainingPlan, plan_run
 from .teacher import source_ids, teacher_embeddings
 
@@ -431,18 +431,26 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "smoothing": self.smoothing}
 
 
+def loss_of(settings: TrainingSettings) -> keras.losses.Loss:
+    """The identity loss of ``training.head`` (and ``label_smoothing``)."""
+    if settings.head == "cosface":
+        return CosFaceLoss(settings.cosface_margin, settings.cosface_scale, settings.label_smoothing)
+    if settings.label_smoothing:
+        return SmoothedSparseCrossentropy(settings.label_smoothing)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
 def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out: Path) -> Built:
     """In the strategy's scope: the model of ``settings`` compiled, its stop, best-weights and epoch checkpoint."""
     model = build_model(
         num_classes, settings.image_size, settings.weights, settings.embedding_dim,
         mixed_precision=settings.mixed_precision, batchnorm_momentum=settings.batchnorm_momentum,
-        backbone=settings.backbone,
+        backbone=settings.backbone, head=settings.head, cosface_scale=settings.cosface_scale,
     )
     trainee = distillation_model(model, settings.teacher_weight) if settings.teacher == "dlib" else model
     trainee.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate(settings, plan.steps)),
-        loss=SmoothedSparseCrossentropy(settings.label_smoothing) if settings.label_smoothing
-        else keras.losses.SparseCategoricalCrossentropy(),
+        loss=loss_of(settings),
         metrics=[
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
@@ -534,7 +542,8 @@ def export_model(
     if mixed:  # serve in float32 whatever the training precision: same layers, same weights
         export = build_model(
             info.num_classes, settings.image_size, embedding_dim=settings.embedding_dim, mixed_precision=False,
-            batchnorm_momentum=settings.batchnorm_momentum, backbone=settings.backbone, name=model.name,
+            batchnorm_momentum=settings.batchnorm_momentum, backbone=settings.backbone, head=settings.head,
+            cosface_scale=settings.cosface_scale, name=model.name,
         )
         export.set_weights(model.get_weights())
     else:

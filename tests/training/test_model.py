@@ -12,7 +12,9 @@ from facescale.errors import ConfigError
 from facescale.training.model import (
     BACKBONE_LAYER,
     EMBEDDING_LAYER,
+    LOGITS_LAYER,
     OUTPUT_LAYER,
+    CosineLogits,
     build_model,
     embedding_model,
     grow_from,
@@ -134,3 +136,29 @@ def test_the_tiny_backbone_keeps_the_layer_contract_at_a_fraction_of_the_size(
     grow_from(other, tiny)  # convolutions and pooling take any input size
     with pytest.raises(ConfigError, match="cannot warm-start from facescale_inception_v3: layer 'backbone' differs"):
         grow_from(other, model)
+
+
+def test_the_cosine_head_scores_scaled_cosines_and_survives_saving_and_warm_start(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    cos = build_model(5, image_size=32, embedding_dim=16, backbone="tiny", head="cosface", cosface_scale=10.0)
+    head = cos.get_layer(LOGITS_LAYER)
+    assert isinstance(head, CosineLogits) and len(head.get_weights()) == 1  # centres only, no bias
+    images = _images(size=32)
+    logits = keras.Model(cos.inputs, head.output).predict(images, verbose=0)
+    embedding = keras.Model(cos.inputs, cos.get_layer(EMBEDDING_LAYER).output).predict(images, verbose=0)
+    centres = head.get_weights()[0]
+    expected = 10.0 * (embedding / np.linalg.norm(embedding, axis=1, keepdims=True)) @ (
+        centres / np.linalg.norm(centres, axis=0, keepdims=True)
+    )
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    assert np.abs(logits).max() <= 10.0 + 1e-4
+    cos.save(tmp_path / "cos.keras")
+    loaded = keras.models.load_model(tmp_path / "cos.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), cos.predict(images, verbose=0), rtol=1e-5)
+    grown = build_model(7, image_size=32, embedding_dim=16, backbone="tiny", head="cosface")
+    assert grow_from(grown, cos) == {"copied_classes": 5, "new_classes": 2}
+    np.testing.assert_array_equal(grown.get_layer(LOGITS_LAYER).get_weights()[0][:, :5], centres)
+    dense = build_model(7, image_size=32, embedding_dim=16, backbone="tiny")
+    with pytest.raises(ConfigError, match="cannot warm-start a Dense head from a CosineLogits one"):
+        grow_from(dense, cos)
+
