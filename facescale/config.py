@@ -213,7 +213,9 @@ class TrainingSettings(_Section):
         description="softmax: a dense layer of logits; cosface: scale x cosine between the normalised embedding "
         "and each identity's centre, trained with a cosine margin (large-margin cosine loss)",
     )
-    cosface_margin: float = Field(0.2, ge=0, lt=1, description="cosface: the cosine margin the true identity must win by")
+    cosface_margin: float = Field(
+        0.2, ge=0, lt=1, description="cosface: the cosine margin the true identity must win by"
+    )
     cosface_scale: float = Field(30.0, gt=0, description="cosface: the scale of the cosines (the logits' range)")
     teacher: Literal["none", "dlib"] = Field(
         "none",
