@@ -129,6 +129,33 @@ class FaceEmbedder:
             return None
         return out
 
+    def align(
+        self, image: np.ndarray, box: Box | None = None, *, size: int = 128, padding: float = 0.25
+    ) -> np.ndarray | None:
+        """The face in ``box`` of an RGB image as an aligned chip: its five landmarks (eye corners, nose)
+        mapped by a similarity transform onto dlib's canonical face (``dlib.get_face_chip``).
+
+        Args:
+            image: ``(H, W, 3)`` RGB ``uint8``.
+            box: the face box; None means ``image`` is a face crop (see `embed`).
+            size: side of the chip in pixels.
+            padding: margin around the canonical face, as a fraction of its side on each side
+                (0.25 frames the face as a curation crop with margin 0.25 does).
+
+        Returns:
+            A ``(size, size, 3)`` RGB ``uint8`` chip, or None when there is no usable face.
+        """
+        rgb = _as_rgb(image)
+        if rgb is None:
+            return None
+        height, width = rgb.shape[:2]
+        checked = _check_box(self.crop_box(width, height) if box is None else box, width, height)
+        if checked is None:
+            return None
+        x, y, w, h = checked
+        shape = self._shape_predictor(rgb, self._dlib.rectangle(x, y, x + w - 1, y + h - 1))
+        return np.asarray(self._dlib.get_face_chip(rgb, shape, size=size, padding=padding), np.uint8)
+
     def crop_box(self, width: int, height: int) -> Box:
         """The face box assumed inside a face crop of this size (centred square, margin cut off)."""
         side = min(width, height)

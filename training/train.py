@@ -333,6 +333,7 @@ def train(
             grow_from(model, previous.model)
         if saved is None or not saved.finished:
             fit(built, plan, settings, strategy, train_input, val_input, out, resumed_from, callbacks, verbose)
+        fitted = time.perf_counter()
         if (out / BEST_FILE).is_file():
             built.trainee.load_weights(out / BEST_FILE)
     history = _read_history(out / HISTORY_FILE)
@@ -373,9 +374,10 @@ def train(
     for weights in backup.glob("*.weights.h5"):  # finished: the model is in model.keras
         weights.unlink(missing_ok=True)
     log.info(
-        "trained %d epoch(s) (%s); best %s = %s at epoch %s; model in %s",
+        "trained %d epoch(s) (%s); best %s = %s at epoch %s; model in %s (%.1f s after the last epoch)",
         epochs, stopped_by, settings.stop_metric,
         "n/a" if best_value is None else f"{best_value:.4f}", best_epoch, result.model_path,
+        time.perf_counter() - fitted,
     )
     return result
 
