@@ -115,6 +115,27 @@ def test_embed_full_photo_with_a_box_matches_its_crop(
     assert embedding_distances(full[None], vectors[PERSON][:1])[0, 0] < 0.3
 
 
+def test_align_undoes_a_rotation_of_the_face(embedder: FaceEmbedder, photos: dict[str, list[Path]]) -> None:
+    """The aligned chip maps the five landmarks onto dlib's canonical face: the photo turned by 12 degrees
+    gives nearly the chip the upright photo gives, where the two plain crops differ a lot."""
+    import cv2
+
+    rgb = np.asarray(Image.open(photos[PERSON][0]).convert("RGB"))
+    turn = cv2.getRotationMatrix2D((125.0, 125.0), 12.0, 1.0)
+    turned = cv2.warpAffine(rgb, turn, (250, 250), borderMode=cv2.BORDER_REFLECT)
+    box = (62, 62, 126, 126)
+    upright, rotated = embedder.align(rgb, box, size=96), embedder.align(turned, box, size=96)
+    assert upright is not None and rotated is not None and upright.shape == (96, 96, 3) and upright.dtype == np.uint8
+
+    def gap(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean(np.abs(a[24:72, 24:72].astype(float) - b[24:72, 24:72].astype(float))))
+
+    plain = (rgb[62:188, 62:188], turned[62:188, 62:188])
+    plain_gap = gap(*(cv2.resize(p, (96, 96)) for p in plain))
+    assert gap(upright, rotated) < 0.5 * plain_gap
+    assert embedder.align(np.zeros((100, 100, 3), np.uint8), (200, 200, 50, 50)) is None  # box outside
+
+
 def test_embed_rejects_what_holds_no_face(embedder: FaceEmbedder) -> None:
     assert embedder.embed(np.zeros((10, 10, 3), np.uint8)) is None  # too small
     assert embedder.embed(np.zeros((100, 100, 3), np.uint8), (200, 200, 50, 50)) is None  # box outside
