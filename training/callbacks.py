@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -163,12 +164,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     # -- loading ---------------------------------------------------------------------------
     @staticmethod
-    def load(directory: str | os.PathLike[str], fingerprint: Mapping[str, Any] | None = None) -> SavedState | None:
+    def load(
+        directory: str | os.PathLike[str],
+        fingerprint: Mapping[str, Any] | None = None,
+        upgrade: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    ) -> SavedState | None:
         """The committed state in ``directory``, or None when no epoch was committed.
 
         Args:
             directory: the checkpoint directory.
             fingerprint: when given, the saved run's fingerprint must equal it.
+            upgrade: applied to the saved fingerprint first (a run saved by an older release
+                lacks the settings added since: `plan.upgraded`).
 
         Returns:
             The `SavedState`, or None.
@@ -188,6 +195,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ManifestError(f"malformed training state {path}: {exc}") from exc
+        if upgrade is not None:
+            state = dataclasses.replace(state, fingerprint=upgrade(state.fingerprint))
         expected = _jsonable(fingerprint) if fingerprint is not None else state.fingerprint
         if expected != state.fingerprint:
             keys = set(state.fingerprint) | set(expected)

@@ -32,6 +32,19 @@ class TrainingPlan:
     fingerprint: dict[str, Any]
 
 
+#: Settings added after runs were saved without them, with the value such a run trained with: a saved
+#: fingerprint missing one of them is read as having this value, so it still resumes after the upgrade.
+LEGACY_SETTINGS: dict[str, Any] = {"head": "softmax", "cosface_margin": 0.2, "cosface_scale": 30.0}
+
+
+def upgraded(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved run's fingerprint with the settings it predates filled in (`LEGACY_SETTINGS`)."""
+    out = dict(fingerprint)
+    if isinstance(out.get("settings"), Mapping):
+        out["settings"] = LEGACY_SETTINGS | dict(out["settings"])
+    return out
+
+
 def full_batches(examples: int, batch: int, shards: int = 1) -> int:
     """Whole batches of ``batch`` in one pass over the smallest of ``shards`` interleaved shards."""
     return (examples // shards if shards > 1 else examples) // batch

@@ -75,7 +75,7 @@ from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, w
 from .data import CuratedInput, VersionInfo
 from .evaluate import accuracy_on_labels, predict_split
 from .model import CosFaceLoss, build_model, distillation_model, grow_from, use_mixed_precision
-from .plan import TrainingPlan, plan_run
+from .plan import TrainingPlan, plan_run, upgraded
 from .teacher import source_ids, teacher_embeddings
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ def train(
         out = out / f"worker-{cluster.index}"
         out.mkdir(parents=True, exist_ok=True)
     backup = out / BACKUP_DIR
-    saved = EpochCheckpoint.load(backup, plan.fingerprint)
+    saved = EpochCheckpoint.load(backup, plan.fingerprint, upgrade=upgraded)
     if saved is not None and saved.finished and (out / RESULT_FILE).is_file():
         log.info("%s already holds a finished run: nothing to do", out)
         return TrainResult.load(out)

@@ -6,7 +6,7 @@ import pytest
 
 from facescale.config import TrainingSettings
 from facescale.errors import ConfigError
-from facescale.training.plan import full_batches, plan_run
+from facescale.training.plan import LEGACY_SETTINGS, full_batches, plan_run, upgraded
 
 SETTINGS = TrainingSettings(batch_size=8)
 
@@ -43,3 +43,27 @@ def test_a_split_smaller_than_a_global_batch_is_a_config_error() -> None:
         plan_run(SETTINGS, "v1", train_examples=15, val_examples=5, replicas=2)
     with pytest.raises(ConfigError, match="val split of v1 is smaller"):
         plan_run(SETTINGS, "v1", train_examples=64, val_examples=10, replicas=2, workers=2)  # 5 per worker < 8
+
+
+def test_a_run_saved_before_a_setting_existed_still_matches_its_fingerprint(tmp_path) -> None:
+    """An epoch checkpoint written before ``training.head`` (and its cosface values) existed resumes under
+    the upgrade when the settings mean the same run; a run that asks for the new behaviour does not."""
+    import json
+
+    from facescale.errors import ConflictError
+    from facescale.training.callbacks import STATE_FILE, EpochCheckpoint
+
+    plan = plan_run(SETTINGS, "v1", train_examples=800, val_examples=80)
+    old = json.loads(json.dumps(plan.fingerprint))
+    for key in LEGACY_SETTINGS:
+        del old["settings"][key]
+    state = {"epoch": 2, "weights": None, "finished": False, "fingerprint": old, "states": {}}
+    (tmp_path / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+    assert upgraded(old) == json.loads(json.dumps(plan.fingerprint))
+    with pytest.raises(ConflictError, match="differs in: settings"):
+        EpochCheckpoint.load(tmp_path, plan.fingerprint)
+    saved = EpochCheckpoint.load(tmp_path, plan.fingerprint, upgrade=upgraded)
+    assert saved is not None and saved.epoch == 2
+    cosface = plan_run(TrainingSettings(batch_size=8, head="cosface"), "v1", train_examples=800, val_examples=80)
+    with pytest.raises(ConflictError, match="differs in: settings"):
+        EpochCheckpoint.load(tmp_path, cosface.fingerprint, upgrade=upgraded)
