@@ -482,7 +482,9 @@ def calibrate(
     return Calibration(recognizer.model_id, unknown, thresholds, report, galleries, default_backend=default)
 
 
-def _embed_cached(recognizer: Recognizer, photos: _Photos, cached: dict[str, np.ndarray], backend: Backend) -> np.ndarray:
+def _embed_cached(
+    recognizer: Recognizer, photos: _Photos, cached: dict[str, np.ndarray], backend: Backend
+) -> np.ndarray:
     """Unit ``backend`` embeddings of ``photos``: curation's embedding of the same crop where the crop cache
     holds one (dlib's, on the same face box: cosine >= 0.996 to serving's own on the demo's photos), the
     recognizer's for the rest."""
