@@ -22,14 +22,13 @@ the Haar crops' run, and the training CPU minutes. Runs land in ``--out/baseline
 from __future__ import annotations
 
 import argparse
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from bench_transfer import train_and_test
+from bench_transfer import add_budget_arguments, budget, print_runs, train_and_test
 
 from facescale.config import TrainingSettings, load_settings
 from facescale.pipeline.augment import AugmentParams, augmented_copy
@@ -80,11 +79,7 @@ def aligned_twin(store: DatasetStore, version: str, twin: DatasetStore, padding:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("version", help="a CURATED version of the configured store")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--batchnorm-momentum", type=float, default=None)
+    add_budget_arguments(parser)
     parser.add_argument("--padding", type=float, default=0.25, help="margin around dlib's canonical face")
     parser.add_argument("--out", type=Path, default=Path("var/bench-align"))
     args = parser.parse_args()
@@ -95,23 +90,12 @@ def main() -> None:
     aligned, kept = aligned_twin(store, args.version, twin, args.padding)
     if aligned >= 0:
         print(f"aligned twin of {args.version}: {aligned} photos aligned, {kept} kept as Haar crops (no landmarks)")
-    base: dict[str, object] = {"max_epochs": args.epochs}
-    for key in ("batch_size", "image_size", "batchnorm_momentum"):
-        if getattr(args, key) is not None:
-            base[key] = getattr(args, key)
-    training = TrainingSettings.model_validate(settings.training.model_dump() | base)
+    training = TrainingSettings.model_validate(settings.training.model_dump() | budget(args))
     rows = {
         "baseline": train_and_test(store, args.version, training, args.out / "baseline", args.max_steps),
         "aligned": train_and_test(twin, args.version, training, args.out / "aligned", args.max_steps),
     }
-    first = rows["baseline"]["test_top1"]
-    print(f"\n{'crops':<10}{'test top-1':>11}{'+-95%':>7}{'ratio':>8}{'CPU min':>9}{'epochs':>8}")
-    for name, row in rows.items():
-        p, n = row["test_top1"], max(row["test_photos"], 1)
-        ratio = p / first if first else float("nan")
-        print(f"{name:<10}{p:>11.4f}{1.96 * math.sqrt(p * (1 - p) / n):>7.3f}{ratio:>7.2f}x{row['cpu_s'] / 60:>9.1f}"
-              f"{row['epochs']:>8.0f}")
-
+    print_runs(rows, "crops")
 
 if __name__ == "__main__":
     main()

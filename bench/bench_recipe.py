@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
-from bench_transfer import train_and_test
+from bench_transfer import add_budget_arguments, budget, print_runs, train_and_test
 
 from facescale.config import TrainingSettings, load_settings
 from facescale.services import Services
@@ -52,11 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("version", help="a CURATED version of the configured store (curated with embeddings)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--batchnorm-momentum", type=float, default=None)
+    add_budget_arguments(parser)
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up epochs of the cosine lever")
     parser.add_argument("--smoothing", type=float, default=0.1)
     parser.add_argument("--teacher-weight", type=float, default=3.0)
@@ -67,27 +62,13 @@ def main() -> None:
 
     settings = load_settings(None)
     store = Services(settings).datasets()
-    base: dict[str, object] = {"max_epochs": args.epochs}
-    for key in ("batch_size", "image_size", "batchnorm_momentum"):
-        if getattr(args, key) is not None:
-            base[key] = getattr(args, key)
+    base = budget(args)
     rows: dict[str, dict[str, float]] = {}
     for recipe in args.recipes:
         training = TrainingSettings.model_validate(settings.training.model_dump() | base | levers(recipe, args))
-        run = train_and_test(store, args.version, training, args.out / recipe, args.max_steps)
-        rows[recipe] = {"train_min": run["train_s"] / 60, "cpu_min": run["cpu_s"] / 60, "epochs": run["epochs"],
-                        "test_top1": run["test_top1"], "test_photos": run["test_photos"]}
+        rows[recipe] = train_and_test(store, args.version, training, args.out / recipe, args.max_steps)
         print(recipe, json.dumps(rows[recipe]), flush=True)
-
-    first = rows[args.recipes[0]]
-    print(f"\n{'recipe':<11}{'test top-1':>11}{'+-95%':>7}{'ratio':>8}{'train min':>11}{'CPU min':>9}{'epochs':>8}")
-    for recipe, row in rows.items():
-        ratio = row["test_top1"] / first["test_top1"] if first["test_top1"] else float("nan")
-        p, n = row["test_top1"], max(row["test_photos"], 1)
-        print(f"{recipe:<11}{p:>11.4f}{1.96 * math.sqrt(p * (1 - p) / n):>7.3f}{ratio:>7.2f}x{row['train_min']:>11.1f}"
-              f"{row['cpu_min']:>9.1f}{row['epochs']:>8.0f}")
-    print(f"(+-95%: the binomial interval's half-width over the {first['test_photos']} test photos; "
-          "a smaller gap between two recipes is noise)")
+    print_runs(rows, "recipe")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -65,6 +66,37 @@ def train_and_test(
     tested = evaluate(store, out, plots=False)
     return {"train_s": wall, "cpu_s": cpu, "epochs": result.epochs, "test_top1": tested.top1,
             "test_photos": tested.examples}
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser, epochs: int = 4) -> None:
+    """The training budget's options shared by the recipe benches (unset: the configured setting)."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--batchnorm-momentum", type=float, default=None)
+
+
+def budget(args: argparse.Namespace) -> dict[str, object]:
+    """`add_budget_arguments`' options as ``training.*`` overrides."""
+    base: dict[str, object] = {"max_epochs": args.epochs}
+    for key in ("batch_size", "image_size", "batchnorm_momentum"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    return base
+
+
+def print_runs(rows: dict[str, dict[str, float]], title: str) -> None:
+    """One line per run (`train_and_test`): test top-1 with its 95% interval, ratio to the first, CPU minutes."""
+    first = next(iter(rows.values()))
+    print(f"\n{title:<11}{'test top-1':>11}{'+-95%':>7}{'ratio':>8}{'train min':>11}{'CPU min':>9}{'epochs':>8}")
+    for name, row in rows.items():
+        p, n = row["test_top1"], max(row["test_photos"], 1)
+        ratio = p / first["test_top1"] if first["test_top1"] else float("nan")
+        print(f"{name:<11}{p:>11.4f}{1.96 * math.sqrt(p * (1 - p) / n):>7.3f}{ratio:>7.2f}x{row['train_s'] / 60:>11.1f}"
+              f"{row['cpu_s'] / 60:>9.1f}{row['epochs']:>8.0f}")
+    print(f"(+-95%: the binomial interval's half-width over the {first['test_photos']} test photos; "
+          "a smaller gap between two runs is noise)")
 
 
 def verify(model_id: str, pairs: Path, images: Path) -> dict[str, float]:
