@@ -281,6 +281,10 @@ class LogEpochs(keras.callbacks.Callback):
         total = self.params.get("epochs")
         self.logger.info("epoch %d/%s: %s", epoch + 1, total, shown)
 
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        # Marks where fit's own teardown begins (its input iterators are released after this).
+        self.logger.debug("fit: every callback's training ended")
+
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Replace the local file ``path`` with ``data`` as indented JSON, atomically.
