@@ -486,14 +486,14 @@ def _embed_cached(
     recognizer: Recognizer, photos: _Photos, cached: dict[str, np.ndarray], backend: Backend
 ) -> np.ndarray:
     """Unit ``backend`` embeddings of ``photos``: curation's embedding of the same crop where the crop cache
-    holds one (dlib's, on the same face box: cosine >= 0.996 to serving's own on the demo's photos), the
-    recognizer's for the rest."""
+    holds one (`CropStore.embeddings`: dlib's, on the same face box; cosine >= 0.996 to serving's own on the
+    demo's photos), the recognizer's for the rest."""
     missing = [k for k, source in enumerate(photos.ids) if source not in cached]
     live = recognizer.embed([photos.crops[k] for k in missing], backend)
     out = np.full((len(photos.crops), EMBEDDING_DIM), np.nan, np.float32)
     for k, source in enumerate(photos.ids):
         if source in cached:
-            out[k] = cached[source] / max(float(np.linalg.norm(cached[source])), 1e-12)
+            out[k] = cached[source]
     out[missing] = live
     return out
 

@@ -110,9 +110,10 @@ class CropStore:
         yield from iter_batches(self.location, self.shard_paths(chunks), columns, batch_size)
 
     def embeddings(self, wanted: Collection[str]) -> dict[str, np.ndarray]:
-        """The dlib embedding (``(128,)`` float32, as curation computed it) of each photo in ``wanted`` the cache
-        holds; a photo cropped under several parameter sets has one per chunk, and the newest chunk's wins.
-        Reads the ``image_id`` and ``embedding`` columns only."""
+        """The dlib embedding curation computed of each photo in ``wanted`` the cache holds, as a unit
+        ``(128,)`` float32 vector (every use compares directions); a photo cropped under several parameter
+        sets has one per chunk, and the newest chunk's wins. Reads the ``image_id`` and ``embedding`` columns
+        only."""
         wanted = set(wanted)
         found: dict[str, np.ndarray] = {}
         if not wanted:
@@ -127,7 +128,7 @@ class CropStore:
             vectors[valid] = np.asarray(pc.filter(column, valid).flatten(), np.float32).reshape(-1, EMBEDDING_DIM)
             for image_id, vector, ok in zip(ids, vectors, valid, strict=True):
                 if ok and image_id in wanted:
-                    found[image_id] = vector
+                    found[image_id] = vector / max(float(np.linalg.norm(vector)), 1e-12)
         return found
 
     def open(self, chunk: str, params: str, raw_shards: Sequence[str]) -> ChunkWriter:

@@ -57,7 +57,7 @@ def teacher_embeddings(store: DatasetStore, wanted: set[str], *, centre: bool = 
         ConfigError: the cache holds no embedding of any wanted photo (a store curated
         without embeddings, or one whose crop cache was removed).
     """
-    found = {k: _unit(v) for k, v in CropStore(store.root).embeddings(wanted).items()}
+    found = CropStore(store.root).embeddings(wanted)
     if wanted and not found:
         raise ConfigError(
             "training.teacher is dlib, but the crop cache holds no embedding of this version's photos "
