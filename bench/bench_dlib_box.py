@@ -3,12 +3,13 @@
 dlib's 5-point shape predictor was trained on boxes from dlib's own HOG detector; serving and
 curation give it the Haar cascade's box (the face square inside the crop). This bench runs the
 dlib backend's verification on a View 2-style pairs file both ways, photo by photo in one
-process: each photo's centred face is found and cropped as serving does (`FaceFinder`,
-`crop_square`), then embedded (a) with the Haar box and (b) with that box mapped into the HOG
-convention (the inverse of `serving.recognizer.hog_to_haar`: side / HOG_SCALE, centre moved
-back by the measured shifts). Per fold the threshold of best accuracy on the other folds;
-accuracy mean +- std over folds, ROC AUC and coverage (scored pairs) per variant, by the
-benchmark's own `score_folds`.
+process: each photo's centred face is found and cropped as serving does
+(`FaceFinder.centre_face`, `FaceFinder.crop`), then embedded (a) by serving's `DlibEmbedder`
+(the Haar box, `DlibEmbedder.face_box`) and (b) with that box mapped into the HOG convention
+(the inverse of `serving.recognizer.hog_to_haar`: side / HOG_SCALE, centre moved back by the
+measured shifts). Per fold the threshold of best accuracy on the other folds; accuracy mean
++- std over folds, ROC AUC and coverage (scored pairs) per variant, by the benchmark's own
+`score_folds`.
 
     .venv/bin/facescale benchmark lfw-pairs ../shared/data/lfw-dev pairs.txt
     .venv/bin/python bench/bench_dlib_box.py pairs.txt ../shared/data/lfw-dev
@@ -25,10 +26,9 @@ import numpy as np
 
 from facescale.config import load_settings
 from facescale.pipeline.curate import crop_params
-from facescale.pipeline.embeddings import FaceEmbedder
-from facescale.pipeline.faces import crop_square
 from facescale.serving.benchmark import Photo, read_pairs, score_folds
-from facescale.serving.recognizer import HOG_SCALE, HOG_SHIFT_X, HOG_SHIFT_Y, FaceFinder
+from facescale.serving.images import ImageRejected
+from facescale.serving.recognizer import HOG_SCALE, HOG_SHIFT_X, HOG_SHIFT_Y, DlibEmbedder, FaceFinder
 
 
 def main() -> None:
@@ -40,29 +40,27 @@ def main() -> None:
     parsed = read_pairs(args.pairs)
     pairs, photos = parsed.pairs, parsed.photos()
     params = crop_params(load_settings(None).curation)
-    finder, embedder = FaceFinder(params), FaceEmbedder()
-    inner = 1.0 / (1.0 + 2.0 * params.margin)
+    finder, dlib = FaceFinder(params), DlibEmbedder(params)
     vectors: dict[str, dict[Photo, np.ndarray]] = {"haar box": {}, "HOG-convention box": {}}
     started = time.perf_counter()
     for photo in photos:
         image = cv2.imread(str(photo.path(args.images)))
         if image is None:
             continue
-        boxes = finder.detect(image)
-        if not boxes:
+        try:
+            crop = finder.crop(image, finder.centre_face(image, photo.name))
+        except ImageRejected:
             continue
-        height, width = image.shape[:2]
-        box = min(boxes, key=lambda b: abs(b[0] + b[2] / 2 - width / 2) + abs(b[1] + b[3] / 2 - height / 2))
-        crop = cv2.cvtColor(crop_square(image, box, params.margin, params.crop_size), cv2.COLOR_BGR2RGB)
-        face = round(crop.shape[0] * inner)
-        offset = (crop.shape[0] - face) // 2
+        x, y, face, _ = dlib.face_box(crop.shape[0])
         side = face / HOG_SCALE
-        cx, cy = offset + face / 2 - HOG_SHIFT_X * side, offset + face / 2 - HOG_SHIFT_Y * side
+        cx, cy = x + face / 2 - HOG_SHIFT_X * side, y + face / 2 - HOG_SHIFT_Y * side
         hog = (round(cx - side / 2), round(cy - side / 2), round(side), round(side))
-        for kind, rect in (("haar box", (offset, offset, face, face)), ("HOG-convention box", hog)):
-            vector = embedder.embed(crop, rect)
-            if vector is not None:
-                vectors[kind][photo] = vector / np.linalg.norm(vector)
+        haar = dlib.embed([crop])[0]  # serving's own path
+        if np.all(np.isfinite(haar)):
+            vectors["haar box"][photo] = haar
+        vector = dlib.ready().embed(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), hog)
+        if vector is not None:
+            vectors["HOG-convention box"][photo] = vector / np.linalg.norm(vector)
     print(f"{len(photos)} photos, {len(pairs)} pairs, {time.perf_counter() - started:.0f} s")
     index = {photo: i for i, photo in enumerate(photos)}
     first, second = (np.array([index[getattr(p, side)] for p in pairs]) for side in ("first", "second"))

@@ -132,20 +132,22 @@ class DlibEmbedder:
                 self._dlib = FaceEmbedder()
             return self._dlib
 
+    def face_box(self, side: int) -> Box:
+        """The face box inside a square crop of ``side`` pixels: the crop holds it plus ``margin`` of its side
+        on each side."""
+        face = round(side * (1.0 / (1.0 + 2.0 * self.margin)))
+        offset = (side - face) // 2
+        return (offset, offset, face, face)
+
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Unit embeddings ``(n, 128)`` of BGR face crops; NaN rows where dlib finds no face."""
         from facescale.pipeline.embeddings import EMBEDDING_DIM
 
-        # The crop holds the face box plus `margin` of its side on each side: give dlib that box.
-        inner = 1.0 / (1.0 + 2.0 * self.margin)
         out = np.full((len(crops), EMBEDDING_DIM), np.nan, np.float32)
         with self._lock:
             self.ready()
             for i, crop in enumerate(crops):
-                side = crop.shape[0]
-                face = round(side * inner)
-                offset = (side - face) // 2
-                vector = self._dlib.embed(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), (offset, offset, face, face))
+                vector = self._dlib.embed(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), self.face_box(crop.shape[0]))
                 if vector is not None:
                     out[i] = vector / max(float(np.linalg.norm(vector)), 1e-12)
         return out
