@@ -111,18 +111,10 @@ class FaceEmbedder:
             A ``(128,)`` float32 vector, or None when there is no usable face: an empty or
             tiny image or box, or a box overlapping the image by less than ``MIN_FACE_SIDE`` px.
         """
-        rgb = _as_rgb(image)
-        if rgb is None:
+        found = self._landmarks(image, box)
+        if found is None:
             return None
-        height, width = rgb.shape[:2]
-        if box is None:
-            box = self.crop_box(width, height)
-        checked = _check_box(box, width, height)
-        if checked is None:
-            return None
-        x, y, w, h = checked
-        rect = self._dlib.rectangle(x, y, x + w - 1, y + h - 1)
-        shape = self._shape_predictor(rgb, rect)
+        rgb, shape = found
         vector = self._recognizer.compute_face_descriptor(rgb, shape, self.num_jitters)
         out = np.asarray(vector, dtype=np.float32)
         if out.shape != (EMBEDDING_DIM,) or not np.all(np.isfinite(out)):
@@ -145,6 +137,15 @@ class FaceEmbedder:
         Returns:
             A ``(size, size, 3)`` RGB ``uint8`` chip, or None when there is no usable face.
         """
+        found = self._landmarks(image, box)
+        if found is None:
+            return None
+        rgb, shape = found
+        return np.asarray(self._dlib.get_face_chip(rgb, shape, size=size, padding=padding), np.uint8)
+
+    def _landmarks(self, image: np.ndarray, box: Box | None) -> tuple[np.ndarray, Any] | None:
+        """The RGB image and dlib's five landmarks of the face in ``box`` (None: the crop's box, see `embed`);
+        None when there is no usable face."""
         rgb = _as_rgb(image)
         if rgb is None:
             return None
@@ -153,8 +154,7 @@ class FaceEmbedder:
         if checked is None:
             return None
         x, y, w, h = checked
-        shape = self._shape_predictor(rgb, self._dlib.rectangle(x, y, x + w - 1, y + h - 1))
-        return np.asarray(self._dlib.get_face_chip(rgb, shape, size=size, padding=padding), np.uint8)
+        return rgb, self._shape_predictor(rgb, self._dlib.rectangle(x, y, x + w - 1, y + h - 1))
 
     def crop_box(self, width: int, height: int) -> Box:
         """The face box assumed inside a face crop of this size (centred square, margin cut off)."""
