@@ -481,6 +481,7 @@ def ingest(
         str | None, typer.Option(help="RAW run id (default: ingest-<folder>-<UTC date>); rerun it to resume")
     ] = None,
     min_images: Annotated[int, typer.Option(min=1, help="skip folders with fewer photos")] = 1,
+    max_images: Annotated[int | None, typer.Option(min=1, help="skip folders with more photos")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="at most this many identities (first by name)")] = None,
 ) -> None:
     """Store a folder of photos as a RAW run (registering its identities)."""
@@ -492,7 +493,7 @@ def ingest(
 
     state = _state(ctx)
     run_id = run_id or f"ingest-{make_slug(directory.resolve().name)}-{datetime.now(UTC):%Y%m%d}"
-    total = len(identity_folders(directory, min_images, limit))
+    total = len(identity_folders(directory, min_images, limit, max_images))
     scraper = state.settings.scraper
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("ingesting identities", total=total)
@@ -503,6 +504,7 @@ def ingest(
             run_id,
             min_images=min_images,
             limit=limit,
+            max_images=max_images,
             max_pixels=scraper.max_pixels,
             min_side=scraper.min_side,
             on_folder=lambda _name: progress.advance(task),

@@ -38,13 +38,21 @@ class IngestSummary:
     rejected: Counter[str] = field(default_factory=Counter)
 
 
-def identity_folders(root: Path, min_images: int = 1, limit: int | None = None) -> list[Path]:
-    """Sub-folders of ``root`` with at least ``min_images`` image files, sorted by name."""
+def identity_folders(
+    root: Path, min_images: int = 1, limit: int | None = None, max_images: int | None = None
+) -> list[Path]:
+    """Sub-folders of ``root`` with at least ``min_images`` (and at most ``max_images``) image files,
+    sorted by name, the first ``limit`` of them."""
     if not root.is_dir():
         raise FacescaleError(f"not a directory: {root}")
-    folders = [
-        d for d in sorted(root.iterdir()) if d.is_dir() and sum(1 for _ in _images(d)) >= min_images
-    ]
+    if max_images is not None and max_images < min_images:
+        raise FacescaleError(f"max_images ({max_images}) is below min_images ({min_images})")
+    folders = []
+    for d in sorted(root.iterdir()):
+        if d.is_dir():
+            count = sum(1 for _ in _images(d))
+            if count >= min_images and (max_images is None or count <= max_images):
+                folders.append(d)
     return folders[:limit] if limit is not None else folders
 
 
@@ -61,6 +69,7 @@ def ingest(
     *,
     min_images: int = 1,
     limit: int | None = None,
+    max_images: int | None = None,
     max_pixels: int = 40_000_000,
     min_side: int = 48,
     commit_rows: int = 1024,
@@ -71,9 +80,10 @@ def ingest(
     Whole folders are committed together once ``commit_rows`` rows are buffered, so a
     crash costs at most that much work and shards stay a useful size.
     """
-    folders = identity_folders(root, min_images, limit)
+    folders = identity_folders(root, min_images, limit, max_images)
     if not folders:
-        raise FacescaleError(f"no identity folders with >= {min_images} images under {root}")
+        most = f" and <= {max_images}" if max_images is not None else ""
+        raise FacescaleError(f"no identity folders with >= {min_images}{most} images under {root}")
     summary = IngestSummary(run_id)
     if store.exists(run_id) and store.get(run_id).finished:
         log.info("run %s already finished", run_id)

@@ -4,7 +4,8 @@ Pure (no TensorFlow, no I/O): `train.train` measures the split sizes, the replic
 strategy and the workers of its cluster, and `plan_run` turns them and the settings into
 the global and per-worker batch, the steps per epoch and the validation steps, and the
 fingerprint an epoch checkpoint must match for a run to resume from it (any change to
-these, the settings or the warm start starts the run over).
+these, the settings or the warm start starts the run over, except where the run stops:
+`STOP_SETTINGS`).
 """
 
 from __future__ import annotations
@@ -37,11 +38,26 @@ class TrainingPlan:
 LEGACY_SETTINGS: dict[str, Any] = {"head": "softmax", "cosface_margin": 0.2, "cosface_scale": 30.0}
 
 
+#: Settings that only decide when a run stops, not what an epoch computes: they stay out of the fingerprint,
+#: so an unfinished run resumes under a new threshold or a new epoch bound (a long run's stop can be moved
+#: once its curve is known); ``max_epochs`` too unless a cosine schedule is shaped by it. A finished run
+#: stays finished: train on from it with a warm start.
+STOP_SETTINGS = ("stop_threshold", "min_epochs")
+
+
+def fingerprint_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a run (``model_dump`` JSON) that its epochs depend on: all but `STOP_SETTINGS`,
+    and ``max_epochs`` when the learning rate is constant."""
+    dropped = set(STOP_SETTINGS) | ({"max_epochs"} if settings.get("lr_schedule", "constant") == "constant" else set())
+    return {k: v for k, v in settings.items() if k not in dropped}
+
+
 def upgraded(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved run's fingerprint with the settings it predates filled in (`LEGACY_SETTINGS`)."""
+    """A saved run's fingerprint with the settings it predates filled in (`LEGACY_SETTINGS`) and the stop
+    settings older releases kept in it taken out (`fingerprint_settings`)."""
     out = dict(fingerprint)
     if isinstance(out.get("settings"), Mapping):
-        out["settings"] = LEGACY_SETTINGS | dict(out["settings"])
+        out["settings"] = fingerprint_settings(LEGACY_SETTINGS | dict(out["settings"]))
     return out
 
 
@@ -87,7 +103,7 @@ def plan_run(
         validation_steps = min(validation_steps or full, full)  # equal on every worker
     fingerprint: dict[str, Any] = {
         "version_id": version_id,
-        "settings": settings.model_dump(mode="json"),
+        "settings": fingerprint_settings(settings.model_dump(mode="json")),
         "replicas": replicas,
         "global_batch_size": global_batch,
         "steps_per_epoch": steps,

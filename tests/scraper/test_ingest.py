@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from facescale.errors import FacescaleError
-from facescale.scraper.ingest import ingest
+from facescale.scraper.ingest import identity_folders, ingest
 from facescale.storage import IdentityRegistry, Location, RawStore, read_table
 
 PEOPLE = ["Abdullah_Gul", "Adam_Sandler", "Alejandro_Toledo"]  # 4+ photos each
@@ -106,3 +106,19 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path: Path, stores: tuple[
     with pytest.raises(FacescaleError, match="no identity folders"):
         ingest(tmp_path / "empty", store, registry, "r")
     assert store.run_ids() == []
+
+
+def test_folders_are_chosen_by_their_photo_count(tmp_path: Path) -> None:
+    """min_images and max_images bound the photos a folder holds (both inclusive); limit takes the first by name."""
+    for name, count in {"A": 1, "B": 2, "C": 9, "D": 10, "E": 3}.items():
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            (tmp_path / name / f"{i}.jpg").write_bytes(b"x")
+        (tmp_path / name / "notes.txt").write_text("not counted")
+    names = lambda **kw: [d.name for d in identity_folders(tmp_path, **kw)]  # noqa: E731
+    assert names(min_images=2, max_images=9) == ["B", "C", "E"]
+    assert names(min_images=10) == ["D"]
+    assert names(max_images=2) == ["A", "B"]
+    assert names(min_images=2, max_images=9, limit=2) == ["B", "C"]
+    with pytest.raises(FacescaleError, match="below min_images"):
+        identity_folders(tmp_path, min_images=5, max_images=4)

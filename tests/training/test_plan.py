@@ -67,3 +67,32 @@ def test_a_run_saved_before_a_setting_existed_still_matches_its_fingerprint(tmp_
     cosface = plan_run(TrainingSettings(batch_size=8, head="cosface"), "v1", train_examples=800, val_examples=80)
     with pytest.raises(ConflictError, match="differs in: settings"):
         EpochCheckpoint.load(tmp_path, cosface.fingerprint, upgrade=upgraded)
+
+
+def test_where_a_run_stops_is_not_part_of_what_it_computes() -> None:
+    """The threshold, min_epochs and (under a constant rate) max_epochs can change between a run and its
+    resume; the stop metric (it picks the best weights) and a cosine schedule's max_epochs cannot."""
+    base = plan_run(SETTINGS, "v1", train_examples=800, val_examples=80).fingerprint
+    moved = TrainingSettings(batch_size=8, stop_threshold=0.1, min_epochs=3, max_epochs=500)
+    assert plan_run(moved, "v1", train_examples=800, val_examples=80).fingerprint == base
+    metric = TrainingSettings(batch_size=8, stop_metric="val_loss")
+    assert plan_run(metric, "v1", train_examples=800, val_examples=80).fingerprint != base
+    cosine = [TrainingSettings(batch_size=8, lr_schedule="cosine", max_epochs=n) for n in (10, 20)]
+    a, b = (plan_run(s, "v1", train_examples=800, val_examples=80).fingerprint for s in cosine)
+    assert a != b and a["settings"]["max_epochs"] == 10
+
+
+def test_a_run_saved_with_its_stop_in_the_fingerprint_resumes_under_a_new_stop(tmp_path) -> None:
+    """Releases that kept the stop settings in the fingerprint: their runs resume under another threshold."""
+    import json
+
+    from facescale.training.callbacks import STATE_FILE, EpochCheckpoint
+
+    plan = plan_run(SETTINGS, "v1", train_examples=800, val_examples=80)
+    old = json.loads(json.dumps(plan.fingerprint))
+    old["settings"] |= {"stop_threshold": 0.97, "min_epochs": 1, "max_epochs": 60}
+    state = {"epoch": 4, "weights": None, "finished": False, "fingerprint": old, "states": {}}
+    (tmp_path / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+    lowered = plan_run(TrainingSettings(batch_size=8, stop_threshold=0.2), "v1", train_examples=800, val_examples=80)
+    saved = EpochCheckpoint.load(tmp_path, lowered.fingerprint, upgrade=upgraded)
+    assert saved is not None and saved.epoch == 4

@@ -154,6 +154,9 @@ def test_a_finished_run_is_returned_and_a_different_one_refused(whole_run: Run, 
     settings = TrainingSettings(**STOPPING)
     again = train(curated.store, curated.version_id, settings, whole_run.out, max_steps_per_epoch=2)
     assert again.to_json() == whole_run.result  # nothing retrained
+    moved = TrainingSettings(**(STOPPING | {"stop_threshold": 0.5, "max_epochs": 9}))  # a new stop: still finished
+    kept = train(curated.store, curated.version_id, moved, whole_run.out, max_steps_per_epoch=2)
+    assert kept.to_json() == again.to_json()
     other = TrainingSettings(**(STOPPING | {"learning_rate": 0.01}))
     with pytest.raises(ConflictError, match="differs in: settings"):
         train(curated.store, curated.version_id, other, whole_run.out, max_steps_per_epoch=2)
