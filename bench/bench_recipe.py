@@ -9,7 +9,8 @@ same epochs of the same steps, one run after the other on this machine:
   (``training.lr_schedule: cosine``);
 - ``smoothing``: label smoothing ``--smoothing`` (``training.label_smoothing``);
 - ``teacher``: distillation from the dlib embedding of each photo in the crop cache
-  (``training.teacher: dlib``, ``--teacher-weight``);
+  (``training.teacher: dlib``, ``--teacher-weight``; several weights sweep it, one run
+  ``teacher-<weight>`` each);
 - ``cosface``: the cosine head with a margin (``training.head: cosface``, ``--margin``, ``--scale``);
 - ``all``: the four together.
 
@@ -38,13 +39,26 @@ from facescale.services import Services
 RECIPES = ("baseline", "cosine", "smoothing", "teacher", "cosface", "all")
 
 
-def levers(recipe: str, args: argparse.Namespace) -> dict[str, object]:
+def levers(recipe: str, args: argparse.Namespace, teacher_weight: float) -> dict[str, object]:
     cosine = {"lr_schedule": "cosine", "warmup_epochs": args.warmup}
     smoothing = {"label_smoothing": args.smoothing}
-    teacher: dict[str, object] = {"teacher": "dlib", "teacher_weight": args.teacher_weight}
+    teacher: dict[str, object] = {"teacher": "dlib", "teacher_weight": teacher_weight}
     cosface: dict[str, object] = {"head": "cosface", "cosface_margin": args.margin, "cosface_scale": args.scale}
     return {"baseline": {}, "cosine": cosine, "smoothing": smoothing, "teacher": teacher, "cosface": cosface,
             "all": cosine | smoothing | teacher | cosface}[recipe]
+
+
+def runs(args: argparse.Namespace) -> list[tuple[str, dict[str, object]]]:
+    """(run name, levers) per run: one per recipe, and per teacher weight when several are swept
+    (``all`` takes the first)."""
+    weights = args.teacher_weight
+    out: list[tuple[str, dict[str, object]]] = []
+    for recipe in args.recipes:
+        if recipe == "teacher" and len(weights) > 1:
+            out += [(f"teacher-{w:g}", levers(recipe, args, w)) for w in weights]
+        else:
+            out.append((recipe, levers(recipe, args, weights[0])))
+    return out
 
 
 def main() -> None:
@@ -54,7 +68,8 @@ def main() -> None:
     add_budget_arguments(parser)
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up epochs of the cosine lever")
     parser.add_argument("--smoothing", type=float, default=0.1)
-    parser.add_argument("--teacher-weight", type=float, default=3.0)
+    parser.add_argument("--teacher-weight", type=float, nargs="+", default=[3.0],
+                        help="the teacher's weight; several: one teacher run per weight")
     parser.add_argument("--margin", type=float, default=0.2, help="the cosface lever's cosine margin")
     parser.add_argument("--scale", type=float, default=30.0, help="the cosface lever's scale")
     parser.add_argument("--out", type=Path, default=Path("var/bench-recipe"))
@@ -64,10 +79,10 @@ def main() -> None:
     store = Services(settings).datasets()
     base = budget(args)
     rows: dict[str, dict[str, float]] = {}
-    for recipe in args.recipes:
-        training = TrainingSettings.model_validate(settings.training.model_dump() | base | levers(recipe, args))
-        rows[recipe] = train_and_test(store, args.version, training, args.out / recipe, args.max_steps)
-        print(recipe, json.dumps(rows[recipe]), flush=True)
+    for name, lever in runs(args):
+        training = TrainingSettings.model_validate(settings.training.model_dump() | base | lever)
+        rows[name] = train_and_test(store, args.version, training, args.out / name, args.max_steps)
+        print(name, json.dumps(rows[name]), flush=True)
     print_runs(rows, "recipe")
 
 
