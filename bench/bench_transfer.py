@@ -37,7 +37,8 @@ from facescale.services import Services
 from facescale.storage import DatasetStore
 from facescale.training.artifacts import register_run
 from facescale.training.evaluate import evaluate
-from facescale.training.train import RESULT_FILE, train
+from facescale.training.rundir import RESULT_FILE
+from facescale.training.train import train
 
 RECIPES = ("none", "dlib")
 

@@ -793,8 +793,8 @@ def evaluate_cmd(
     from facescale.config import TrainingSettings
     from facescale.training.artifacts import register_evaluation
     from facescale.training.evaluate import evaluate
-    from facescale.training.evaluate import leaky_baseline as run_leaky
-    from facescale.training.train import TrainResult
+    from facescale.training.leaky import leaky_baseline as run_leaky
+    from facescale.training.rundir import TrainResult
 
     registry = state.services.models()
     record = registry.resolve(model)

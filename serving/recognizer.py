@@ -355,7 +355,7 @@ class Recognizer:
         def load() -> Any:
             if before_load is not None:
                 before_load()
-            from facescale.training.evaluate import load_model
+            from facescale.training.predict import load_model
 
             return load_model(model_dir)
 

@@ -9,6 +9,7 @@ everything and nothing imports dags.
 from __future__ import annotations
 
 import ast
+import graphlib
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,40 @@ def test_import_direction(module: str, path: Path) -> None:
     if not module.startswith("dags"):
         bad += sorted(n for n in _imports(module, path) if n == "dags" or n.startswith("dags."))
     assert not bad, f"{module} may not import {bad}"
+
+
+def _cycle(package: str, modules: list[tuple[str, Path]]) -> list[str] | None:
+    """An import circle among ``package``'s own modules (lazy imports count: they are arrows too), or None."""
+    own = {m: path for m, path in modules if m.startswith(package + ".")}
+    graph = {}
+    for module, path in own.items():
+        targets = set()
+        for name in _imports(module, path):
+            found = [m for m in own if name == m or name.startswith(m + ".")]
+            if found:
+                targets.add(max(found, key=len))
+        graph[module] = targets - {module}
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        return list(exc.args[1])
+    return None
+
+
+@pytest.mark.parametrize("package", [p for p in PACKAGES.values() if p != "facescale"])
+def test_no_import_circle_inside_a_stage(package: str) -> None:
+    """Each stage's modules import each other one way: a lowest module, then the ones above it."""
+    assert _cycle(package, MODULES) is None
+
+
+def test_the_circle_checker_finds_a_lazy_circle(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("from .b import X\n")
+    (tmp_path / "b.py").write_text("def f():\n    from .a import Y  # lazy, still an arrow\n")
+    (tmp_path / "c.py").write_text("from .a import Z\n")
+    modules = [(f"facescale.toy.{n}", tmp_path / f"{n}.py") for n in "abc"]
+    assert set(_cycle("facescale.toy", modules) or []) == {"facescale.toy.a", "facescale.toy.b"}
+    (tmp_path / "b.py").write_text("X = 1\n")
+    assert _cycle("facescale.toy", modules) is None
 
 
 def test_rule_checker_catches_violations(tmp_path: Path) -> None:

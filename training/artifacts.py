@@ -16,7 +16,6 @@ the sha256 of ``model.keras``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -25,22 +24,21 @@ from typing import Any
 from facescale.errors import ConfigError
 from facescale.storage import ModelRecord, ModelRegistry
 
-from .evaluate import METRICS_FILE, Evaluation
-from .train import HISTORY_FILE, LABELS_FILE, MODEL_FILE, RESULT_FILE, TrainResult
+from .rundir import (
+    HISTORY_FILE,
+    LABELS_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RESULT_FILE,
+    Evaluation,
+    TrainResult,
+    file_sha256,
+)
 
 log = logging.getLogger(__name__)
 
 RUN_FILES = (MODEL_FILE, LABELS_FILE, RESULT_FILE, HISTORY_FILE)
 EVAL_PREFIX = "eval"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a local file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def training_metrics(result: TrainResult) -> dict[str, Any]:

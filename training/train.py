@@ -59,7 +59,7 @@ import os
 import time
 import types
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,67 +73,25 @@ from facescale.storage.fs import local_atomic_path
 
 from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, write_json
 from .data import CuratedInput, VersionInfo
-from .evaluate import accuracy_on_labels, predict_split
 from .model import CosFaceLoss, build_model, distillation_model, grow_from, use_mixed_precision
 from .plan import TrainingPlan, plan_run, upgraded
+from .predict import accuracy_on_labels, predict_split
+from .rundir import (
+    BACKUP_DIR,
+    BEST_FILE,
+    HISTORY_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    RESULT_FILE,
+    TENSORBOARD_DIR,
+    TrainResult,
+    file_sha256,
+)
 from .teacher import source_ids, teacher_embeddings
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-LABELS_FILE = "labels.json"
-RESULT_FILE = "training.json"
-HISTORY_FILE = "history.csv"
-BEST_FILE = "best.weights.h5"
-TENSORBOARD_DIR = "tensorboard"
-BACKUP_DIR = "backup"
 METRICS = ("loss", "accuracy", "top5_accuracy")
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a finished training run produced (also stored as ``training.json``)."""
-
-    out_dir: Path
-    version_id: str
-    num_classes: int
-    epochs: int  # epochs completed in all
-    stopped_by: Literal["threshold", "max_epochs", "callback"]
-    monitor: str
-    best_epoch: int | None  # 1-based epoch whose weights model.keras holds
-    best_value: float | None
-    history: dict[str, list[float]] = field(default_factory=dict)
-    replicas: int = 1
-    global_batch_size: int = 0
-    steps_per_epoch: int = 0
-    mixed_precision: bool = False
-    resumed_from: int = 0  # epochs already done when the last call started (0: fresh)
-    seconds: float = 0.0  # wall time of the last call
-    settings: dict[str, Any] = field(default_factory=dict)  # the TrainingSettings used
-    max_steps_per_epoch: int | None = None  # the caps it ran under (a rerun of "the same config")
-    validation_steps: int | None = None
-    workers: int = 1  # processes trained together (MultiWorkerMirroredStrategy); 1 otherwise
-    warm_start: dict[str, Any] | None = None  # the warm-start report (see `train`)
-
-    @property
-    def model_path(self) -> Path:
-        return self.out_dir / MODEL_FILE
-
-    @property
-    def labels_path(self) -> Path:
-        return self.out_dir / LABELS_FILE
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (``out_dir`` is left out: the file lives in it)."""
-        data = asdict(self)
-        data.pop("out_dir")
-        return data
-
-    @classmethod
-    def load(cls, out_dir: str | os.PathLike[str]) -> TrainResult:
-        """Read ``training.json`` of a finished run in ``out_dir``."""
-        data = json.loads((Path(out_dir) / RESULT_FILE).read_text(encoding="utf-8"))
-        return cls(out_dir=Path(out_dir), **data)
 
 
 @dataclass(frozen=True)
@@ -574,8 +532,6 @@ class _Previous:
 
 def _previous_model(directory: Path, info: VersionInfo) -> _Previous:
     """Load the warm start's model and check that its labels mean the same identities here."""
-    from .artifacts import file_sha256
-
     try:
         labels_doc = json.loads((directory / LABELS_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from facescale.config import TrainingSettings
 from facescale.storage import DatasetStore, Location
-from facescale.training.evaluate import leaky_baseline
+from facescale.training.leaky import leaky_baseline
 from facescale.training.train import train
 
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 from facescale.storage import DatasetStore, Location, ModelRegistry
 from facescale.training.artifacts import register_run
 from facescale.training.data import decode_image
-from facescale.training.evaluate import first_conv
+from facescale.training.plots import first_conv
 
 from ..helpers import Result
 

@@ -15,13 +15,9 @@ from PIL import Image
 
 from facescale.storage import DatasetStore, Location
 from facescale.training.data import decode_image
-from facescale.training.evaluate import (
-    Predictions,
-    evaluate,
-    leak_rate,
-    make_leaky_version,
-    summarize,
-)
+from facescale.training.evaluate import evaluate, summarize
+from facescale.training.leaky import leak_rate, make_leaky_version
+from facescale.training.predict import Predictions
 
 if TYPE_CHECKING:
     from conftest import Curated, Run
@@ -99,7 +95,7 @@ def test_evaluate_writes_metrics_and_the_plots_of_a_trained_model(
 
 
 def test_feature_maps_and_filters_come_from_the_first_layers(inception_run: Run, curated: Curated) -> None:
-    from facescale.training.evaluate import feature_maps, first_conv, sample_image
+    from facescale.training.plots import feature_maps, first_conv, sample_image
 
     model = keras.saving.load_model(inception_run.out / "model.keras", compile=False)
     conv = first_conv(model)

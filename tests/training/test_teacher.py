@@ -158,7 +158,7 @@ def test_the_leaky_baseline_reads_the_teacher_from_the_versions_own_store(
     taught: tuple[Curated, dict[str, np.ndarray]], tmp_path: Path
 ) -> None:
     """Its re-split lives in a scratch store without a crop cache: the targets come from the original."""
-    from facescale.training.evaluate import leaky_baseline
+    from facescale.training.leaky import leaky_baseline
 
     curated, _ = taught
     settings = TrainingSettings(backbone="tiny", image_size=32, batch_size=4, max_epochs=1, teacher="dlib",

@@ -22,7 +22,8 @@ import tensorflow as tf
 from facescale.config import TrainingSettings
 from facescale.errors import ConfigError, ConflictError
 from facescale.training.model import embedding_model
-from facescale.training.train import BACKUP_DIR, TrainResult, train
+from facescale.training.rundir import BACKUP_DIR, TrainResult
+from facescale.training.train import train
 
 if TYPE_CHECKING:
     from conftest import Curated, Resumed, Run
