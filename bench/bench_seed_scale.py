@@ -305,8 +305,6 @@ def synthesise_history(root: Path, nights: int, first_key: str) -> None:
 def train_and_register(stages: list[Stage], sampler: Sampler, steps: int) -> dict[str, Any]:
     from facescale.config import load_settings
     from facescale.services import Services
-    from facescale.training.artifacts import register_run
-    from facescale.training.train import train
 
     settings = load_settings()
     services = Services(settings)
@@ -314,12 +312,13 @@ def train_and_register(stages: list[Stage], sampler: Sampler, steps: int) -> dic
     assert version is not None
     out = Path(settings.orchestration.work_dir) / f"seed-train-{version.version_id}-{steps}"
     with measured(stages, sampler, "training (Inception V3)", "samples") as st:
-        result = train(services.datasets(), version.version_id, settings.training, out, max_steps_per_epoch=steps,
-                       verbose=2)
+        result = services.train_model(
+            version.version_id, run_dir=out, max_steps_per_epoch=steps, register=False
+        ).result
         st.items = steps * settings.training.batch_size
         st.extra = {"classes": result.num_classes, "steps": steps}
-    with measured(stages, sampler, "model registration") as st:
-        record = register_run(services.models(), out)
+    with measured(stages, sampler, "model registration and calibration") as st:
+        record = services.register_model(out)
     return {"model": record.model_id, "classes": result.num_classes}
 
 

@@ -35,7 +35,6 @@ from pathlib import Path
 from facescale.config import Settings, TrainingSettings
 from facescale.services import Services
 from facescale.storage import DatasetStore
-from facescale.training.artifacts import register_run
 from facescale.training.evaluate import evaluate
 from facescale.training.rundir import RESULT_FILE
 from facescale.training.train import train
@@ -123,7 +122,7 @@ def main() -> None:
 
     settings = Settings()
     services = Services(settings)
-    store, registry = services.datasets(), services.models()
+    store = services.datasets()
     rows: dict[str, dict[str, float]] = {}
     for recipe in RECIPES:
         update: dict[str, object] = {"teacher": recipe, "max_epochs": args.epochs, "image_size": args.image_size}
@@ -133,7 +132,7 @@ def main() -> None:
         out = args.out / recipe
         row = train_and_test(store, args.version, training, out, args.max_steps)
         if args.pairs is not None and args.images is not None:
-            record = register_run(registry, out)
+            record = services.register_model(out)  # registered and calibrated, as a trained model is
             row |= {f"unseen_{k}": v for k, v in verify(record.model_id, args.pairs, args.images).items()}
         rows[recipe] = row
         print(recipe, json.dumps(row), flush=True)

@@ -26,7 +26,7 @@ from facescale.config import Settings, config_path, load_settings
 from facescale.errors import FacescaleError
 from facescale.extras import missing_extra
 from facescale.services import Services
-from facescale.storage import DatasetStore, ModelRecord, ValidationSummary
+from facescale.storage import DatasetStore, ValidationSummary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -672,7 +672,6 @@ def _print_validation(summary: ValidationSummary | None, version_dir: str) -> No
 
 
 # -- training, evaluation, models --------------------------------------------------------------
-RUNS_DIR = Path("facescale-runs")  # default local working directory of train / evaluate
 
 
 def _fmt(value: object, digits: int = 4) -> str:
@@ -708,37 +707,13 @@ def train_cmd(
     """Train the Inception V3 identity model on a dataset version and register it."""
     state = _state(ctx)
     state.tensorflow()
-    from facescale.config import TrainingSettings
-    from facescale.training.train import train as run_train
-
-    store = state.services.datasets()
-    if version == "latest":
-        newest = store.latest(published_only=True)
-        if newest is None:
-            raise FacescaleError("no published dataset versions yet: run `facescale curate` (or pass --version ID)")
-        version = newest.version_id
-    store.get(version)  # must exist
     overrides = {"max_epochs": max_epochs, "batch_size": batch_size, "image_size": image_size, "backbone": backbone}
-    data = {**state.settings.training.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        settings = TrainingSettings.model_validate(data)
-    except ValueError as exc:
-        raise FacescaleError(f"invalid training settings: {exc}") from exc
-    registry = state.services.models()
-    parent: ModelRecord | None = registry.resolve(warm_start) if warm_start else None
-    run_dir = out_dir or RUNS_DIR / (version if parent is None else f"{version}-from-{parent.model_id}")
-    warm_dir = registry.local_dir(parent.model_id, run_dir / "warm-start") if parent is not None else None
-    result = run_train(
-        store, version, settings, run_dir, max_steps_per_epoch=max_steps, warm_start=warm_dir,
-        verbose=1 if sys.stdout.isatty() else 2,
+    trained = state.services.train_model(
+        version, run_dir=out_dir, settings=state.services.training_settings(overrides), warm_start=warm_start,
+        max_steps_per_epoch=max_steps, register=register, verbose=1 if sys.stdout.isatty() else 2,
+        progress=lambda line: err.print(Text(line)),
     )
-    record = (
-        state.services.register_model(
-            run_dir, parent=parent.model_id if parent else None, progress=lambda line: err.print(Text(line))
-        )
-        if register
-        else None
-    )
+    result, record, parent = trained.result, trained.record, trained.parent
     table = Table("", "", title="training summary", show_header=False)
     table.add_row("dataset version", Text(result.version_id))
     table.add_row("classes", str(result.num_classes))
@@ -790,31 +765,15 @@ def evaluate_cmd(
     """Evaluate a registered model on its dataset version's test split (metrics + PNG plots)."""
     state = _state(ctx)
     state.tensorflow()
-    from facescale.config import TrainingSettings
-    from facescale.training.artifacts import register_evaluation
-    from facescale.training.evaluate import evaluate
-    from facescale.training.leaky import leaky_baseline as run_leaky
-    from facescale.training.rundir import TrainResult
-
-    registry = state.services.models()
-    record = registry.resolve(model)
-    work = out_dir or RUNS_DIR / f"eval-{record.model_id}"
-    model_dir = registry.local_dir(record.model_id, work / "model")
-    store = state.services.datasets()
-    leaky = None
-    if leaky_baseline:
-        trained = TrainResult.load(model_dir)
-        leaky = run_leaky(
-            store, record.version_id, TrainingSettings.model_validate(trained.settings), work / "leaky",
-            max_steps_per_epoch=trained.max_steps_per_epoch, validation_steps=trained.validation_steps,
-            batch_size=batch_size, verbose=1 if sys.stdout.isatty() else 2,
-        )
-    result = evaluate(store, model_dir, work / "eval", batch_size=batch_size, leaky=leaky)
-    updated = register_evaluation(registry, record.model_id, work / "eval", result)
+    evaluated = state.services.evaluate_model(
+        model, work_dir=out_dir, leaky_baseline=leaky_baseline, batch_size=batch_size,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    result, updated, registry = evaluated.evaluation, evaluated.record, state.services.models()
     console = out
     console.print(
         Text(
-            f"model {record.model_id} on {result.version_id} ({result.split}, {result.examples} samples): "
+            f"model {updated.model_id} on {result.version_id} ({result.split}, {result.examples} samples): "
             f"top-1 {result.top1:.4f}, top-5 {result.top5:.4f}"
         )
     )
@@ -840,7 +799,7 @@ def evaluate_cmd(
             )
         console.print(pairs)
     files = registry.location.display(registry.files_dir(updated.model_id))
-    console.print(Text(f"metrics and plots: {(work / 'eval').resolve()}"))
+    console.print(Text(f"metrics and plots: {evaluated.eval_dir.resolve()}"))
     for name in result.plots.values():
         console.print(Text(f"  {files}/eval/{name}"))
 

@@ -462,19 +462,15 @@ class Trained(TaskResult):
 
 def train_model(settings: Settings, decision: Decision, key: str) -> Trained:
     """Train on the decision's version (warm-started from its base model), register the model and calibrate it."""
-    from facescale.training.train import train
-
     if decision.version_id is None:
         raise FacescaleError("no dataset version to train on")
-    services = Services(settings)
-    registry = services.models()
     run_dir = Path(settings.orchestration.work_dir) / f"retrain-{key}-{decision.version_id}"
-    warm = registry.local_dir(decision.base_model, run_dir / "warm-start") if decision.base_model else None
-    result = train(
-        services.datasets(), decision.version_id, settings.training, run_dir,
-        max_steps_per_epoch=settings.orchestration.max_steps_per_epoch, warm_start=warm, verbose=2,
+    trained = Services(settings).train_model(
+        decision.version_id, run_dir=run_dir, warm_start=decision.base_model,
+        max_steps_per_epoch=settings.orchestration.max_steps_per_epoch,
     )
-    record = services.register_model(run_dir, parent=decision.base_model)
+    result, record = trained.result, trained.record
+    assert record is not None  # registered
     return Trained(
         model_id=record.model_id,
         version_id=record.version_id,
@@ -503,15 +499,10 @@ class Evaluated(TaskResult):
 def evaluate_model(settings: Settings, model_id: str, key: str) -> Evaluated:
     """Evaluate a registered model on its version's test split (the Inception V3, and what its default backend
     answers) and store the evaluation with it; `passed_bar` decides whether it is published."""
-    from facescale.training.artifacts import register_evaluation
-    from facescale.training.evaluate import evaluate
-
     services = Services(settings)
     registry = services.models()
     work = Path(settings.orchestration.work_dir) / f"eval-{key}-{model_id}"
-    model_dir = registry.local_dir(model_id, work / "model")
-    result = evaluate(services.datasets(), model_dir, work / "eval")
-    register_evaluation(registry, model_id, work / "eval", result)
+    result = services.evaluate_model(model_id, work_dir=work).evaluation
     served = services.evaluate_serving(model_id) if "calibration" in registry.get(model_id).metrics else None
     return Evaluated(
         model_id=model_id,

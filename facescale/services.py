@@ -1,8 +1,10 @@
 """The composition root: settings -> stores -> a stage run, built in one place for the CLI and the DAG tasks.
 
-It reaches from scraping to serving: a trained run is registered and calibrated here
-(`Services.register_model`), and a registered model is loaded for serving here
-(`Services.recognizer`).
+It reaches from scraping to serving: a version is trained, its run registered and calibrated
+here (`Services.train_model`, `Services.register_model`), a registered model evaluated and
+its evaluation stored here (`Services.evaluate_model`), and a registered model loaded for
+serving here (`Services.recognizer`). The CLI, the DAG tasks and the benchmarks call these and
+never wire the stages themselves.
 
 `facescale.cli` (a command) and `facescale.orchestration` (an Airflow task's work) both
 start from ``Services(settings)``: the storage root and its shard sizes, each store, and
@@ -15,13 +17,17 @@ included), so a DAG file that imports `facescale.orchestration` parses light.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from facescale.config import Settings
+from facescale.config import Settings, TrainingSettings
+
+#: the default local directory of training runs and evaluations started from the CLI
+RUNS_DIR = Path("facescale-runs")
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from facescale.pipeline.curate import CurateSummary, ProgressSink
     from facescale.scraper.scrape import KeywordOutcome, ScrapeSummary
@@ -38,6 +44,25 @@ if TYPE_CHECKING:
         ShardSizing,
         ValidationSummary,
     )
+    from facescale.training.rundir import Evaluation, TrainResult
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A training run on a version, and its registration (None when not registered)."""
+
+    result: TrainResult
+    record: ModelRecord | None
+    parent: ModelRecord | None  # the model it was warm-started from
+
+
+@dataclass(frozen=True)
+class EvaluatedModel:
+    """A registered model's evaluation on its version, stored with it."""
+
+    evaluation: Evaluation
+    record: ModelRecord  # the record with the evaluation's metrics and files
+    eval_dir: Path  # the local copy of metrics.json and the plots
 
 
 class Services:
@@ -142,6 +167,103 @@ class Services:
         )
 
     # -- models --------------------------------------------------------------------------------
+    def resolve_version(self, ref: str) -> str:
+        """A dataset version id, or ``latest``: the newest published version; `NotFoundError` when it does not exist."""
+        from facescale.errors import NotFoundError
+
+        store = self.datasets()
+        if ref == "latest":
+            newest = store.latest(published_only=True)
+            if newest is None:
+                raise NotFoundError("no published dataset versions yet: run `facescale curate` (or name a version)")
+            return newest.version_id
+        return store.get(ref).version_id
+
+    def training_settings(self, overrides: Mapping[str, Any] | None = None) -> TrainingSettings:
+        """``training.*`` with ``overrides`` (None values ignored), validated; `ConfigError` names what is wrong."""
+        from facescale.errors import ConfigError
+
+        changed = {k: v for k, v in (overrides or {}).items() if v is not None}
+        try:
+            return TrainingSettings.model_validate(self.settings.training.model_dump() | changed)
+        except ValueError as exc:
+            raise ConfigError(f"invalid training settings: {exc}") from exc
+
+    def train_model(
+        self,
+        version: str = "latest",
+        *,
+        run_dir: Path | None = None,
+        settings: TrainingSettings | None = None,
+        warm_start: str | None = None,
+        max_steps_per_epoch: int | None = None,
+        register: bool = True,
+        verbose: int | str = 2,
+        progress: Callable[[str], None] | None = None,
+    ) -> TrainedModel:
+        """Train on a version (id or ``latest``), warm-started from a registered model, then register and
+        calibrate the run (`register_model`).
+
+        ``run_dir`` defaults to ``facescale-runs/<version>`` (``<version>-from-<model>`` with a warm
+        start); rerun with the same one to resume a killed run or return a finished one.
+        ``settings`` defaults to ``training.*``.
+        """
+        from facescale.training.train import train
+
+        version_id = self.resolve_version(version)
+        registry = self.models()
+        parent = registry.resolve(warm_start) if warm_start else None
+        if run_dir is None:
+            run_dir = RUNS_DIR / (version_id if parent is None else f"{version_id}-from-{parent.model_id}")
+        warm_dir = registry.local_dir(parent.model_id, run_dir / "warm-start") if parent is not None else None
+        result = train(
+            self.datasets(), version_id, settings or self.settings.training, run_dir,
+            max_steps_per_epoch=max_steps_per_epoch, warm_start=warm_dir, verbose=verbose,
+        )
+        record = (
+            self.register_model(run_dir, parent=parent.model_id if parent else None, progress=progress)
+            if register else None
+        )
+        return TrainedModel(result, record, parent)
+
+    def evaluate_model(
+        self,
+        ref: str,
+        *,
+        work_dir: Path | None = None,
+        leaky_baseline: bool = False,
+        batch_size: int = 64,
+        verbose: int | str = 2,
+    ) -> EvaluatedModel:
+        """Evaluate a registered model (id or ``latest``) on its version's test split and store the evaluation
+        (metrics and plots) with it; with ``leaky_baseline``, also train its configuration on the seed's
+        leaky split and report both (`training.leaky`).
+
+        ``work_dir`` (default ``facescale-runs/eval-<model>``) holds the model's local copy, the
+        evaluation and the leaky run (which resumes like any training run).
+        """
+        from facescale.training.artifacts import register_evaluation
+        from facescale.training.evaluate import evaluate
+        from facescale.training.leaky import leaky_baseline as run_leaky
+        from facescale.training.rundir import TrainResult
+
+        registry = self.models()
+        record = registry.resolve(ref)
+        work = work_dir or RUNS_DIR / f"eval-{record.model_id}"
+        model_dir = registry.local_dir(record.model_id, work / "model")
+        store = self.datasets()
+        leaky = None
+        if leaky_baseline:
+            trained = TrainResult.load(model_dir)
+            leaky = run_leaky(
+                store, record.version_id, TrainingSettings.model_validate(trained.settings), work / "leaky",
+                max_steps_per_epoch=trained.max_steps_per_epoch, validation_steps=trained.validation_steps,
+                batch_size=batch_size, verbose=verbose,
+            )
+        evaluation = evaluate(store, model_dir, work / "eval", batch_size=batch_size, leaky=leaky)
+        updated = register_evaluation(registry, record.model_id, work / "eval", evaluation)
+        return EvaluatedModel(evaluation, updated, work / "eval")
+
     def register_model(
         self, run_dir: Path, *, parent: str | None = None, progress: Callable[[str], None] | None = None
     ) -> ModelRecord:
