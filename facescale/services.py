@@ -167,15 +167,17 @@ class Services:
         )
 
     # -- models --------------------------------------------------------------------------------
-    def resolve_version(self, ref: str) -> str:
-        """A dataset version id, or ``latest``: the newest published version; `NotFoundError` when it does not exist."""
+    def resolve_version(self, ref: str, *, published_only: bool = True) -> str:
+        """A dataset version id, or ``latest``: the newest (published, unless ``published_only`` is False)
+        version; `NotFoundError` when it does not exist."""
         from facescale.errors import NotFoundError
 
         store = self.datasets()
         if ref == "latest":
-            newest = store.latest(published_only=True)
+            newest = store.latest(published_only=published_only)
             if newest is None:
-                raise NotFoundError("no published dataset versions yet: run `facescale curate` (or name a version)")
+                which = "published " if published_only else ""
+                raise NotFoundError(f"no {which}dataset versions yet: run `facescale curate`")
             return newest.version_id
         return store.get(ref).version_id
 
