@@ -41,26 +41,19 @@ import numpy as np
 from facescale.storage import Location, make_slug
 from facescale.storage.exclusions import Exclusion
 
-from .dedup import REASONS as DEDUP_REASONS
 from .embeddings import EMBEDDING_DIM, SAME_PERSON_DISTANCE, embedding_distances
+from .reasons import CLEANING_REASONS, MEANING, Reason
+from .reasons import SHEET_REASONS as _SHEET_REASONS
 
 log = logging.getLogger(__name__)
 
 #: Reason codes a crop can be removed (or held back) for, with their meaning for reviewers.
-REASONS: dict[str, str] = {
-    "wrong_person": "farther than the threshold from the identity's core group: probably someone else",
-    "no_embedding": "no face embedding: the image did not decode or holds no usable face",
-    "ambiguous": "no group of crops clearly dominates this identity: held back for a person to decide",
-    "excluded": "on the persistent exclusion list (curation/exclusions.json)",
-}
+REASONS: dict[str, str] = {r: MEANING[r] for r in CLEANING_REASONS}
 
 #: What the contact sheets say for every reason a crop can be shown with (cleaning's, dedup's, balance's).
-SHEET_REASONS: dict[str, str] = {
-    **REASONS,
-    **DEDUP_REASONS,
-    "spare": "clean, but the identity already has its quota of better-quality photos",
-    "waiting": "clean; the identity waits for more photos before it is used",
-}
+SHEET_REASONS: dict[str, str] = {r: MEANING[r] for r in _SHEET_REASONS}
+#: the order of the removed crops on a sheet, by reason (wrong_person first: the likeliest mistakes)
+_SHEET_ORDER: dict[str, int] = {r: n for n, r in enumerate(CLEANING_REASONS)}
 
 DEFAULT_MIN_CORE = 3
 DEFAULT_MIN_LEAD = 1.5
@@ -111,7 +104,7 @@ def find_outliers(
 
     Returns:
         One ``Verdict`` per input row, in input order. If no group is large or dominant
-        enough, every crop with an embedding gets ``kept=False, reason="ambiguous"``.
+        enough, every crop with an embedding gets ``kept=False, reason=Reason.AMBIGUOUS``.
     """
     if not threshold > 0:
         raise ValueError(f"threshold must be positive, got {threshold}")
@@ -123,7 +116,7 @@ def find_outliers(
     valid = np.flatnonzero(np.all(np.isfinite(matrix), axis=1))
     verdicts: list[Verdict | None] = [None] * len(matrix)
     for i in np.flatnonzero(~np.all(np.isfinite(matrix), axis=1)):
-        verdicts[int(i)] = Verdict(int(i), kept=False, reason="no_embedding", distance=None)
+        verdicts[int(i)] = Verdict(int(i), kept=False, reason=Reason.NO_EMBEDDING, distance=None)
     if len(valid):
         dist = embedding_distances(matrix[valid], matrix[valid])
         groups = _groups(dist, threshold)
@@ -135,9 +128,9 @@ def find_outliers(
             others = core[core != local]
             distance = float(np.median(dist[local, others])) if len(others) else None
             if ambiguous:
-                reason: str | None = "ambiguous"
+                reason: str | None = Reason.AMBIGUOUS
             elif distance is not None and distance > threshold:
-                reason = "wrong_person"
+                reason = Reason.WRONG_PERSON
             else:
                 reason = None
             verdicts[int(i)] = Verdict(int(i), reason is None, reason, distance, group_of[local])
@@ -175,10 +168,12 @@ def clean_identity(
     out_ids, keep_ids = set(excluded), set(reviewed_keep)
     rest = [i for i, image_id in enumerate(image_ids) if image_id not in out_ids]
     judged = find_outliers(matrix[rest], threshold, min_core=min_core, min_lead=min_lead) if rest else []
-    verdicts: list[Verdict] = [Verdict(i, kept=False, reason="excluded", distance=None) for i in range(len(image_ids))]
+    verdicts: list[Verdict] = [
+        Verdict(i, kept=False, reason=Reason.EXCLUDED, distance=None) for i in range(len(image_ids))
+    ]
     for position, verdict in zip(rest, judged, strict=True):
         verdict = replace(verdict, index=position)
-        if image_ids[position] in keep_ids and verdict.reason in ("wrong_person", "ambiguous"):
+        if image_ids[position] in keep_ids and verdict.reason in (Reason.WRONG_PERSON, Reason.AMBIGUOUS):
             verdict = replace(verdict, kept=True, reason=None, reviewed=True)
         verdicts[position] = verdict
     return verdicts
@@ -195,12 +190,12 @@ def exclusions_for(identity_slug: str, image_ids: Sequence[str], verdicts: Seque
         Exclusion(
             identity_slug=identity_slug,
             source_image_id=image_ids[v.index],
-            reason="wrong_person",
+            reason=Reason.WRONG_PERSON,
             added_at=now,
             source="auto",
         )
         for v in verdicts
-        if v.reason == "wrong_person"
+        if v.reason == Reason.WRONG_PERSON
     ]
 
 
@@ -289,7 +284,7 @@ def render_contact_sheet(
     """The HTML text of a contact sheet (see ``write_contact_sheet``)."""
     removed = sorted((it for it in items if not it.verdict.kept), key=_removed_order)
     kept = sorted((it for it in items if it.verdict.kept), key=_kept_order)
-    ambiguous = any(it.verdict.reason == "ambiguous" for it in items)
+    ambiguous = any(it.verdict.reason == Reason.AMBIGUOUS for it in items)
     counts: dict[str, int] = {}
     for it in removed:
         counts[it.verdict.reason or "?"] = counts.get(it.verdict.reason or "?", 0) + 1
@@ -310,7 +305,7 @@ def render_contact_sheet(
     ]
     if ambiguous:
         parts.append(
-            f'<p class="banner">Ambiguous identity: {html.escape(REASONS["ambiguous"])}. '
+            f'<p class="banner">Ambiguous identity: {html.escape(MEANING[Reason.AMBIGUOUS])}. '
             "Add the wrong people's source image ids to the exclusion list (source manual) "
             "and the next run will decide again.</p>"
         )
@@ -331,8 +326,8 @@ def render_contact_sheet(
 def _removed_order(item: SheetItem) -> tuple[int, int, float, int]:
     v = item.verdict
     # wrong_person nearest the threshold first (most likely a mistake); ambiguous by group, then distance
-    rank = {"wrong_person": 0, "ambiguous": 1, "excluded": 2, "no_embedding": 3}.get(v.reason or "", 4)
-    group = v.group if v.reason == "ambiguous" and v.group is not None else 0
+    rank = _SHEET_ORDER.get(v.reason or "", len(_SHEET_ORDER))
+    group = v.group if v.reason == Reason.AMBIGUOUS and v.group is not None else 0
     return (rank, group, v.distance if v.distance is not None else math.inf, v.index)
 
 

@@ -76,6 +76,7 @@ from .augment import AugmentParams
 from .cleaning import SheetItem, Verdict, exclusions_for, write_contact_sheet
 from .decide import META_COLUMNS, IdentityDecision, decide
 from .faces import CropParams
+from .reasons import Reason
 from .sink import Receipts, data_context, sink_options, write_shards
 from .timing import Stopwatch
 
@@ -493,7 +494,7 @@ def _write_sheets(
             for index, (image_id, v) in enumerate(sorted(outcome.verdicts.items())):
                 reason: str | None = v.reason.value if v.reason is not None else None
                 if reason is None and image_id not in selected:
-                    reason = "spare" if outcome.selection.kept else "waiting"
+                    reason = Reason.SPARE if outcome.selection.kept else Reason.WAITING
                 verdict = Verdict(index, reason is None, reason, v.distance, v.group, v.reviewed)
                 items.append(SheetItem(image_id, images[slug].get(image_id), verdict))
             write_contact_sheet(sheets, outcome.name, items, threshold=threshold, slug=slug)
@@ -695,7 +696,7 @@ def _chunks_for(meta: pa.Table, chunks: Sequence[ChunkRecord], slugs: set[str]) 
 
 def _auto_exclusions(outcome: IdentityDecision) -> list[Exclusion]:
     ids = outcome.wrong_person()
-    verdicts = [Verdict(n, False, "wrong_person", None) for n in range(len(ids))]
+    verdicts = [Verdict(n, False, Reason.WRONG_PERSON, None) for n in range(len(ids))]
     return exclusions_for(outcome.slug, ids, verdicts)
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +39,7 @@ from .balance import BalanceParams, Candidate, Selection, balance_identity
 from .cleaning import clean_identity
 from .dedup import Record, resolve
 from .embeddings import EMBEDDING_DIM
+from .reasons import Reason
 from .split import SplitParams, split_sources
 from .timing import Stopwatch
 
@@ -55,19 +55,6 @@ META_COLUMNS = [
     "phash_windows",
     "embedding",
 ]
-
-
-class Reason(StrEnum):
-    """Why step 2 leaves a photo of an identity out (the crop gates' reasons are the prepare step's)."""
-
-    IDENTITY_NOT_ACTIVE = "identity_not_active"
-    CROSS_IDENTITY_DUPLICATE = "cross_identity_duplicate"
-    DUPLICATE = "duplicate"
-    NEAR_DUPLICATE = "near_duplicate"
-    WRONG_PERSON = "wrong_person"
-    NO_EMBEDDING = "no_embedding"
-    AMBIGUOUS = "ambiguous"
-    EXCLUDED = "excluded"
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from .reasons import DEDUP_REASONS, MEANING, Reason
+
 logger = logging.getLogger(__name__)
 
 WORD_BITS = 64
@@ -64,12 +66,7 @@ HASH_BITS = WORD_BITS * HASH_WORDS
 DEFAULT_MAX_DISTANCE = 22
 """Largest Hamming distance between the keys of near-duplicates (chosen on lfw-dev with bench/bench_dedup.py)."""
 
-REASONS: dict[str, str] = {
-    "duplicate": "byte-identical (same sha256) to the kept image of the same identity",
-    "near_duplicate": "perceptual hash within the distance of a better-quality kept image of the same identity",
-    "cross_identity_duplicate": "the same photo appears under two or more identities (label noise): all copies dropped",
-    "undecodable": "the image could not be decoded, so it has no perceptual hash",
-}
+REASONS: dict[str, str] = {r: MEANING[r] for r in DEDUP_REASONS}  # dedup's codes and meanings
 
 WINDOW_SIDE = 0.96
 """Side of the inner windows as a fraction of the image's."""
@@ -227,7 +224,7 @@ class Hasher:
         for row, data in enumerate(images):
             image = _decode(bytes(data)) if data is not None else None
             if image is None:
-                errors[row] = "undecodable"
+                errors[row] = Reason.UNDECODABLE
             elif self.windows_column:
                 found = image_keys(image)
                 keys[row] = as_hashes([found.key], HASH_WORDS)[0]
@@ -728,7 +725,9 @@ def resolve(records: Iterable[Record], max_distance: int = DEFAULT_MAX_DISTANCE)
     clusters: dict[int, list[int]] = {}
     for i in hashed.tolist():
         clusters.setdefault(int(labels[i]), []).append(i)
-    decisions = {i: Decision(r.key, r.identity, False, "undecodable") for i, r in enumerate(items) if r.phash is None}
+    decisions = {
+        i: Decision(r.key, r.identity, False, Reason.UNDECODABLE) for i, r in enumerate(items) if r.phash is None
+    }
     for members in clusters.values():
         decisions.update(_decide([items[i] for i in members], members))
     counts = Counter(d.reason for d in decisions.values() if not d.keep)
@@ -743,7 +742,7 @@ def _decide(members: list[Record], rows: list[int]) -> dict[int, Decision]:
     cluster = tuple(sorted(r.key for r in members))
     identities = tuple(sorted({r.identity for r in members}))
     if len(identities) > 1:
-        reason = "cross_identity_duplicate"
+        reason = Reason.CROSS_IDENTITY_DUPLICATE
         return {
             row: Decision(r.key, r.identity, False, reason, None, identities, cluster)
             for row, r in zip(rows, members, strict=True)
@@ -754,7 +753,7 @@ def _decide(members: list[Record], rows: list[int]) -> dict[int, Decision]:
         if r is best:
             out[row] = Decision(r.key, r.identity, True, None, None, identities, cluster)
         else:
-            reason = "duplicate" if r.sha256 is not None and r.sha256 == best.sha256 else "near_duplicate"
+            reason = Reason.DUPLICATE if r.sha256 is not None and r.sha256 == best.sha256 else Reason.NEAR_DUPLICATE
             out[row] = Decision(r.key, r.identity, False, reason, best.key, identities, cluster)
     return out
 

@@ -73,6 +73,8 @@ import pyarrow as pa
 from facescale.errors import ConfigError
 from facescale.storage.schemas import FACE_BOX
 
+from .reasons import CROP_REASONS, MEANING, Reason
+
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels
@@ -80,16 +82,7 @@ Box = tuple[int, int, int, int]  # x, y, w, h in pixels
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 DEFAULT_PROPOSAL_CASCADE = "haarcascade_frontalface_alt2.xml"
 
-REASONS: dict[str, str] = {
-    "undecodable": "missing or empty bytes, or not an image OpenCV can decode",
-    "no_face": "the cascade found no face, not even on a border-padded copy (the tight-crop retry)",
-    "face_too_small": "every face found is smaller than min_face_px or min_face_fraction of the short side",
-    "multiple_faces": "several faces and the largest is not `dominance` times the area of the next one",
-    "underexposed": "the crop's mean grey level is below min_brightness",
-    "overexposed": "the crop's mean grey level is above max_brightness",
-    "low_contrast": "the standard deviation of the crop's grey levels is below min_contrast",
-    "blurry": "the variance of the Laplacian of the grey crop is below min_sharpness",
-}
+REASONS: dict[str, str] = {r: MEANING[r] for r in CROP_REASONS}  # the crop gates' codes and meanings
 
 # Detection internals (measured on lfw-dev scenes with bench/bench_crop.py; not worth a knob).
 _GROUP_EPS = 0.2  # similarity for clustering raw proposal hits (cv2.groupRectangles' default)
@@ -521,13 +514,13 @@ def quality(crop: np.ndarray) -> tuple[float, float, float]:
 
 def _gate(params: CropParams, sharpness: float, brightness: float, contrast: float) -> str | None:
     if brightness < params.min_brightness:
-        return "underexposed"
+        return Reason.UNDEREXPOSED
     if brightness > params.max_brightness:
-        return "overexposed"
+        return Reason.OVEREXPOSED
     if contrast < params.min_contrast:
-        return "low_contrast"
+        return Reason.LOW_CONTRAST
     if sharpness < params.min_sharpness:
-        return "blurry"
+        return Reason.BLURRY
     return None
 
 
@@ -566,20 +559,20 @@ def crop_face(
     """
     image = decode(data)
     if image is None:
-        return CropResult("undecodable")
+        return CropResult(Reason.UNDECODABLE)
     if cascade is None:
         cascade = _default_cascade(params.cascade)
     height, width = image.shape[:2]
     faces = find_faces(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), params, cascade, proposer)
     if not faces:
-        return CropResult("no_face")
+        return CropResult(Reason.NO_FACE)
     count = len(faces)
     min_side = min_face_side(params, width, height)
     big = [f for f in faces if min(f.box[2], f.box[3]) >= min_side]
     if not big:
-        return CropResult("face_too_small", face_box=clip_box(faces[0].box, width, height), faces=count)
+        return CropResult(Reason.FACE_TOO_SMALL, face_box=clip_box(faces[0].box, width, height), faces=count)
     if len(big) > 1 and big[0].area < params.dominance * big[1].area:
-        return CropResult("multiple_faces", faces=count)
+        return CropResult(Reason.MULTIPLE_FACES, faces=count)
     face = big[0]
     crop = crop_square(image, face.box, params.margin, params.crop_size)
     sharpness, brightness, contrast = quality(crop)

@@ -33,6 +33,7 @@ from facescale.storage.schemas import CROP_SCHEMA, HASH_BYTES
 from .dedup import image_keys
 from .embeddings import FaceEmbedder, decode_rgb
 from .faces import CropParams, CropResult, FaceCropper
+from .reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class CropPreparer:
             if result.ok and result.image is not None:
                 rgb = decode_rgb(result.image)
                 if rgb is None:  # pragma: no cover - our own JPEG always decodes
-                    error = "undecodable"
+                    error = Reason.UNDECODABLE
                 else:
                     keys = image_keys(Image.fromarray(rgb))
                     phash = key_bytes(keys.key)

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -44,18 +45,33 @@ from .imagecheck import ImageCheck, check_image
 
 log = logging.getLogger(__name__)
 
-#: Reason codes produced here (besides ``http_<status>`` and check_image's codes).
+class DownloadReason(StrEnum):
+    """Why a result was not stored (besides ``http_<status>`` and `imagecheck.check_image`'s codes)."""
+
+    INVALID_URL = "invalid_url"
+    BAD_REDIRECT = "bad_redirect"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    SSL_ERROR = "ssl_error"
+    BAD_RESPONSE = "bad_response"
+    NOAI = "noai"
+    BODY_TOO_LARGE = "body_too_large"
+    INTERNAL_ERROR = "internal_error"
+
+
+#: What each download reason means.
 REASONS: dict[str, str] = {
-    "invalid_url": "not an absolute http(s) URL; no request was made",
-    "bad_redirect": "a redirect without a usable http(s) Location",
-    "too_many_redirects": "more than max_redirects redirects (or a loop)",
-    "timeout": "an attempt took longer than timeout_s (after retries)",
-    "connection_error": "refused, reset, DNS failure or a broken transfer (after retries)",
-    "ssl_error": "TLS handshake or certificate failure (not retried)",
-    "bad_response": "the server's reply was not valid HTTP (not retried)",
-    "noai": "X-Robots-Tag forbids AI use (noai / noimageai) and honour_noai is set",
-    "body_too_large": "Content-Length or the streamed body exceeded max_body_bytes",
-    "internal_error": "a bug in the downloader; logged with its traceback",
+    DownloadReason.INVALID_URL: "not an absolute http(s) URL; no request was made",
+    DownloadReason.BAD_REDIRECT: "a redirect without a usable http(s) Location",
+    DownloadReason.TOO_MANY_REDIRECTS: "more than max_redirects redirects (or a loop)",
+    DownloadReason.TIMEOUT: "an attempt took longer than timeout_s (after retries)",
+    DownloadReason.CONNECTION_ERROR: "refused, reset, DNS failure or a broken transfer (after retries)",
+    DownloadReason.SSL_ERROR: "TLS handshake or certificate failure (not retried)",
+    DownloadReason.BAD_RESPONSE: "the server's reply was not valid HTTP (not retried)",
+    DownloadReason.NOAI: "X-Robots-Tag forbids AI use (noai / noimageai) and honour_noai is set",
+    DownloadReason.BODY_TOO_LARGE: "Content-Length or the streamed body exceeded max_body_bytes",
+    DownloadReason.INTERNAL_ERROR: "a bug in the downloader; logged with its traceback",
 }
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -203,7 +219,7 @@ class _Redirect(NamedTuple):
     target: URL
 
 
-_TIMEOUT = _Outcome("timeout", retryable=True)
+_TIMEOUT = _Outcome(DownloadReason.TIMEOUT, retryable=True)
 
 
 def _retryable(outcome: _Outcome) -> bool:
@@ -468,7 +484,7 @@ class Downloader:
             raise RuntimeError("Downloader.fetch() must run on the downloader's event loop")
         parsed = parse_url(url)
         if parsed is None:
-            return FetchResult(url=str(url), error="invalid_url")
+            return FetchResult(url=str(url), error=DownloadReason.INVALID_URL)
         attempts = 1
         try:
             outcome = await self._attempt(parsed)
@@ -508,7 +524,7 @@ class Downloader:
             )
         except Exception:
             log.exception("downloader bug while fetching %s", url)
-            return FetchResult(url=url, error="internal_error", attempts=attempts)
+            return FetchResult(url=url, error=DownloadReason.INTERNAL_ERROR, attempts=attempts)
 
     async def _attempt(self, url: URL) -> _Outcome:
         """One attempt: follow redirects (each hop under its host's limit) within timeout_s."""
@@ -546,7 +562,7 @@ class Downloader:
             status, url = outcome
             if url in seen:  # a loop: no need to go round it max_redirects times
                 break
-        return _Outcome("too_many_redirects", status)
+        return _Outcome(DownloadReason.TOO_MANY_REDIRECTS, status)
 
     async def _verify(self, outcome: _Outcome) -> _Outcome:
         """Hash and check a received body: small ones on the loop, big ones on a decode thread."""
@@ -572,19 +588,19 @@ class Downloader:
                     try:
                         target = url.join(URL(resp.headers["Location"]))
                     except (ValueError, TypeError):
-                        return _Outcome("bad_redirect", status)
+                        return _Outcome(DownloadReason.BAD_REDIRECT, status)
                     if target.scheme not in ("http", "https") or not target.host:
-                        return _Outcome("bad_redirect", status)
+                        return _Outcome(DownloadReason.BAD_REDIRECT, status)
                     return _Redirect(status, target)
                 if not 200 <= status < 300:
                     retry = status == 429 or (500 <= status < 600 and status not in PERMANENT_5XX)
                     after = parse_retry_after(resp.headers.get("Retry-After")) if retry else None
                     return _Outcome(f"http_{status}", status, retryable=retry, retry_after=after)
                 if limits.honour_noai and forbids_ai(resp.headers.getall("X-Robots-Tag", ())):
-                    return _Outcome("noai", status)
+                    return _Outcome(DownloadReason.NOAI, status)
                 length = resp.content_length
                 if length is not None and length > limits.max_body_bytes:
-                    return _Outcome("body_too_large", status)
+                    return _Outcome(DownloadReason.BODY_TOO_LARGE, status)
                 encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
                 body: bytes | None
                 if length is not None and encoding in ("", "identity"):
@@ -592,18 +608,18 @@ class Downloader:
                 else:
                     body = await _read_capped(resp.content, limits.max_body_bytes)
                     if body is None:
-                        return _Outcome("body_too_large", status)
+                        return _Outcome(DownloadReason.BODY_TOO_LARGE, status)
                 return _Outcome(None, status, body)
         except TimeoutError:  # aiohttp's own (socket connect) timeout
             return _TIMEOUT
         except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError):
-            return _Outcome("ssl_error")
+            return _Outcome(DownloadReason.SSL_ERROR)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError):
-            return _Outcome("connection_error", retryable=True)
+            return _Outcome(DownloadReason.CONNECTION_ERROR, retryable=True)
         except aiohttp.ClientResponseError as exc:  # unparseable status line or headers
-            return _Outcome("bad_response", exc.status or None)
+            return _Outcome(DownloadReason.BAD_RESPONSE, exc.status or None)
         except aiohttp.ClientError:
-            return _Outcome("connection_error", retryable=True)
+            return _Outcome(DownloadReason.CONNECTION_ERROR, retryable=True)
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
@@ -629,6 +645,7 @@ def _log_retry(url: str, state: RetryCallState) -> None:
 __all__ = [
     "REASONS",
     "DownloadLimits",
+    "DownloadReason",
     "Downloader",
     "FetchResult",
     "forbids_ai",

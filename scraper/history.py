@@ -15,10 +15,12 @@ from typing import Any
 
 from facescale.storage import RawStore
 
+from .downloader import DownloadReason
+
 # Verdicts of a failed fetch that say nothing lasting about the URL: a later run retries it.
-TRANSIENT_ERRORS = frozenset({"timeout", "connection_error", "http_429"})
+TRANSIENT_ERRORS = frozenset({DownloadReason.TIMEOUT, DownloadReason.CONNECTION_ERROR, "http_429"})
 # Rows for URLs that were not fetched at all.
-NOT_FETCHED = frozenset({"already_fetched", "invalid_url"})
+NOT_FETCHED = frozenset({"already_fetched", DownloadReason.INVALID_URL})
 
 
 def counts_as_fetched(error: str | None) -> bool:
