@@ -28,7 +28,8 @@ NOISE_SIDE = 1024
 
 
 def face_box(size: tuple[int, int]) -> Box:
-    """The face box of an LFW-style centred photo of ``size`` (width, height)."""
+    """The face box of an LFW-style centred photo of ``size`` (width, height): right for LFW's own photos
+    only; `faces.FaceTruth` decides whose box comes from where."""
     w, h = size
     x, y, bw, bh = LFW_FACE_BOX
     return round(x * w / LFW_SIZE), round(y * h / LFW_SIZE), round(bw * w / LFW_SIZE), round(bh * h / LFW_SIZE)

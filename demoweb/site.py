@@ -39,6 +39,7 @@ from aiohttp import web
 from facescale.errors import FacescaleError, NotFoundError
 
 from . import scenes
+from .faces import FaceTruth
 
 log = logging.getLogger("facescale.demoweb")  # the same name when run with -m
 
@@ -101,6 +102,7 @@ class _Catalog:
             raise FacescaleError(f"too many people in {root} (at most 65535)")
         self.by_key = {name_key(folder): i for i, folder in enumerate(self.folders)}
         self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
+        self.faces = FaceTruth(root)
 
     def find(self, name: str) -> int | None:
         return self.by_key.get(name_key(name))
@@ -120,6 +122,10 @@ class _Catalog:
         if key not in self._sizes:
             self._sizes[key] = scenes.image_size(self.path(person, photo).read_bytes())
         return self._sizes[key]
+
+    def face(self, person: int, photo: int) -> scenes.Box | None:
+        """Where the face is in a photo (`faces.FaceTruth`), None when that is not known."""
+        return self.faces.box(self.relpath(person, photo), self.size(person, photo))
 
 
 @lru_cache(maxsize=8)
@@ -275,26 +281,37 @@ def _results(catalog: _Catalog, person: int, seed: int, max_results: int, hostil
 
 
 def _truth_row(catalog: _Catalog, result: _Result) -> dict[str, Any]:
-    """What a result really shows: kind, identity, per-face identities and boxes, source photos."""
+    """What a result really shows: kind, identity, per-face identities and boxes, source photos, and whether
+    every face box is known (``known``: false when a source photo's face could not be located)."""
     e = result.entry
     person = catalog.display(e.person)
     identity: str | None = person
     faces: list[scenes.Box] = []
     identities: list[str] = []
     sources: list[str] = []
+    known = True
+
+    def add(box: scenes.Box | None, who: str, scale: float = 1.0, dx: int = 0, dy: int = 0) -> None:
+        nonlocal known
+        if box is None:
+            known = False
+            return
+        faces.append(scenes.map_box(box, scale, dx, dy))
+        identities.append(who)
+
     if e.kind.startswith("hostile-"):
         if e.hostile_name not in HOSTILE_PHOTO_QUALITY:
             identity = None
         else:  # the person's first photo, re-encoded (truncated: it does not decode, so no face)
             sources = [catalog.relpath(e.person, 0)]
             if e.hostile_name != "truncated":
-                faces, identities = [scenes.face_box(catalog.size(e.person, 0))], [person]
+                add(catalog.face(e.person, 0), person)
     elif e.kind == "noface":
         identity = None
     elif e.kind == "other":
         identity = catalog.display(e.other)
         sources = [catalog.relpath(e.other, e.other_photo)]
-        faces, identities = [scenes.face_box(catalog.size(e.other, e.other_photo))], [identity]
+        add(catalog.face(e.other, e.other_photo), identity)
     elif e.kind == "corrupt":  # a truncated file: it does not decode, so no face
         sources = [catalog.relpath(e.person, e.photo)]
     elif e.kind == "pair":
@@ -302,18 +319,18 @@ def _truth_row(catalog: _Catalog, result: _Result) -> dict[str, Any]:
         left, right = (mine, theirs) if e.variant & 1 == 0 else (theirs, mine)
         layout = scenes.pair_layout(catalog.size(*left), catalog.size(*right))
         for (who, photo), (dx, dy) in ((left, layout.first), (right, layout.second)):
-            faces.append(scenes.map_box(scenes.face_box(catalog.size(who, photo)), 1.0, dx, dy))
-            identities.append(catalog.display(who))
+            add(catalog.face(who, photo), catalog.display(who), 1.0, dx, dy)
             sources.append(catalog.relpath(who, photo))
     else:
-        size = catalog.size(e.person, e.photo)
-        box = scenes.face_box(size)
+        box = catalog.face(e.person, e.photo)
         if e.kind == "resized":
-            box = scenes.map_box(box, scenes.resize_params(e.variant)[0], 0, 0)
+            add(box, person, scenes.resize_params(e.variant)[0])
         elif e.kind == "scene":
-            scene = scenes.scene_layout(e.variant, size)
-            box = scenes.map_box(box, scene.scale, scene.x, scene.y)
-        faces, identities, sources = [box], [person], [catalog.relpath(e.person, e.photo)]
+            scene = scenes.scene_layout(e.variant, catalog.size(e.person, e.photo))
+            add(box, person, scene.scale, scene.x, scene.y)
+        else:
+            add(box, person)
+        sources = [catalog.relpath(e.person, e.photo)]
     return {
         "rank": result.rank,
         "full": result.full,
@@ -324,6 +341,7 @@ def _truth_row(catalog: _Catalog, result: _Result) -> dict[str, Any]:
         "faces": [list(face) for face in faces],
         "identities": identities,
         "sources": sources,
+        "known": known,
     }
 
 
@@ -336,7 +354,9 @@ def truth(
     results page), ``kind``, ``identity`` (who the image shows; None for face-free and
     failing hostile results), ``faces`` ([x, y, w, h] boxes in the served image; none for
     files that do not decode), ``identities`` (per face, left to right in pairs), ``sources``
-    (the photos it was made from, relative to the root). Join with a scraper's absolute URLs
+    (the photos it was made from, relative to the root), ``known`` (false when a source photo's
+    face box is unknown: `faces.FaceTruth`; its faces are then left out of ``faces``, and a
+    benchmark must leave the row out). Join with a scraper's absolute URLs
     by ``urljoin(base_url, full)``; expected downloader verdicts: `HOSTILE_EXPECTED`, and
     ``corrupt`` for kind ``corrupt``.
     """
