@@ -28,7 +28,7 @@ from facescale.errors import FacescaleError
 from facescale.services import Services
 
 if TYPE_CHECKING:
-    from facescale.storage import Location
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ MODEL_ASSET = "facescale_model"
 MODEL_ASSET_URI = "x-facescale://models/published"
 TRAINING_QUEUE = "gpu"  # Celery queue of train/evaluate tasks (the GPU worker); local executors ignore it
 SCRAPE_POOL = "facescale_scrape"  # Airflow pool capping concurrent scrape tasks (browsers + downloads)
-PLANS_DIR = "orchestration/plans"  # <root>/orchestration/plans/<key>.json: a nightly run's keyword plan
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -120,11 +119,11 @@ def plan_night(
 
     orch = settings.orchestration
     services = Services(settings)
-    location = services.location()
-    plan_path = location.path(PLANS_DIR, f"{prefix}-{key}.json")
-    if location.exists(plan_path):
-        plan = Plan.model_validate_json(location.read_bytes(plan_path))
-        log.info("plan %s-%s exists: %d batches", prefix, key, len(plan.batches))
+    plans, plan_name = services.plans(), f"{prefix}-{key}"
+    stored = plans.read(plan_name)
+    if stored is not None:
+        plan = Plan.model_validate_json(stored)
+        log.info("plan %s exists: %d batches", plan_name, len(plan.batches))
         return plan
     per_keyword = per_keyword or settings.scraper.per_keyword
     batch_size = batch_size or orch.batch_size
@@ -151,7 +150,7 @@ def plan_night(
         waiting_slugs = sorted(newest.curation_notes().waiting) if newest is not None else []
         by_slug = {i.slug: i.name for i in registry.list()}
         short = [(s, by_slug[s]) for s in waiting_slugs if s in by_slug and by_slug[s] not in pending]
-        searched = _waiting_nights(location, prefix, key) if short else {}
+        searched = plans.waiting_nights(prefix, besides=plan_name) if short else {}
         ended = _exhausted(runs) if short else set()
         for slug, name in short:
             nights = plan.waiting_nights[name] = searched.get(name_key(name), 0)
@@ -172,8 +171,7 @@ def plan_night(
     # Register tonight's new names now, in keyword-file order: labels must not depend on which
     # mapped scrape task happens to run first.
     registry.add(new)
-    location.makedirs(location.path(PLANS_DIR))
-    location.write_bytes_atomic(plan_path, plan.model_dump_json(indent=2).encode())
+    plans.write(plan_name, plan.model_dump_json(indent=2).encode())
     log.info("planned %s-%s: %d new, %d pending, %d waiting (%d given up, %d exhausted), %d batches", prefix, key,
              len(new), len(pending), len(plan.waiting), len(plan.given_up), len(plan.exhausted), len(plan.batches))
     return plan
@@ -189,39 +187,6 @@ def _exhausted(runs: list[Any]) -> set[str]:
         for slug in record.completed:
             latest[slug] = slug in ended
     return {slug for slug, ended in latest.items() if ended}
-
-
-class _PlanWaiting(BaseModel):
-    """What the waiting count needs of a stored plan (the plans' listing index keeps this per plan)."""
-
-    waiting: list[str] = Field(default_factory=list)
-
-
-def _waiting_nights(location: Location, prefix: str, key: str) -> dict[str, int]:
-    """How many stored ``prefix`` plans other than ``key``'s searched each identity as waiting (by name key).
-
-    Plans never change once stored, so their waiting lists come from the plans' listing index
-    (`facescale.storage.listing`): a night reads that one file and the plans it lacks, not
-    every plan the store holds.
-    """
-    from facescale.storage.identities import name_key
-    from facescale.storage.listing import ListingIndex
-
-    plans = location.child(PLANS_DIR)
-
-    def read(file: str) -> _PlanWaiting:
-        return _PlanWaiting.model_validate_json(plans.read_bytes(plans.path(file)))
-
-    def files() -> list[str]:
-        return [f for f in plans.list_files(plans.root) if f.endswith(".json") and not f.startswith("_")]
-
-    counts: dict[str, int] = {}
-    this = f"{prefix}-{key}.json"
-    for file, plan in ListingIndex(plans, _PlanWaiting, read, entries=files).records().items():
-        if file.startswith(f"{prefix}-") and file != this:
-            for name in plan.waiting:
-                counts[name_key(name)] = counts.get(name_key(name), 0) + 1
-    return counts
 
 
 class Registered(TaskResult):

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         ShardSizing,
         ValidationSummary,
     )
+    from facescale.storage.plans import PlanStore
     from facescale.training.rundir import Evaluation, TrainResult
 
 
@@ -103,6 +104,11 @@ class Services:
         from facescale.storage import ExclusionList
 
         return ExclusionList(self.location())
+
+    def plans(self) -> PlanStore:
+        from facescale.storage.plans import PlanStore
+
+        return PlanStore(self.location())
 
     def models(self) -> ModelRegistry:
         from facescale.storage import ModelRegistry

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from facescale.config import Settings
-from facescale.orchestration import PLANS_DIR, passed_bar, plan_night, retrain_decision, run_key
+from facescale.orchestration import passed_bar, plan_night, retrain_decision, run_key
 from facescale.storage import (
     DatasetStore,
     IdentityEntry,
@@ -25,6 +25,7 @@ from facescale.storage import (
     ShardInfo,
     make_slug,
 )
+from facescale.storage.plans import PLANS_DIR
 
 
 def _settings(root: Path, keywords: Path | None = None, **orchestration: object) -> Settings:
