@@ -85,15 +85,17 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = load_settings(None)
-    store = Services(settings).datasets()
+    root = Services(settings).root()
+    store = root.datasets
     twin = DatasetStore(Location.from_uri(str((args.out / "store").resolve())))
     aligned, kept = aligned_twin(store, args.version, twin, args.padding)
     if aligned >= 0:
         print(f"aligned twin of {args.version}: {aligned} photos aligned, {kept} kept as Haar crops (no landmarks)")
     training = TrainingSettings.model_validate(settings.training.model_dump() | budget(args))
     rows = {
-        "baseline": train_and_test(store, args.version, training, args.out / "baseline", args.max_steps),
-        "aligned": train_and_test(twin, args.version, training, args.out / "aligned", args.max_steps),
+        "baseline": train_and_test(store, args.version, training, args.out / "baseline", args.max_steps, root.crops),
+        # the twin has no crop cache: a teacher reads the original photos' embeddings (same source ids)
+        "aligned": train_and_test(twin, args.version, training, args.out / "aligned", args.max_steps, root.crops),
     }
     print_runs(rows, "crops")
 

@@ -118,7 +118,7 @@ def ensure_pool(args: argparse.Namespace) -> Path:
     from facescale.config import CurationSettings
     from facescale.pipeline.curate import crop_params, curate, prepare_fingerprint
     from facescale.scraper.ingest import ingest
-    from facescale.storage import IdentityRegistry, Location, RawStore
+    from facescale.storage import IdentityRegistry, Location, RawStore, StorageRoot
 
     pool = CACHE / "pool"
     marker = pool / "pool.json"
@@ -144,7 +144,7 @@ def ensure_pool(args: argparse.Namespace) -> Path:
     print(f"building the pool once: {len(people)} people x <= {args.pool_photos} photos of {args.photos} "
           f"(ingest + the real curate() on local Ray)...", flush=True)  # fmt: skip
     ingested = ingest(links, RawStore(location), IdentityRegistry(location), "pool")
-    summary = curate(location, pool_settings(args.pool_photos), validate=False)
+    summary = curate(StorageRoot(location), pool_settings(args.pool_photos), validate=False)
     seconds = time.perf_counter() - start
     print(f"pool: {ingested.accepted} photos ingested, {summary.prepared_rows} prepared, "
           f"{summary.identities_kept} people kept, {seconds:.0f} s", flush=True)  # fmt: skip
@@ -290,7 +290,7 @@ def child(args: argparse.Namespace) -> None:
 
     import facescale.pipeline.curate as curation
     from facescale.config import CurationSettings
-    from facescale.storage import Location
+    from facescale.storage import Location, StorageRoot
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     steps: list[dict[str, Any]] = []
@@ -333,7 +333,7 @@ def child(args: argparse.Namespace) -> None:
     settings = CurationSettings()
     before = _status_kib().get("VmHWM", 0)
     start = time.perf_counter()
-    summary = curation.curate(location, settings)
+    summary = curation.curate(StorageRoot(location), settings)
     seconds = time.perf_counter() - start
     validation = summary.validation
     result = {

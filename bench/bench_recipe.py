@@ -76,12 +76,12 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = load_settings(None)
-    store = Services(settings).datasets()
+    root = Services(settings).root()
     base = budget(args)
     rows: dict[str, dict[str, float]] = {}
     for name, lever in runs(args):
         training = TrainingSettings.model_validate(settings.training.model_dump() | base | lever)
-        rows[name] = train_and_test(store, args.version, training, args.out / name, args.max_steps)
+        rows[name] = train_and_test(root.datasets, args.version, training, args.out / name, args.max_steps, root.crops)
         print(name, json.dumps(rows[name]), flush=True)
     print_runs(rows, "recipe")
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from facescale.config import Settings, TrainingSettings
 from facescale.services import Services
-from facescale.storage import DatasetStore
+from facescale.storage import CropStore, DatasetStore
 from facescale.training.evaluate import evaluate
 from facescale.training.rundir import RESULT_FILE
 from facescale.training.train import train
@@ -50,16 +50,18 @@ def cpu_seconds() -> float:
 
 
 def train_and_test(
-    store: DatasetStore, version: str, training: TrainingSettings, out: Path, max_steps: int | None
+    store: DatasetStore, version: str, training: TrainingSettings, out: Path, max_steps: int | None,
+    crops: CropStore | None = None,
 ) -> dict[str, float]:
     """Train (or return, or resume) the run in ``out``; its wall and CPU seconds, epochs, honest test top-1
     and the number of test photos it was measured on.
 
     A run returned finished or resumed has its own recorded wall time and an unknown (NaN) CPU time.
+    ``crops``: the crop cache the teacher's embeddings are read from (``training.teacher: dlib``).
     """
     finished = (out / RESULT_FILE).is_file()
     cpu, wall = cpu_seconds(), time.perf_counter()
-    result = train(store, version, training, out, max_steps_per_epoch=max_steps)
+    result = train(store, version, training, out, max_steps_per_epoch=max_steps, crops=crops)
     cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
     if finished or result.resumed_from:
         wall, cpu = result.seconds, float("nan")
@@ -122,7 +124,8 @@ def main() -> None:
 
     settings = Settings()
     services = Services(settings)
-    store = services.datasets()
+    root = services.root()
+    store = root.datasets
     rows: dict[str, dict[str, float]] = {}
     for recipe in RECIPES:
         update: dict[str, object] = {"teacher": recipe, "max_epochs": args.epochs, "image_size": args.image_size}
@@ -130,7 +133,7 @@ def main() -> None:
             update["teacher_weight"] = args.teacher_weight
         training = TrainingSettings.model_validate(settings.training.model_dump() | update)
         out = args.out / recipe
-        row = train_and_test(store, args.version, training, out, args.max_steps)
+        row = train_and_test(store, args.version, training, out, args.max_steps, root.crops)
         if args.pairs is not None and args.images is not None:
             record = services.register_model(out)  # registered and calibrated, as a trained model is
             row |= {f"unseen_{k}": v for k, v in verify(record.model_id, args.pairs, args.images).items()}

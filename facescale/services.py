@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         ModelRegistry,
         RawStore,
         ShardSizing,
+        StorageRoot,
         ValidationSummary,
     )
     from facescale.storage.plans import PlanStore
@@ -84,6 +85,12 @@ class Services:
 
         s = self.settings.storage
         return ShardSizing(s.rows_per_row_group, s.max_rows_per_shard, s.max_bytes_per_shard)
+
+    def root(self) -> StorageRoot:
+        """Every store of the configured root (`storage.StorageRoot`), what a stage is handed."""
+        from facescale.storage import StorageRoot
+
+        return StorageRoot(self.location(), self.sizing())
 
     def datasets(self) -> DatasetStore:
         from facescale.storage import DatasetStore
@@ -158,10 +165,7 @@ class Services:
         settings = self.settings.curation
         if ray_address:
             settings = settings.model_copy(update={"ray_address": ray_address})
-        return curate(
-            self.location(), settings, sizing=self.sizing(), version_id=version_id, validate=validate,
-            progress=progress,
-        )
+        return curate(self.root(), settings, version_id=version_id, validate=validate, progress=progress)
 
     def validate(self, version_id: str, *, publish: bool = True) -> ValidationSummary:
         """The Great Expectations gate over a stored version (publishes it on success when ``publish``)."""
@@ -224,9 +228,10 @@ class Services:
         if run_dir is None:
             run_dir = RUNS_DIR / (version_id if parent is None else f"{version_id}-from-{parent.model_id}")
         warm_dir = registry.local_dir(parent.model_id, run_dir / "warm-start") if parent is not None else None
+        root = self.root()
         result = train(
-            self.datasets(), version_id, settings or self.settings.training, run_dir,
-            max_steps_per_epoch=max_steps_per_epoch, warm_start=warm_dir, verbose=verbose,
+            root.datasets, version_id, settings or self.settings.training, run_dir,
+            max_steps_per_epoch=max_steps_per_epoch, warm_start=warm_dir, verbose=verbose, crops=root.crops,
         )
         record = (
             self.register_model(run_dir, parent=parent.model_id if parent else None, progress=progress)
@@ -263,10 +268,14 @@ class Services:
         leaky = None
         if leaky_baseline:
             trained = TrainResult.load(model_dir)
+            from facescale.storage import StorageRoot
+
+            scratch = StorageRoot.from_uri(str(work / "leaky" / "data")).datasets  # a store of its own
             leaky = run_leaky(
                 store, record.version_id, TrainingSettings.model_validate(trained.settings), work / "leaky",
-                max_steps_per_epoch=trained.max_steps_per_epoch, validation_steps=trained.validation_steps,
-                batch_size=batch_size, verbose=verbose,
+                scratch=scratch, max_steps_per_epoch=trained.max_steps_per_epoch,
+                validation_steps=trained.validation_steps, batch_size=batch_size, verbose=verbose,
+                crops=self.root().crops,
             )
         evaluation = evaluate(store, model_dir, work / "eval", batch_size=batch_size, leaky=leaky)
         updated = register_evaluation(registry, record.model_id, work / "eval", evaluation)
@@ -351,7 +360,7 @@ class Services:
             recognizer, self.datasets(), backends=backends or BACKENDS,
             gallery_per_identity=gallery_per_identity or serving.gallery_per_identity,
             max_pairs=max_pairs or serving.calibration_pairs, unseen=unseen, unseen_identities=unseen_identities,
-            limits=image_limits(serving), progress=progress,
+            limits=image_limits(serving), progress=progress, crops=self.root().crops,
         )
         store_calibration(self.models(), calibration)
         return calibration

@@ -52,15 +52,13 @@ from facescale.storage import (
     CropStore,
     CurationNotes,
     DatasetStore,
-    ExclusionList,
     IdentityEntry,
-    IdentityRegistry,
     KeptNote,
     Location,
     Manifest,
     RawStore,
     SelectionNote,
-    ShardSizing,
+    StorageRoot,
     ValidationSummary,
     VersionWriter,
     chunk_id,
@@ -530,10 +528,9 @@ def _write_sheet_index(sheets: Location, outcomes: Mapping[str, IdentityDecision
 
 
 def curate(
-    location: Location,
+    root: StorageRoot,
     settings: CurationSettings,
     *,
-    sizing: ShardSizing | None = None,
     version_id: str | None = None,
     validate: bool = True,
     progress: ProgressSink | None = None,
@@ -541,21 +538,20 @@ def curate(
     """Run the curation stage over everything in the RAW store; see the module docstring.
 
     Args:
-        location: the storage root.
+        root: the stores of the storage root (with the storage settings' shard sizes).
         settings: the ``curation`` section.
-        sizing: shard sizes (storage settings).
         version_id: id for the new version (e.g. keyed by a schedule's logical date); if a
             version with this id is already committed, it is returned (validated if it was not).
         validate: run the Great Expectations gate and publish on success.
         progress: progress reporting.
     """
     progress = progress or Progress()
-    store = DatasetStore(location, sizing)
+    store = root.datasets
     if version_id is not None and store.exists(version_id):
         summary = _existing(store.get(version_id), "version already committed")
     else:
         # Everything the build held (crop metadata, plans, verdicts) is released before validating.
-        summary = _build(location, store, settings, sizing, version_id, progress, watch := Stopwatch())
+        summary = _build(root, settings, version_id, progress, watch := Stopwatch())
         summary.seconds = watch.seconds
     if validate and summary.version_id is not None and not summary.published:
         started = time.perf_counter()
@@ -568,17 +564,14 @@ def curate(
 
 
 def _build(
-    location: Location,
-    store: DatasetStore,
+    root: StorageRoot,
     settings: CurationSettings,
-    sizing: ShardSizing | None,
     version_id: str | None,
     progress: ProgressSink,
     watch: Stopwatch,
 ) -> CurateSummary:
     """Steps 1-3 and the commit, each timed on ``watch``: the new version (unvalidated), or why there is none."""
-    raw = RawStore(location, sizing)
-    crops = CropStore(location, sizing)
+    raw, crops, store, location = root.raw, root.crops, root.datasets, root.location
     params = crop_params(settings)
     config = version_config(settings, params)
 
@@ -588,8 +581,8 @@ def _build(
         with watch.step("load_meta"):
             chunks = crops.chunks(prepare_fingerprint(params))
             meta = _load_meta(crops, chunks)
-            names = {i.slug: (i.name, i.label) for i in IdentityRegistry(location).list()}
-            exclusion_list = ExclusionList(location)
+            names = {i.slug: (i.name, i.label) for i in root.registry.list()}
+            exclusion_list = root.exclusions
             exclusions = exclusion_list.load()
         decisions = decide(meta, names, exclusions, settings)
         watch.merge(decisions.seconds)

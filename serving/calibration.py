@@ -350,6 +350,7 @@ def calibrate(
     limits: ImageLimits | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    crops: CropStore | None = None,
 ) -> Calibration:
     """Measure a model's serving thresholds, enrol its identities and choose its default backend (module doc).
 
@@ -365,6 +366,8 @@ def calibrate(
         limits: image limits for the unseen photos.
         seed: pair sampling.
         progress: called with a line per step.
+        crops: the store's crop cache: the dlib vectors curation computed for the same crops are
+            reused instead of embedding those photos again (None: every photo is embedded).
 
     Returns:
         The `Calibration` (not yet stored: see `store_calibration`).
@@ -410,7 +413,7 @@ def calibrate(
     pair_index, pair_truth = sample_pairs(val.labels, max_pairs, rng)
     unseen_pairs = sample_pairs(unseen_people, max_pairs, rng) if len(set(unseen_people)) >= 2 else None
     classes = recognizer.classes
-    cached = CropStore(store.root).embeddings([*gallery.ids, *val.ids]) if "dlib" in backends else {}
+    cached = crops.embeddings([*gallery.ids, *val.ids]) if crops is not None and "dlib" in backends else {}
     for backend in backends:
         if backend == "model":
             say(f"{backend}: embedding {len(gallery.crops) + len(val.crops) + len(unseen_crops)} photos")

@@ -11,6 +11,7 @@ from .identities import Identity, IdentityRegistry, make_slug, normalize_name
 from .manifest import CurationNotes, IdentityEntry, KeptNote, Manifest, SelectionNote, ValidationSummary
 from .models import ModelFile, ModelRecord, ModelRegistry, new_model_id
 from .raw import RawRunWriter, RawStore, RunRecord
+from .root import StorageRoot
 from .schemas import CROP_SCHEMA, CURATED_SCHEMA, RAW_SCHEMA, SPLITS
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, batch_name, iter_batches, read_table
 from .versions import DatasetStore, VersionWriter, new_version_id
@@ -44,6 +45,7 @@ __all__ = [
     "ShardSizing",
     "ShardTarget",
     "ShardWriter",
+    "StorageRoot",
     "ValidationSummary",
     "VersionWriter",
     "batch_name",

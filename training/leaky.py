@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from facescale.config import TrainingSettings
-from facescale.storage import DatasetStore, IdentityEntry, Location
+from facescale.storage import CropStore, DatasetStore, IdentityEntry
 from facescale.storage.schemas import Split
 
 from .evaluate import evaluate
@@ -118,18 +118,22 @@ def leaky_baseline(
     settings: TrainingSettings,
     work_dir: str | os.PathLike[str],
     *,
+    scratch: DatasetStore,
     max_steps_per_epoch: int | None = None,
     validation_steps: int | None = None,
     batch_size: int = 64,
     verbose: int | str = 0,
+    crops: CropStore | None = None,
 ) -> dict[str, Any]:
     """Train ``settings`` on the seed's leaky re-split of a version and evaluate it on its test split.
 
-    Everything lives under ``work_dir`` (``data/``: the leaky version; ``train/``: the
-    training output, resumable like any other). Rerunning returns the finished result.
+    Everything lives under ``work_dir`` (``scratch``: the store the leaky version is written
+    to; ``train/``: the training output, resumable like any other). Rerunning returns the
+    finished result.
 
     Args:
         store: the store holding the honest version.
+        scratch: a store of its own (not for production models) the leaky version is written to.
         version_id: the honest version.
         settings: the training configuration (the one the honest model was trained with).
         work_dir: a local scratch directory.
@@ -137,6 +141,7 @@ def leaky_baseline(
         validation_steps: the honest run's cap on validation batches, if any.
         batch_size: samples per prediction batch.
         verbose: passed to ``Model.fit``.
+        crops: the honest store's crop cache (the teacher's embeddings, with ``training.teacher: dlib``).
 
     Returns:
         ``version_id`` (the leaky version), ``top1``, ``top5``, ``examples`` (its test
@@ -145,11 +150,10 @@ def leaky_baseline(
     """
 
     work = Path(work_dir)
-    scratch = DatasetStore(Location.from_uri(str(work / "data")))
     leaky_id = make_leaky_version(store, version_id, scratch, seed=settings.seed)
     result = train(
         scratch, leaky_id, settings, work / "train", max_steps_per_epoch=max_steps_per_epoch,
-        validation_steps=validation_steps, verbose=verbose, teacher_store=store,
+        validation_steps=validation_steps, verbose=verbose, crops=crops,
     )
     evaluation = evaluate(scratch, work / "train", work / "eval", batch_size=batch_size, plots=False)
     report: dict[str, Any] = {

@@ -40,8 +40,8 @@ def source_ids(store: DatasetStore, version_id: str, splits: Iterable[str] = ("t
     return ids
 
 
-def teacher_embeddings(store: DatasetStore, wanted: set[str], *, centre: bool = True) -> dict[str, np.ndarray]:
-    """The dlib embedding of each photo in ``wanted`` the crop cache holds (float32, unit length).
+def teacher_embeddings(crops: CropStore, wanted: set[str], *, centre: bool = True) -> dict[str, np.ndarray]:
+    """The dlib embedding of each photo in ``wanted`` the crop cache ``crops`` holds (float32, unit length).
 
     A photo cropped under several parameter sets has one embedding per chunk; the newest
     chunk's wins (the one the latest curation made).
@@ -57,7 +57,7 @@ def teacher_embeddings(store: DatasetStore, wanted: set[str], *, centre: bool = 
         ConfigError: the cache holds no embedding of any wanted photo (a store curated
         without embeddings, or one whose crop cache was removed).
     """
-    found = CropStore(store.root).embeddings(wanted)
+    found = crops.embeddings(wanted)
     if wanted and not found:
         raise ConfigError(
             "training.teacher is dlib, but the crop cache holds no embedding of this version's photos "

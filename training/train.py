@@ -68,7 +68,7 @@ import tensorflow as tf
 
 from facescale.config import TrainingSettings
 from facescale.errors import ConfigError, ConflictError
-from facescale.storage import DatasetStore
+from facescale.storage import CropStore, DatasetStore
 from facescale.storage.fs import local_atomic_path
 
 from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, write_json
@@ -195,7 +195,7 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 0,
     warm_start: str | os.PathLike[str] | None = None,
-    teacher_store: DatasetStore | None = None,
+    crops: CropStore | None = None,
 ) -> TrainResult:
     """Train the identity classifier on a CURATED version; resume if ``out_dir`` holds a run.
 
@@ -217,9 +217,9 @@ def train(
             previous and the new model are both evaluated on the test samples of the
             previous model's identities; the report (``warm_start`` in the result) says
             whether the new model is at least as good on them.
-        teacher_store: the store whose crop cache holds the photos' dlib embeddings when
-            ``settings.teacher`` is ``dlib`` (default: ``store``; the leaky baseline trains on
-            a scratch copy of a version and reads them from the version's own store).
+        crops: the crop cache holding the photos' dlib embeddings, needed when
+            ``settings.teacher`` is ``dlib`` (the leaky baseline trains on a scratch copy of a
+            version and reads them from the version's own store's cache).
 
     ``settings.deterministic`` makes the input order and the ops reproducible
     (`make_deterministic`), so that a resumed run ends where an uninterrupted one does;
@@ -235,7 +235,9 @@ def train(
     _check_monitor(settings.stop_metric)
     targets = None
     if settings.teacher == "dlib":
-        targets = teacher_embeddings(teacher_store or store, source_ids(store, version_id, ("train", "val")))
+        if crops is None:
+            raise ConfigError("training.teacher is dlib, but no crop cache was given to read its embeddings from")
+        targets = teacher_embeddings(crops, source_ids(store, version_id, ("train", "val")))
     train_input = CuratedInput(
         store, version_id, "train", settings.image_size, shuffle_buffer=settings.shuffle_buffer, teacher=targets
     )

@@ -25,6 +25,7 @@ from facescale.storage import (
     Location,
     RawStore,
     ShardSizing,
+    StorageRoot,
     read_table,
 )
 from facescale.storage.manifest import utcnow
@@ -120,7 +121,7 @@ def first_night(ray_cluster: object, photos: Path, tmp_path_factory: pytest.Temp
     root = tmp_path_factory.mktemp("store")
     _ingest(root, photos / "night1", "night1")
     _corrupt_run(root)
-    summary = curate(Location.from_uri(str(root)), SETTINGS)
+    summary = curate(StorageRoot(Location.from_uri(str(root))), SETTINGS)
     return root, summary
 
 
@@ -179,7 +180,7 @@ def test_trouble_is_rejected_with_reasons(first_night: tuple[Path, object], lfw_
 
 def test_rerun_without_new_data_makes_no_version(first_night: tuple[Path, object]) -> None:
     root, summary = first_night
-    again = curate(Location.from_uri(str(root)), SETTINGS)
+    again = curate(StorageRoot(Location.from_uri(str(root))), SETTINGS)
     assert not again.created and again.version_id == summary.version_id and again.published
     assert again.prepared_rows == 0
 
@@ -191,7 +192,7 @@ def test_second_night_adds_an_identity_and_reuses_the_others(
     copy = tmp_path / "store"
     shutil.copytree(root, copy, symlinks=True)
     _ingest(copy, photos / "night2", "night2")
-    second = curate(Location.from_uri(str(copy)), SETTINGS)
+    second = curate(StorageRoot(Location.from_uri(str(copy))), SETTINGS)
     assert second.created and second.published and second.identities_changed == 1
     store = DatasetStore(Location.from_uri(str(copy)))
     manifest = store.get(second.version_id)
@@ -216,7 +217,7 @@ def test_the_layout_is_a_function_of_the_input_and_unchanged_shards_are_kept(
         copy = tmp_path / name
         shutil.copytree(root, copy, symlinks=True)
         shutil.rmtree(copy / "datasets")
-        summary = curate(Location.from_uri(str(copy)), SETTINGS, sizing=sizing, validate=False)
+        summary = curate(StorageRoot(Location.from_uri(str(copy)), sizing), SETTINGS, validate=False)
         manifest = DatasetStore(Location.from_uri(str(copy))).get(summary.version_id)
         layouts.append([(s.path, s.rows, s.sha256) for s in manifest.shards])
         versions.append(summary.version_id)
@@ -225,7 +226,7 @@ def test_the_layout_is_a_function_of_the_input_and_unchanged_shards_are_kept(
 
     location = Location.from_uri(str(tmp_path / "a"))
     _ingest(tmp_path / "a", photos / "night2", "night2")
-    second = curate(location, SETTINGS, sizing=sizing, validate=False)
+    second = curate(StorageRoot(location, sizing), SETTINGS, validate=False)
     store = DatasetStore(location)
     parent, child = store.get(versions[0]), store.get(second.version_id)
     assert child.parent == parent.version_id and second.identities_changed == 1
@@ -250,7 +251,7 @@ def test_the_order_a_nights_runs_were_committed_in_does_not_change_the_version(
         IdentityRegistry(Location.from_uri(str(root))).add([p.replace("_", " ") for p in PEOPLE])
         for run_id in order:
             _ingest(root, tmp_path / run_id, run_id)
-        summary = curate(Location.from_uri(str(root)), SETTINGS, sizing=sizing, validate=False)
+        summary = curate(StorageRoot(Location.from_uri(str(root)), sizing), SETTINGS, validate=False)
         manifest = DatasetStore(Location.from_uri(str(root))).get(summary.version_id)
         layouts.append([(s.path, s.rows, s.sha256) for s in manifest.shards])
     assert len(layouts[0]) > 3
@@ -283,7 +284,7 @@ def test_killed_ray_worker_loses_and_duplicates_nothing(
 
     killer = threading.Thread(target=kill_a_worker, daemon=True)
     killer.start()
-    summary = curate(Location.from_uri(str(root)), SETTINGS)
+    summary = curate(StorageRoot(Location.from_uri(str(root))), SETTINGS)
     killer.join(timeout=5)
     assert killed, "no CropPreparer worker was found to kill"
     assert summary.created and summary.published
@@ -293,6 +294,6 @@ def test_killed_ray_worker_loses_and_duplicates_nothing(
 
 
 def test_an_empty_store_gives_no_version(tmp_path: Path) -> None:
-    summary = curate(Location.from_uri(str(tmp_path)), SETTINGS)
+    summary = curate(StorageRoot(Location.from_uri(str(tmp_path))), SETTINGS)
     assert summary.version_id is None and not summary.created and summary.rows == 0
     assert "nothing to version" in summary.message

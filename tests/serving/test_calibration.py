@@ -153,7 +153,8 @@ def test_dlib_calibration_reuses_the_crop_cache_embeddings(recognizer, served_ba
         writer.write([row])
         writer.commit()
     lines: list[str] = []
-    calibration = calibrate(recognizer, store, backends=["dlib"], progress=lines.append, max_pairs=200)
+    calibration = calibrate(recognizer, store, backends=["dlib"], progress=lines.append, max_pairs=200,
+                            crops=CropStore(location))
     enrolled = calibration.galleries["dlib"].embeddings
     assert sum(bool(np.allclose(row, marked / 2)) for row in enrolled) == 1
     assert np.all(np.isfinite(enrolled)) and len(enrolled) == len(train)

@@ -20,13 +20,14 @@ import logging
 import os
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from facescale.config import TrainingSettings
-from facescale.storage import DatasetStore, Location
+from facescale.storage import StorageRoot
 from facescale.training.leaky import leaky_baseline
 from facescale.training.train import train
 
@@ -69,10 +70,13 @@ def main() -> None:
     if args.kill_at:
         epoch, batch = (int(p) for p in args.kill_at.split(":"))
         callbacks.append(KillAt(epoch, batch))
-    store = DatasetStore(Location.from_uri(args.root))
+    root = StorageRoot.from_uri(args.root)
+    store = root.datasets
     settings = TrainingSettings(**json.loads(args.settings))
     if args.leaky:
-        report = leaky_baseline(store, args.version, settings, args.out, max_steps_per_epoch=args.max_steps)
+        scratch = StorageRoot.from_uri(str(Path(args.out) / "data")).datasets
+        report = leaky_baseline(store, args.version, settings, args.out, scratch=scratch,
+                                max_steps_per_epoch=args.max_steps, crops=root.crops)
         print(json.dumps(report), flush=True)
         return
     result = train(
@@ -84,6 +88,7 @@ def main() -> None:
         devices=devices,
         callbacks=callbacks,
         warm_start=args.warm_start,
+        crops=root.crops,
     )
     print(json.dumps(result.to_json()), flush=True)
 

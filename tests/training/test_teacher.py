@@ -16,7 +16,7 @@ import pytest
 from facescale.config import TrainingSettings
 from facescale.errors import ConfigError
 from facescale.pipeline.embeddings import FaceEmbedder
-from facescale.storage import DatasetStore, Location
+from facescale.storage import CropStore, DatasetStore, Location
 from facescale.storage.schemas import EMBEDDING_DIM
 from facescale.training.data import CuratedInput
 from facescale.training.model import embedding_model
@@ -52,7 +52,7 @@ def test_teacher_embeddings_are_the_crop_caches_unit_vectors_of_the_wanted_photo
     curated, expected = taught
     wanted = source_ids(curated.store, curated.version_id, ("train", "val"))
     assert wanted == {r["source_image_id"] for r in curated.rows if r["split"] in ("train", "val")}
-    found = teacher_embeddings(curated.store, wanted, centre=False)
+    found = teacher_embeddings(CropStore(curated.location), wanted, centre=False)
     assert set(found) == wanted & set(expected)  # test photos not asked for; the one without none
     assert len(found) == len(wanted) - 1
     for source, vector in found.items():
@@ -60,7 +60,7 @@ def test_teacher_embeddings_are_the_crop_caches_unit_vectors_of_the_wanted_photo
         np.testing.assert_allclose(vector, expected[source], atol=1e-6)
     raw = np.stack([found[k] for k in sorted(found)])
     assert np.mean(raw @ raw.T) > 0.5  # dlib's embeddings share a direction ...
-    centred = teacher_embeddings(curated.store, wanted)  # ... which the default takes out
+    centred = teacher_embeddings(CropStore(curated.location), wanted)  # ... which the default takes out
     mean = raw.mean(axis=0)
     for source, vector in centred.items():
         want = found[source] - mean
@@ -80,13 +80,16 @@ def test_the_newest_chunk_wins_and_a_store_without_embeddings_is_refused(
     row = next(r for r in source_store.rows if r["source_image_id"] == source)
     newer = -expected[source]  # another embedding of the same photo, made later
     write_crops(store.root, "b", [crop_row(row, newer)])
-    found = teacher_embeddings(store, {source}, centre=False)
+    found = teacher_embeddings(CropStore(store.root), {source}, centre=False)
     np.testing.assert_allclose(found[source], newer, atol=1e-6)
 
     bare = make_version(Location.from_uri(str(tmp_path / "bare")), lfw_dev)  # no crop cache
     with pytest.raises(ConfigError, match="no embedding of this version's photos"):
-        teacher_embeddings(bare.store, source_ids(bare.store, bare.version_id))
+        teacher_embeddings(CropStore(bare.location), source_ids(bare.store, bare.version_id))
     with pytest.raises(ConfigError, match="no embedding of this version's photos"):
+        train(bare.store, bare.version_id, TrainingSettings(backbone="tiny", image_size=32, teacher="dlib"),
+              tmp_path / "run", crops=CropStore(bare.location))
+    with pytest.raises(ConfigError, match="no crop cache was given"):
         train(bare.store, bare.version_id, TrainingSettings(backbone="tiny", image_size=32, teacher="dlib"),
               tmp_path / "run")
 
@@ -133,14 +136,15 @@ def test_distillation_makes_the_embedding_reproduce_the_teachers(
 ) -> None:
     """The same short run with and without the teacher: only the taught one's embedding follows dlib's."""
     curated, _ = taught
-    expected = teacher_embeddings(curated.store, source_ids(curated.store, curated.version_id, ("train",)))
+    wanted = source_ids(curated.store, curated.version_id, ("train",))
+    expected = teacher_embeddings(CropStore(curated.location), wanted)
     # batchnorm_momentum 0.5: the agreement is measured in inference mode after only 60 steps
     base = {"backbone": "tiny", "image_size": 75, "batch_size": 8, "max_epochs": 20, "batchnorm_momentum": 0.5,
             "stop_metric": "loss", "stop_threshold": 1e-9, "learning_rate": 3e-3, "deterministic": False}
     plain = train(curated.store, curated.version_id, TrainingSettings(**base, teacher="none"), tmp_path / "plain")
     taught_run = train(
         curated.store, curated.version_id, TrainingSettings(**base, teacher="dlib", teacher_weight=5.0),
-        tmp_path / "taught",
+        tmp_path / "taught", crops=CropStore(curated.location),
     )
     assert taught_run.settings["teacher"] == "dlib"
     plain_agreement = _agreement(plain.model_path, curated, expected)
@@ -163,7 +167,9 @@ def test_the_leaky_baseline_reads_the_teacher_from_the_versions_own_store(
     curated, _ = taught
     settings = TrainingSettings(backbone="tiny", image_size=32, batch_size=4, max_epochs=1, teacher="dlib",
                                 stop_metric="val_loss", stop_threshold=1e-9, deterministic=False)
-    report = leaky_baseline(curated.store, curated.version_id, settings, tmp_path / "leaky", max_steps_per_epoch=2)
+    scratch = DatasetStore(Location.from_uri(str(tmp_path / "leaky" / "data")))  # no crop cache of its own
+    report = leaky_baseline(curated.store, curated.version_id, settings, tmp_path / "leaky", scratch=scratch,
+                            max_steps_per_epoch=2, crops=CropStore(curated.location))
     assert report["training"]["epochs"] == 1
     assert json.loads((tmp_path / "leaky" / "train" / "training.json").read_text())["settings"]["teacher"] == "dlib"
 
@@ -178,7 +184,7 @@ def test_a_distilled_run_warm_starts_from_a_previous_model(
     previous = train(curated.store, curated.version_id, TrainingSettings(**short), tmp_path / "previous",
                      max_steps_per_epoch=2)
     grown = train(curated.store, curated.version_id, TrainingSettings(**short, teacher="dlib"), tmp_path / "grown",
-                  max_steps_per_epoch=2, warm_start=previous.out_dir)
+                  max_steps_per_epoch=2, warm_start=previous.out_dir, crops=CropStore(curated.location))
     assert grown.warm_start is not None
     assert grown.warm_start["copied_classes"] == previous.num_classes and grown.warm_start["new_classes"] == 0
     assert grown.warm_start["previous_accuracy"] is not None and grown.warm_start["new_accuracy"] is not None
