@@ -19,16 +19,13 @@ import logging
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from facescale.config import OrchestrationSettings, Settings
 from facescale.errors import FacescaleError
 from facescale.services import Services
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

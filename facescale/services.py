@@ -87,40 +87,29 @@ class Services:
         return ShardSizing(s.rows_per_row_group, s.max_rows_per_shard, s.max_bytes_per_shard)
 
     def root(self) -> StorageRoot:
-        """Every store of the configured root (`storage.StorageRoot`), what a stage is handed."""
+        """Every store of the configured root (`storage.StorageRoot`), what a stage is handed; each call
+        builds a fresh one, as each store method below does."""
         from facescale.storage import StorageRoot
 
         return StorageRoot(self.location(), self.sizing())
 
     def datasets(self) -> DatasetStore:
-        from facescale.storage import DatasetStore
-
-        return DatasetStore(self.location(), self.sizing())
+        return self.root().datasets
 
     def raw(self) -> RawStore:
-        from facescale.storage import RawStore
-
-        return RawStore(self.location(), self.sizing())
+        return self.root().raw
 
     def registry(self) -> IdentityRegistry:
-        from facescale.storage import IdentityRegistry
-
-        return IdentityRegistry(self.location())
+        return self.root().registry
 
     def exclusions(self) -> ExclusionList:
-        from facescale.storage import ExclusionList
-
-        return ExclusionList(self.location())
+        return self.root().exclusions
 
     def plans(self) -> PlanStore:
-        from facescale.storage.plans import PlanStore
-
-        return PlanStore(self.location())
+        return self.root().plans
 
     def models(self) -> ModelRegistry:
-        from facescale.storage import ModelRegistry
-
-        return ModelRegistry(self.location())
+        return self.root().models
 
     # -- stage runs ----------------------------------------------------------------------------
     def scrape(
@@ -223,12 +212,12 @@ class Services:
         from facescale.training.train import train
 
         version_id = self.resolve_version(version)
-        registry = self.models()
+        root = self.root()
+        registry = root.models
         parent = registry.resolve(warm_start) if warm_start else None
         if run_dir is None:
             run_dir = RUNS_DIR / (version_id if parent is None else f"{version_id}-from-{parent.model_id}")
         warm_dir = registry.local_dir(parent.model_id, run_dir / "warm-start") if parent is not None else None
-        root = self.root()
         result = train(
             root.datasets, version_id, settings or self.settings.training, run_dir,
             max_steps_per_epoch=max_steps_per_epoch, warm_start=warm_dir, verbose=verbose, crops=root.crops,
@@ -255,27 +244,26 @@ class Services:
         ``work_dir`` (default ``facescale-runs/eval-<model>``) holds the model's local copy, the
         evaluation and the leaky run (which resumes like any training run).
         """
+        from facescale.storage import StorageRoot
         from facescale.training.artifacts import register_evaluation
         from facescale.training.evaluate import evaluate
         from facescale.training.leaky import leaky_baseline as run_leaky
         from facescale.training.rundir import TrainResult
 
-        registry = self.models()
+        root = self.root()
+        registry, store = root.models, root.datasets
         record = registry.resolve(ref)
         work = work_dir or RUNS_DIR / f"eval-{record.model_id}"
         model_dir = registry.local_dir(record.model_id, work / "model")
-        store = self.datasets()
         leaky = None
         if leaky_baseline:
             trained = TrainResult.load(model_dir)
-            from facescale.storage import StorageRoot
-
             scratch = StorageRoot.from_uri(str(work / "leaky" / "data")).datasets  # a store of its own
             leaky = run_leaky(
                 store, record.version_id, TrainingSettings.model_validate(trained.settings), work / "leaky",
                 scratch=scratch, max_steps_per_epoch=trained.max_steps_per_epoch,
                 validation_steps=trained.validation_steps, batch_size=batch_size, verbose=verbose,
-                crops=self.root().crops,
+                crops=root.crops,
             )
         evaluation = evaluate(store, model_dir, work / "eval", batch_size=batch_size, leaky=leaky)
         updated = register_evaluation(registry, record.model_id, work / "eval", evaluation)
@@ -354,13 +342,13 @@ class Services:
         from facescale.serving.loading import image_limits
         from facescale.serving.recognizer import BACKENDS
 
-        serving = self.settings.serving
+        serving, root = self.settings.serving, self.root()
         recognizer = self.recognizer(ref, to_calibrate=True)
         calibration = calibrate(
-            recognizer, self.datasets(), backends=backends or BACKENDS,
+            recognizer, root.datasets, backends=backends or BACKENDS,
             gallery_per_identity=gallery_per_identity or serving.gallery_per_identity,
             max_pairs=max_pairs or serving.calibration_pairs, unseen=unseen, unseen_identities=unseen_identities,
-            limits=image_limits(serving), progress=progress, crops=self.root().crops,
+            limits=image_limits(serving), progress=progress, crops=root.crops,
         )
-        store_calibration(self.models(), calibration)
+        store_calibration(root.models, calibration)
         return calibration

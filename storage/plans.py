@@ -49,9 +49,7 @@ class PlanStore:
         def read(file: str) -> _PlanWaiting:
             return _PlanWaiting.model_validate_json(plans.read_bytes(plans.path(file)))
 
-        def files() -> list[str]:
-            if not plans.exists(plans.root):
-                return []
+        def files() -> list[str]:  # list_files: empty while no plan was written
             return [f for f in plans.list_files(plans.root) if f.endswith(".json") and not f.startswith("_")]
 
         counts: dict[str, int] = {}

@@ -37,7 +37,6 @@ LEAKY_FRACTIONS: dict[Split, float] = {"train": 0.7, "val": 0.2, "test": 0.1}
 _Key = TypeVar("_Key")
 
 
-
 def make_leaky_version(
     source: DatasetStore,
     version_id: str,

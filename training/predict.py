@@ -23,7 +23,6 @@ from .rundir import MODEL_FILE
 TOP_K = 5
 
 
-
 @dataclass(frozen=True)
 class Predictions:
     """What a model predicted for every sample of a split (in the shards' order)."""

@@ -105,7 +105,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-
 def who(labels: Mapping[int, Mapping[str, str]], label: int) -> dict[str, str]:
     """``{"name", "slug"}`` of ``label`` in a run's ``labels.json`` labels (a placeholder for a label it lacks)."""
     entry = labels.get(int(label))
