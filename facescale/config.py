@@ -225,6 +225,13 @@ class TrainingSettings(_Section):
     teacher_weight: float = Field(
         1.0, ge=0, description="weight of the distillation loss, 1 - cosine(embedding, dlib embedding), per sample"
     )
+    teacher_extra: int = Field(
+        0,
+        ge=0,
+        description="dlib: unlabelled crops from the crop cache added to every batch, learnt from the teacher "
+        "alone: photos the version does not use (spares, other identities, removed copies), none near a val or "
+        "test photo; 0: the version's train photos only",
+    )
     batchnorm_momentum: float | None = Field(
         None,
         ge=0,
@@ -250,6 +257,8 @@ class TrainingSettings(_Section):
             raise ValueError(
                 f"teacher dlib needs embedding_dim 128 (the dlib embedding's width), got {self.embedding_dim}"
             )
+        if self.teacher_extra and self.teacher != "dlib":
+            raise ValueError("teacher_extra needs teacher: dlib (the extra crops have no labels, only dlib's targets)")
         return self
 
 

@@ -2,7 +2,8 @@
 
 storage imports nothing of ours (but facescale.errors); stages import storage and config;
 serving may also load models from training and use the pipeline's face detector and
-pretrained embedder (faces are found and cropped as the dataset's were); the CLI wires everything; dags import
+pretrained embedder (faces are found and cropped as the dataset's were); training may use
+curation's near-duplicate rule; the CLI wires everything; dags import
 everything and nothing imports dags.
 """
 
@@ -37,7 +38,8 @@ ALLOWED: dict[str, set[str]] = {
     "facescale.storage": BASE,
     "facescale.scraper": STAGE,
     "facescale.pipeline": STAGE,
-    "facescale.training": STAGE,
+    # curation's near-duplicate rule, to keep copies of held-out photos out of the teacher's extra crops
+    "facescale.training": STAGE | {"facescale.pipeline.dedup", "facescale.pipeline.reasons"},
     # the detector and crop the dataset was made with, and the pretrained embedder (a backend)
     "facescale.serving": STAGE | {"facescale.training", "facescale.pipeline.faces", "facescale.pipeline.embeddings"},
     # a tool for demos, tests and benchmarks: the site and its image synthesiser, nothing of the stages

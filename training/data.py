@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -439,6 +440,101 @@ class CuratedInput:
         if group.mixed:
             table = table.filter(pc.equal(table.column("split"), self.split))
         return table
+
+
+EXTRA_STREAM = 0x7E  # keys the extra crops' order apart from the split's
+
+
+class ExtraInput:
+    """Unlabelled crops and their teacher targets (``training.teacher_extra``), a fixed number per step.
+
+    Epoch ``e`` takes its crops from permutations of all of them keyed by ``(seed, e,
+    EXTRA_STREAM, k)``, ``k = 0, 1, ...`` chained until the epoch has enough: a function of
+    ``(seed, epoch)`` only, like the split's order, so a resumed run is fed what an
+    uninterrupted one would have been. The crops are held in memory (`teacher.extra_crops`).
+    """
+
+    def __init__(self, images: Sequence[bytes], targets: np.ndarray, image_size: int) -> None:
+        if not len(images) or len(images) != len(targets):
+            raise ConfigError("extra crops need at least one image and one target per image")
+        self.images = list(images)
+        self.targets = np.asarray(targets, np.float32)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def order(self, seed: int, epoch: int, count: int) -> np.ndarray:
+        """The first ``count`` crop indices of epoch ``epoch``'s order."""
+        rounds = math.ceil(count / len(self))
+        chained = [_rng(seed, epoch, EXTRA_STREAM, k).permutation(len(self)) for k in range(rounds)]
+        return np.concatenate(chained)[:count]
+
+    def epochs(
+        self,
+        per_batch: int,
+        steps_per_epoch: int,
+        *,
+        start_epoch: int = 0,
+        end_epoch: int,
+        seed: int = 0,
+        shard: tuple[int, int] | None = None,
+    ) -> tf.data.Dataset:
+        """Batches of ``per_batch`` decoded crops and their targets for epochs ``start..end-1``.
+
+        Args:
+            per_batch: crops per training step.
+            steps_per_epoch: steps per epoch (this worker's, with ``shard``).
+            start_epoch: the first epoch to produce.
+            end_epoch: one past the last epoch.
+            seed: the run's seed.
+            shard: ``(count, index)``: every count-th crop of the order from ``index`` on (a
+                worker's share in multi-worker training).
+
+        Returns:
+            ``(end - start) * steps_per_epoch`` batches of ``(float32 (per_batch, S, S, 3) in
+            [-1, 1], float32 (per_batch, 128))``.
+        """
+        count, index = shard or (1, 0)
+        wanted = per_batch * steps_per_epoch
+        epochs = range(start_epoch, max(start_epoch, end_epoch))
+        indices = np.concatenate(
+            [self.order(seed, e, wanted * count)[index::count] for e in epochs] or [np.zeros(0, np.int64)]
+        )
+        images, targets, size = tf.constant(self.images), tf.constant(self.targets), self.image_size
+        crops = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64)).map(
+            lambda i: (resize_image(tf.gather(images, i), size), tf.gather(targets, i)),
+            num_parallel_calls=AUTOTUNE, deterministic=True,
+        )
+        batches = crops.batch(per_batch, drop_remainder=True).map(
+            lambda x, t: (scale_images(x), t), num_parallel_calls=AUTOTUNE, deterministic=True
+        )
+        return batches.apply(tf.data.experimental.assert_cardinality(len(epochs) * steps_per_epoch))
+
+
+def with_extra(labelled: tf.data.Dataset, extra: tf.data.Dataset) -> tf.data.Dataset:
+    """Each teacher batch of the split with a batch of extra crops appended, and sample weights.
+
+    ``labelled``: ``({"image", "teacher_embedding"}, labels)`` batches (`CuratedInput.epochs`);
+    ``extra``: `ExtraInput.epochs` batches, as many. Every output batch is ``(inputs, labels,
+    weights)``: the extra crops take label 0 and weight 0 (they teach through the distillation
+    loss alone), the labelled rows weight ``(n + m) / n``, so the classification loss, summed
+    over the batch and divided by its size, stays the mean over the labelled rows, and the
+    weighted metrics count those rows only.
+    """
+
+    def join(batch: tuple[dict[str, tf.Tensor], tf.Tensor], more: tuple[tf.Tensor, tf.Tensor]) -> tuple[Any, ...]:
+        (inputs, labels), (images, targets) = batch, more
+        n, m = tf.shape(labels)[0], tf.shape(targets)[0]
+        weights = tf.concat([tf.fill([n], tf.cast(n + m, tf.float32) / tf.cast(n, tf.float32)), tf.zeros([m])], 0)
+        joined = {
+            INPUT_NAME: tf.concat([inputs[INPUT_NAME], images], 0),
+            TEACHER_NAME: tf.concat([inputs[TEACHER_NAME], targets], 0),
+        }
+        return joined, tf.concat([labels, tf.zeros([m], labels.dtype)], 0), weights
+
+    mixed = tf.data.Dataset.zip((labelled, extra)).map(join, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return mixed.prefetch(AUTOTUNE)
 
 
 def _rng(*key: int) -> np.random.Generator:

@@ -35,7 +35,9 @@ class TrainingPlan:
 
 #: Settings added after runs were saved without them, with the value such a run trained with: a saved
 #: fingerprint missing one of them is read as having this value, so it still resumes after the upgrade.
-LEGACY_SETTINGS: dict[str, Any] = {"head": "softmax", "cosface_margin": 0.2, "cosface_scale": 30.0}
+LEGACY_SETTINGS: dict[str, Any] = {
+    "head": "softmax", "cosface_margin": 0.2, "cosface_scale": 30.0, "teacher_extra": 0,
+}
 
 
 #: Settings that only decide when a run stops, not what an epoch computes: they stay out of the fingerprint,

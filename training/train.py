@@ -64,15 +64,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from facescale.config import TrainingSettings
 from facescale.errors import ConfigError, ConflictError
-from facescale.storage import CropStore, DatasetStore
+from facescale.storage import SPLITS, CropStore, DatasetStore
 from facescale.storage.fs import local_atomic_path
 
 from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, write_json
-from .data import CuratedInput, VersionInfo
+from .data import CuratedInput, ExtraInput, VersionInfo, with_extra
 from .model import CosFaceLoss, build_model, distillation_model, grow_from, use_mixed_precision
 from .plan import TrainingPlan, plan_run, upgraded
 from .predict import accuracy_on_labels, predict_split
@@ -87,7 +88,7 @@ from .rundir import (
     TrainResult,
     file_sha256,
 )
-from .teacher import source_ids, teacher_embeddings
+from .teacher import extra_crops, source_ids, teacher_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -233,11 +234,23 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_monitor(settings.stop_metric)
-    targets = None
+    targets, extra_input = None, None
     if settings.teacher == "dlib":
         if crops is None:
             raise ConfigError("training.teacher is dlib, but no crop cache was given to read its embeddings from")
-        targets = teacher_embeddings(crops, source_ids(store, version_id, ("train", "val")))
+        extra = None
+        if settings.teacher_extra:
+            extra = extra_crops(
+                crops, source_ids(store, version_id, SPLITS), source_ids(store, version_id, ("val", "test"))
+            )
+            if not len(extra):
+                raise ConfigError(
+                    "training.teacher_extra asks for extra crops, but the crop cache holds no usable crop beyond "
+                    "this version's own photos (and those near its val and test photos): set it to 0"
+                )
+        targets = teacher_embeddings(crops, source_ids(store, version_id, ("train", "val")), extra=extra)
+        if extra is not None:
+            extra_input = ExtraInput(extra.images, np.stack([targets[i] for i in extra.image_ids]), settings.image_size)
     train_input = CuratedInput(
         store, version_id, "train", settings.image_size, shuffle_buffer=settings.shuffle_buffer, teacher=targets
     )
@@ -292,7 +305,10 @@ def train(
         elif previous is not None:
             grow_from(model, previous.model)
         if saved is None or not saved.finished:
-            fit(built, plan, settings, strategy, train_input, val_input, out, resumed_from, callbacks, verbose)
+            fit(
+                built, plan, settings, strategy, train_input, val_input, out, resumed_from, callbacks, verbose,
+                extra_input=extra_input,
+            )
         fitted = time.perf_counter()
         if (out / BEST_FILE).is_file():
             built.trainee.load_weights(out / BEST_FILE)
@@ -413,7 +429,8 @@ def build(settings: TrainingSettings, num_classes: int, plan: TrainingPlan, out:
     trainee.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate(settings, plan.steps)),
         loss=loss_of(settings),
-        metrics=[
+        # weighted: the unlabelled rows of training.teacher_extra (weight 0) count in no metric
+        weighted_metrics=[
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"),
         ],
@@ -440,19 +457,31 @@ def fit(
     resumed_from: int,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = 0,
+    *,
+    extra_input: ExtraInput | None = None,
 ) -> None:
-    """Fit epochs ``resumed_from + 1 .. settings.max_epochs``, appending to history.csv, one checkpoint an epoch."""
+    """Fit epochs ``resumed_from + 1 .. settings.max_epochs``, appending to history.csv, one checkpoint an epoch.
+
+    ``extra_input``: ``settings.teacher_extra`` unlabelled crops appended to every batch (`data.with_extra`).
+    """
     _truncate_history(out / HISTORY_FILE, resumed_from)
     multi = plan.workers > 1
     if multi:
         stream, validation = _worker_inputs(
-            strategy, train_input, val_input, settings, plan.steps, resumed_from, plan.validation_steps
+            strategy, train_input, val_input, settings, plan.steps, resumed_from, plan.validation_steps,
+            extra_input,
         )
     else:
         stream = train_input.epochs(
             plan.global_batch, plan.steps, start_epoch=resumed_from, end_epoch=settings.max_epochs,
             seed=settings.seed, deterministic=settings.deterministic,
         )
+        if extra_input is not None:
+            extra_stream = extra_input.epochs(
+                settings.teacher_extra * plan.replicas, plan.steps, start_epoch=resumed_from,
+                end_epoch=settings.max_epochs, seed=settings.seed,
+            )
+            stream = with_extra(stream, extra_stream)
         validation = val_input.dataset(plan.global_batch) if val_input is not None else None
     fixes = _multi_worker_fixes(built.trainee, strategy) if multi else contextlib.nullcontext()
     with fixes:
@@ -635,6 +664,7 @@ def _worker_inputs(
     steps: int,
     start_epoch: int,
     validation_steps: int | None,
+    extra_input: ExtraInput | None = None,
 ) -> tuple[Any, Any]:
     """Per-worker input for MultiWorkerMirroredStrategy: each worker reads its own shard.
 
@@ -645,11 +675,18 @@ def _worker_inputs(
     local = len(strategy.extended.worker_devices)  # replicas on this worker
 
     def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return train_input.epochs(
+        shard = (context.num_input_pipelines, context.input_pipeline_id)
+        stream = train_input.epochs(
             settings.batch_size, steps * local, start_epoch=start_epoch, end_epoch=settings.max_epochs,
-            seed=settings.seed, deterministic=settings.deterministic,
-            shard=(context.num_input_pipelines, context.input_pipeline_id),
+            seed=settings.seed, deterministic=settings.deterministic, shard=shard,
         )
+        if extra_input is None:
+            return stream
+        extra = extra_input.epochs(
+            settings.teacher_extra, steps * local, start_epoch=start_epoch, end_epoch=settings.max_epochs,
+            seed=settings.seed, shard=shard,
+        )
+        return with_extra(stream, extra)
 
     def val_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         assert val_input is not None

@@ -6,24 +6,29 @@ here the way curation writes it, with each crop's real dlib embedding (`FaceEmbe
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from facescale.config import TrainingSettings
 from facescale.errors import ConfigError
+from facescale.pipeline.dedup import hash_image_keys
 from facescale.pipeline.embeddings import FaceEmbedder
-from facescale.storage import CropStore, DatasetStore, Location
-from facescale.storage.schemas import EMBEDDING_DIM
-from facescale.training.data import CuratedInput
+from facescale.storage import SPLITS, CropStore, DatasetStore, Location
+from facescale.storage.schemas import EMBEDDING_DIM, HASH_BYTES
+from facescale.training.data import CuratedInput, ExtraInput, with_extra
 from facescale.training.model import embedding_model
-from facescale.training.teacher import source_ids, teacher_embeddings
+from facescale.training.teacher import extra_crops, source_ids, teacher_embeddings
 from facescale.training.train import train
 
-from .conftest import Curated, crop_row, make_version, write_crops
+from .conftest import Curated, crop_row, face_crop, make_version, write_crops
 
 NO_EMBEDDING = 0  # index (in source order) of the photo whose crop row has no embedding
 
@@ -188,3 +193,146 @@ def test_a_distilled_run_warm_starts_from_a_previous_model(
     assert grown.warm_start is not None
     assert grown.warm_start["copied_classes"] == previous.num_classes and grown.warm_start["new_classes"] == 0
     assert grown.warm_start["previous_accuracy"] is not None and grown.warm_start["new_accuracy"] is not None
+
+
+# -- training.teacher_extra: unlabelled crops from the cache --------------------------------
+EXTRA_PEOPLE = (("Colin_Powell", 12), ("George_W_Bush", 0))  # (folder, first photo): beyond the version's 12
+
+
+@pytest.fixture(scope="module")
+def with_extras(
+    taught: tuple[Curated, dict[str, np.ndarray]], lfw_dev: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Curated, set[str], str]:
+    """The taught version plus a chunk of crops it does not use: 6 photos of a version identity beyond its
+    12 and 6 of someone else (the extras), a copy of one of its test photos (a re-encoded crop a few pixels
+    off) and a crop that failed a gate; returns the version, the extras' ids and the copy's id."""
+    source, expected = taught
+    root = tmp_path_factory.mktemp("extras")
+    shutil.copytree(Path(source.location.path("")), root, dirs_exist_ok=True)
+    curated = Curated(Location.from_uri(str(root)), source.version_id, source.rows)
+    embedder = FaceEmbedder()
+    rows: list[dict[str, Any]] = []
+    extras = set()
+    for folder, first in EXTRA_PEOPLE:
+        for path in sorted((lfw_dev / folder).glob("*.jpg"))[first:first + 6]:
+            image = face_crop(path)
+            sample = {"source_image_id": hashlib.sha256(image).hexdigest(), "identity": folder.replace("_", " "),
+                      "identity_slug": folder.lower().replace("_", "-"), "image": image, "face_box": None}
+            rows.append(crop_row(sample, embedder.embed_bytes(image)))
+            extras.add(sample["source_image_id"])
+    test = curated.split("test")[0]
+    with Image.open(io.BytesIO(test["image"])) as photo:
+        shifted = photo.crop((3, 3, photo.width - 2, photo.height - 2)).resize(photo.size)
+    buf = io.BytesIO()
+    shifted.save(buf, format="JPEG", quality=70)
+    copy = {**test, "source_image_id": "copy-of-a-test-photo", "image": buf.getvalue()}
+    rows.append(crop_row(copy, embedder.embed_bytes(copy["image"])))
+    gated = {**rows[0], "image_id": "blurry", "error": "blurry"}
+    rows.append(gated)
+    own = [crop_row(r, expected.get(r["source_image_id"])) for r in curated.rows if r["aug_index"] == 0]
+    # a newer chunk (its rows win), every row with the perceptual keys curation stores with a crop
+    write_crops(curated.location, "extra", [_with_keys(row) for row in [*rows, *own]])
+    return curated, extras, copy["source_image_id"]
+
+
+def _with_keys(row: dict[str, Any]) -> dict[str, Any]:
+    keys = hash_image_keys(row["crop"])
+    assert keys is not None
+    return {**row, "phash": keys.key.to_bytes(HASH_BYTES, "big"),
+            "phash_windows": b"".join(k.to_bytes(HASH_BYTES, "big") for k in keys.windows)}
+
+
+def test_extra_crops_are_the_caches_other_usable_photos_but_none_near_a_held_out_one(
+    with_extras: tuple[Curated, set[str], str],
+) -> None:
+    curated, extras, copy = with_extras
+    crops = CropStore(curated.location)
+    sources = source_ids(curated.store, curated.version_id, SPLITS)
+    held_out = source_ids(curated.store, curated.version_id, ("val", "test"))
+    found = extra_crops(crops, sources, held_out)
+    assert set(found.image_ids) == extras  # not the version's photos, not the blurry one, not the copy
+    assert len(found.images) == len(found) and found.embeddings.shape == (len(found), EMBEDDING_DIM)
+    unguarded = extra_crops(crops, sources, held_out, max_distance=0)
+    assert set(unguarded.image_ids) == extras | {copy}  # the near-duplicate rule alone kept the copy out
+
+    targets = teacher_embeddings(crops, source_ids(curated.store, curated.version_id, ("train", "val")), extra=found)
+    assert extras <= set(targets)  # centred on one mean with the version's photos
+    together = np.stack(list(targets.values()))
+    assert abs(float(np.mean(together @ together.T))) < 0.05
+
+
+def test_the_extra_stream_is_a_function_of_seed_and_epoch_and_mixes_in_with_zero_weight(
+    with_extras: tuple[Curated, set[str], str],
+) -> None:
+    curated, _, _ = with_extras
+    crops = CropStore(curated.location)
+    found = extra_crops(crops, source_ids(curated.store, curated.version_id, SPLITS),
+                        source_ids(curated.store, curated.version_id, ("val", "test")))
+    extra = ExtraInput(found.images, found.embeddings, 75)
+    assert sorted(extra.order(0, 1, len(extra))) == list(range(len(extra)))  # a permutation per round
+    assert list(extra.order(0, 1, 30)) == list(extra.order(0, 1, 30))
+    assert list(extra.order(0, 1, 30)) != list(extra.order(0, 2, 30))
+    whole = [t for _, t in extra.epochs(3, 4, start_epoch=0, end_epoch=3, seed=5).as_numpy_iterator()]
+    resumed = [t for _, t in extra.epochs(3, 4, start_epoch=2, end_epoch=3, seed=5).as_numpy_iterator()]
+    assert len(whole) == 12 and len(resumed) == 4
+    for a, b in zip(whole[8:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)  # a resumed run is fed what an uninterrupted one was
+
+    expected = teacher_embeddings(crops, source_ids(curated.store, curated.version_id, ("train", "val")))
+    labelled = CuratedInput(curated.store, curated.version_id, "train", 75, teacher=expected)
+    stream = with_extra(labelled.epochs(4, 2, end_epoch=1), extra.epochs(2, 2, end_epoch=1))
+    inputs, labels, weights = next(iter(stream))
+    assert inputs["image"].shape == (6, 75, 75, 3) and inputs["teacher_embedding"].shape == (6, EMBEDDING_DIM)
+    np.testing.assert_allclose(weights.numpy(), [1.5] * 4 + [0.0] * 2)
+    assert list(labels.numpy()[4:]) == [0, 0]
+
+
+def test_teacher_extra_teaches_the_embedding_on_photos_without_labels(
+    with_extras: tuple[Curated, set[str], str], tmp_path: Path
+) -> None:
+    """The same short run with and without the extra crops: only the one fed them reproduces dlib on them."""
+    curated, _, _ = with_extras
+    crops = CropStore(curated.location)
+    found = extra_crops(crops, source_ids(curated.store, curated.version_id, SPLITS),
+                        source_ids(curated.store, curated.version_id, ("val", "test")))
+    targets = teacher_embeddings(crops, source_ids(curated.store, curated.version_id, ("train", "val")), extra=found)
+    base = {"backbone": "tiny", "image_size": 75, "batch_size": 8, "max_epochs": 20, "batchnorm_momentum": 0.5,
+            "stop_metric": "loss", "stop_threshold": 1e-9, "learning_rate": 3e-3, "deterministic": False,
+            "teacher": "dlib", "teacher_weight": 5.0}
+    runs = {}
+    for extra in (0, 8):
+        runs[extra] = train(curated.store, curated.version_id, TrainingSettings(**base, teacher_extra=extra),
+                            tmp_path / f"extra-{extra}", crops=crops)
+    assert runs[8].settings["teacher_extra"] == 8
+    history = (runs[8].model_path.parent / "history.csv").read_text().splitlines()
+    assert "accuracy" in history[0] and len(history) == 21
+
+    import keras
+
+    from facescale.training.data import decode_image
+
+    def agreement(model_path: Path) -> float:
+        embed = embedding_model(keras.models.load_model(model_path))
+        images = np.stack([decode_image(image, 75).numpy() for image in found.images])
+        student = embed.predict(images, verbose=0)
+        teacher = np.stack([targets[i] for i in found.image_ids])
+        return float(np.mean(np.sum(student * teacher, axis=1)))
+
+    without, fed = agreement(runs[0].model_path), agreement(runs[8].model_path)
+    assert fed > without + 0.1, (without, fed)
+
+
+
+def test_teacher_extra_refuses_a_cache_with_nothing_beyond_the_versions_photos(
+    taught: tuple[Curated, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    curated, _ = taught  # its cache holds the version's own photos only
+    settings = TrainingSettings(backbone="tiny", image_size=32, teacher="dlib", teacher_extra=4)
+    with pytest.raises(ConfigError, match="no usable crop beyond this version's own photos"):
+        train(curated.store, curated.version_id, settings, tmp_path / "run", crops=CropStore(curated.location))
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_teacher_extra_needs_the_teacher() -> None:
+    with pytest.raises(ValueError, match="teacher_extra needs teacher: dlib"):
+        TrainingSettings(teacher_extra=8)
