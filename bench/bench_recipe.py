@@ -11,8 +11,11 @@ same epochs of the same steps, one run after the other on this machine:
 - ``teacher``: distillation from the dlib embedding of each photo in the crop cache
   (``training.teacher: dlib``, ``--teacher-weight``; several weights sweep it, one run
   ``teacher-<weight>`` each);
+- ``teacher-extra``: the teacher also on the crop cache's photos the version does not use,
+  ``--teacher-extra`` of them added to every batch, unlabelled (``training.teacher_extra``;
+  the first ``--teacher-weight``);
 - ``cosface``: the cosine head with a margin (``training.head: cosface``, ``--margin``, ``--scale``);
-- ``all``: the four together.
+- ``all``: cosine, smoothing, teacher and cosface together.
 
 Per recipe: training wall time and CPU minutes, epochs, and the honest test top-1
 (`evaluate`, the version's test split, split by source photo); then each as a ratio to
@@ -36,7 +39,7 @@ from bench_transfer import add_budget_arguments, budget, print_runs, train_and_t
 from facescale.config import TrainingSettings, load_settings
 from facescale.services import Services
 
-RECIPES = ("baseline", "cosine", "smoothing", "teacher", "cosface", "all")
+RECIPES = ("baseline", "cosine", "smoothing", "teacher", "teacher-extra", "cosface", "all")
 
 
 def levers(recipe: str, args: argparse.Namespace, teacher_weight: float) -> dict[str, object]:
@@ -44,8 +47,9 @@ def levers(recipe: str, args: argparse.Namespace, teacher_weight: float) -> dict
     smoothing = {"label_smoothing": args.smoothing}
     teacher: dict[str, object] = {"teacher": "dlib", "teacher_weight": teacher_weight}
     cosface: dict[str, object] = {"head": "cosface", "cosface_margin": args.margin, "cosface_scale": args.scale}
-    return {"baseline": {}, "cosine": cosine, "smoothing": smoothing, "teacher": teacher, "cosface": cosface,
-            "all": cosine | smoothing | teacher | cosface}[recipe]
+    extra = teacher | {"teacher_extra": args.teacher_extra}
+    return {"baseline": {}, "cosine": cosine, "smoothing": smoothing, "teacher": teacher, "teacher-extra": extra,
+            "cosface": cosface, "all": cosine | smoothing | teacher | cosface}[recipe]
 
 
 def runs(args: argparse.Namespace) -> list[tuple[str, dict[str, object]]]:
@@ -70,6 +74,8 @@ def main() -> None:
     parser.add_argument("--smoothing", type=float, default=0.1)
     parser.add_argument("--teacher-weight", type=float, nargs="+", default=[3.0],
                         help="the teacher's weight; several: one teacher run per weight")
+    parser.add_argument("--teacher-extra", type=int, default=8,
+                        help="teacher-extra: unlabelled crops from the crop cache added to every batch")
     parser.add_argument("--margin", type=float, default=0.2, help="the cosface lever's cosine margin")
     parser.add_argument("--scale", type=float, default=30.0, help="the cosface lever's scale")
     parser.add_argument("--out", type=Path, default=Path("var/bench-recipe"))
