@@ -23,7 +23,6 @@ from typing import Any
 import yaml
 
 from .crops import CropStore
-from .fs import Location
 from .manifest import Manifest
 from .raw import RawStore, RunRecord
 from .schemas import CURATED_SCHEMA, SPLITS
@@ -44,9 +43,9 @@ class RunLineage:
     record: RunRecord | None
 
 
-def download_verdicts(root: Location, runs: Sequence[RunLineage]) -> tuple[int, Counter[str]]:
+def download_verdicts(raw: RawStore, runs: Sequence[RunLineage]) -> tuple[int, Counter[str]]:
     """Results the runs stored as images, and those they rejected by reason (`RawStore.run_verdicts`)."""
-    verdicts = RawStore(root).run_verdicts()
+    verdicts = raw.run_verdicts()
     accepted, rejected = 0, Counter[str]()
     for run in runs:
         if run.run_id in verdicts:
@@ -55,15 +54,15 @@ def download_verdicts(root: Location, runs: Sequence[RunLineage]) -> tuple[int, 
     return accepted, rejected
 
 
-def card_lineage(root: Location, manifest: Manifest) -> list[RunLineage]:
+def card_lineage(raw: RawStore, crops: CropStore, manifest: Manifest) -> list[RunLineage]:
     """The RAW runs a version was built from: crop-cache chunks (``notes.curation.chunks``) -> RAW shards -> runs.
 
     Both stores are read through their listing indexes: two index files plus what is new,
     whatever the store's history. A chunk or run whose record is gone (a store pruned by hand)
     is named, never fatal.
     """
-    chunks = {c.chunk_id: c for c in CropStore(root).records()}
-    records = {r.run_id: r for r in RawStore(root).list()}
+    chunks = {c.chunk_id: c for c in crops.records()}
+    records = {r.run_id: r for r in raw.list()}
     run_ids: dict[str, None] = {}
     for chunk in manifest.curation_notes().chunks:
         if chunk not in chunks:
@@ -73,10 +72,10 @@ def card_lineage(root: Location, manifest: Manifest) -> list[RunLineage]:
     return [RunLineage(run_id, records.get(run_id)) for run_id in sorted(run_ids)]
 
 
-def card_text(root: Location, manifest: Manifest, **options: Any) -> str:
-    """`render_card` of ``manifest`` with its RAW runs and their downloads read from the store at ``root``."""
-    runs = card_lineage(root, manifest)
-    return render_card(manifest, runs, downloads=download_verdicts(root, runs), **options)
+def card_text(raw: RawStore, crops: CropStore, manifest: Manifest, **options: Any) -> str:
+    """`render_card` of ``manifest`` with its RAW runs and their downloads read from ``raw`` and ``crops``."""
+    runs = card_lineage(raw, crops, manifest)
+    return render_card(manifest, runs, downloads=download_verdicts(raw, runs), **options)
 
 
 def size_category(rows: int) -> str:

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict
 
 from facescale.errors import ConflictError
 
-from .card import HF_SPLITS, card_text
+from .card import HF_SPLITS
 from .fs import TMP_PREFIX, Location, os_errors
 from .manifest import Manifest
 from .schemas import CURATED_SCHEMA, SPLITS, Split
@@ -291,5 +291,5 @@ def _finish(store: DatasetStore, manifest: Manifest, dest: Location, spec: Expor
         "parquet": "data/{hf}-*.parquet",
     }[spec.format]
     data_files = {HF_SPLITS[s]: files.format(split=s, hf=HF_SPLITS[s]) for s in spec.splits}
-    card = card_text(store.root, manifest, export=note, data_files=data_files)
+    card = store.card_text(manifest, export=note, data_files=data_files)
     dest.write_bytes_atomic(dest.path("README.md"), card.encode())

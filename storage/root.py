@@ -42,7 +42,7 @@ class StorageRoot:
 
     @cached_property
     def datasets(self) -> DatasetStore:
-        return DatasetStore(self.location, self.sizing)
+        return DatasetStore(self.location, self.sizing, raw=self.raw, crops=self.crops)
 
     @cached_property
     def registry(self) -> IdentityRegistry:

@@ -24,9 +24,11 @@ from facescale.errors import ConflictError, ManifestError
 
 from . import layout
 from .committed import committed_ids, read_record, uncommitted_ids
+from .crops import CropStore
 from .fs import Location, os_errors
 from .listing import ListingIndex
 from .manifest import IdentityEntry, Manifest, ValidationSummary, check_id, utcnow
+from .raw import RawStore
 from .schemas import CURATED_SCHEMA
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, iter_batches, verify_shard
 
@@ -83,10 +85,17 @@ GROWTH_INDEX = "_growth.json"
 class DatasetStore:
     """The CURATED dataset versions under ``<root>/datasets``."""
 
-    def __init__(self, location: Location, sizing: ShardSizing | None = None) -> None:
+    def __init__(
+        self, location: Location, sizing: ShardSizing | None = None, *, raw: RawStore | None = None,
+        crops: CropStore | None = None,
+    ) -> None:
+        """``raw`` and ``crops``: the stores of the same root a card's lineage is read from (`storage.card`);
+        `StorageRoot` hands its own, and a store made alone reads those of its root."""
         self.root = location
         self.location = location.child(layout.DATASETS_DIR)
         self.sizing = sizing or ShardSizing()
+        self._raw = raw
+        self._crops = crops
 
     # -- reading ---------------------------------------------------------------------------
     def version_dir(self, version_id: str) -> str:
@@ -211,11 +220,17 @@ class DatasetStore:
 
     def write_card(self, manifest: Manifest) -> str:
         """(Re)write version ``manifest``'s dataset card from its records; returns its path."""
+        path = self.card_path(manifest.version_id)
+        self.location.write_bytes_atomic(path, self.card_text(manifest).encode())
+        return path
+
+    def card_text(self, manifest: Manifest, **options: Any) -> str:
+        """Version ``manifest``'s dataset card (`storage.card.card_text`; ``options``: `render_card`'s)."""
         from .card import card_text
 
-        path = self.card_path(manifest.version_id)
-        self.location.write_bytes_atomic(path, card_text(self.root, manifest).encode())
-        return path
+        raw = self._raw if self._raw is not None else RawStore(self.root)
+        crops = self._crops if self._crops is not None else CropStore(self.root)
+        return card_text(raw, crops, manifest, **options)
 
     def uncommitted(self) -> builtins.list[str]:
         """Version directories left behind by writes that never committed."""

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard
 
-from facescale.storage import DatasetStore, Location, ValidationSummary
+from facescale.storage import CropStore, DatasetStore, Location, RawStore, ValidationSummary
 from facescale.storage.card import card_lineage, render_card, size_category
 
 from .conftest import ProductStore, curated_row, identity_entries
@@ -77,7 +77,7 @@ def test_an_unpublished_version_gets_no_card_and_a_failed_gate_writes_none(tmp_p
 
 def test_a_gone_run_record_is_named_not_fatal(product_store: ProductStore, tmp_path) -> None:
     manifest = product_store.store.get("v2")
-    runs = card_lineage(product_store.location, manifest)
+    runs = card_lineage(RawStore(product_store.location), CropStore(product_store.location), manifest)
     assert [r.run_id for r in runs] == ["night-1", "night-2"]
     text = render_card(manifest, [runs[0], type(runs[1])("night-2", None)])
     assert "| `night-2` | (record gone) |" in text
