@@ -55,7 +55,7 @@ def facescale_add_identities() -> None:
             settings(), run_key(by_date=False), prefix="manual", names=names,
             per_keyword=params["images_per_keyword"], batch_size=params["batch_size"],
         ).batches
-        return [b.to_xcom() for b in batches]
+        return [b.model_dump(mode="json") for b in batches]
 
     # manual runs: one key per run (its run id), so adding people twice a day makes two versions
     curate_and_publish(scrape.expand(batch=plan(register())), "manual", by_date=False)  # type: ignore[arg-type]  # XComArg

@@ -50,7 +50,7 @@ def facescale_nightly() -> None:
             per_keyword=params["images_per_keyword"],
             batch_size=params["batch_size"],
         )
-        return [b.to_xcom() for b in night.batches]
+        return [b.model_dump(mode="json") for b in night.batches]
 
     curate_and_publish(scrape.expand(batch=plan()), "nightly", by_date=True)
 

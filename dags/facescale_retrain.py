@@ -62,19 +62,20 @@ def facescale_retrain() -> None:
                 version = (events[-1].extra or {}).get("version_id") if len(events) else None
         decision = orch.retrain_decision(settings(), version, force=context["params"]["force"])
         log.info("version %s: %s (%s)", decision.version_id, "train" if decision.train else "skip", decision.reason)
-        return decision.to_xcom() if decision.train else None
+        return decision.model_dump(mode="json") if decision.train else None
 
     @task(queue=orch.TRAINING_QUEUE, execution_timeout=timedelta(hours=24))
     def train(decision: dict[str, Any]) -> dict[str, Any]:
-        return orch.train_model(settings(), orch.Decision.from_xcom(decision), run_key()).to_xcom()
+        return orch.train_model(settings(), orch.Decision.model_validate(decision), run_key()).model_dump(mode="json")
 
     @task(queue=orch.TRAINING_QUEUE)
     def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
-        return orch.evaluate_model(settings(), orch.Trained.from_xcom(trained).model_id, run_key()).to_xcom()
+        model_id = orch.Trained.model_validate(trained).model_id
+        return orch.evaluate_model(settings(), model_id, run_key()).model_dump(mode="json")
 
     @task.short_circuit
     def quality_bar(evaluation: dict[str, Any]) -> bool:
-        result = orch.Evaluated.from_xcom(evaluation)
+        result = orch.Evaluated.model_validate(evaluation)
         log.info(
             "model %s: test top-1 %.4f (bar %.4f); the %s backend answers %s of the test photos right (bar %.4f): %s",
             result.model_id, result.top1, result.min_test_top1, result.served_backend,
@@ -85,7 +86,7 @@ def facescale_retrain() -> None:
 
     @task(outlets=[MODEL])
     def publish(evaluation: dict[str, Any]) -> dict[str, Any]:
-        extra = orch.model_event(settings(), orch.Evaluated.from_xcom(evaluation).model_id).to_xcom()
+        extra = orch.model_event(settings(), orch.Evaluated.model_validate(evaluation).model_id).model_dump(mode="json")
         get_current_context()["outlet_events"][MODEL].extra = extra
         return extra
 

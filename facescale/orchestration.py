@@ -3,8 +3,10 @@
 The DAG files in ``dags/`` only wire these together; each function takes the `Settings`
 and plain values, builds what it needs through `facescale.services.Services` (the
 composition root the CLI uses too), does one task's work idempotently and returns a typed
-result (a `TaskResult`: ids and counts, never data) that the task dumps to XCom with
-``to_xcom()`` and the next task validates with ``from_xcom()``. Idempotency comes from ids derived from the run's
+result (a pydantic model: ids and counts, never data) that the task dumps to XCom with
+``model_dump(mode="json")`` and the next task validates with ``model_validate``. The night's
+plan (`scraper.night`) and the retraining decision (`training.decision`) are their stages'
+own; the functions here hand them the store root. Idempotency comes from ids derived from the run's
 key (its logical date, or its run id for manual runs): the nightly run of 2026-11-30 writes
 RAW runs ``nightly-20261130-b00``, ``-b01``, ... and dataset version ``nightly-20261130``,
 and a retry or rerun resumes or returns those instead of writing new ones.
@@ -19,13 +21,14 @@ import logging
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from facescale.config import OrchestrationSettings, Settings
+from facescale.config import Settings
 from facescale.errors import FacescaleError
+from facescale.scraper.night import Batch, Plan
 from facescale.services import Services
+from facescale.training.decision import Decision, passed_bar
 
 log = logging.getLogger(__name__)
 
@@ -49,42 +52,13 @@ def run_key(logical_date: datetime | None, run_id: str) -> str:
 
 
 class TaskResult(BaseModel):
-    """What one task hands the next through XCom: ids and counts, validated when read back."""
+    """What one task hands the next through XCom: ids and counts, validated when read back
+    (``model_dump(mode="json")`` out, ``model_validate`` in: a `ValidationError` names the field)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    def to_xcom(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_xcom(cls, value: Any) -> Self:
-        """The result a task returned (a `ValidationError` names the field if it is not one)."""
-        return cls.model_validate(value)
-
 
 # -- nightly: plan --------------------------------------------------------------------------
-
-
-class Batch(TaskResult):
-    """One mapped scrape task: a RAW run id and the names it searches."""
-
-    run_id: str
-    names: list[str]
-    per_keyword: int
-
-
-class Plan(TaskResult):
-    """A nightly run's keywords, fixed once per run key (a rerun scrapes the same batches)."""
-
-    key: str
-    new: list[str] = Field(default_factory=list)  # names not registered before tonight
-    pending: list[str] = Field(default_factory=list)  # registered, never scraped to completion
-    waiting: list[str] = Field(default_factory=list)  # curated, still short of clean photos: searched deeper
-    given_up: list[str] = Field(default_factory=list)  # still short, but searched max_waiting_nights already
-    exhausted: list[str] = Field(default_factory=list)  # still short, but their last search had every result
-    waiting_nights: dict[str, int] = Field(default_factory=dict)  # nights other plans searched them (waiting, given up)
-    max_waiting_nights: int | None = None  # the cap in effect when the plan was made
-    batches: list[Batch] = Field(default_factory=list)
 
 
 def plan_night(
@@ -97,93 +71,13 @@ def plan_night(
     batch_size: int | None = None,
     names: list[str] | None = None,
 ) -> Plan:
-    """Plan the keywords of run ``key`` (or return the plan already made for it).
+    """The keywords of run ``key`` (`scraper.night.plan_night`: made once, then read back)."""
+    from facescale.scraper.night import plan_night as plan
 
-    New identities are the next ``new_per_night`` names of ``orchestration.keywords_file``
-    that are not registered yet (or ``names``, when given: the add-identities DAG), registered
-    here in that order so their labels do not depend on which scrape task runs first. Added to
-    them: registered identities no RAW run has completed (a failed or interrupted scrape),
-    and identities the newest dataset version lists as waiting for more clean photos, which
-    are searched twice as deep (URLs fetched before are skipped by the scraper) unless the
-    stored plans of ``orchestration.max_waiting_nights`` other nights searched them already:
-    those are listed as ``given_up`` (with every waiting identity's count in ``waiting_nights``),
-    so the plan shows why they are not searched; so are those whose latest search already had
-    every result the engine lists (``exhausted``: fewer than asked, see `storage.raw.EXHAUSTED`).
-    Adding such a person by hand searches it again.
-    """
-    from facescale.scraper.keywords import parse_keywords, read_keywords
-    from facescale.storage.identities import name_key
-
-    orch = settings.orchestration
-    services = Services(settings)
-    plans, plan_name = services.plans(), f"{prefix}-{key}"
-    stored = plans.read(plan_name)
-    if stored is not None:
-        plan = Plan.model_validate_json(stored)
-        log.info("plan %s exists: %d batches", plan_name, len(plan.batches))
-        return plan
-    per_keyword = per_keyword or settings.scraper.per_keyword
-    batch_size = batch_size or orch.batch_size
-    registry = services.registry()
-    known = {name_key(i.name): i for i in registry.list(include_removed=True)}
-    if names is not None:
-        wanted = parse_keywords(list(names))
-        active_known = {k for k, i in known.items() if i.active}
-        new = [n for n in wanted.names if name_key(n) not in active_known]
-        pending_names = [known[name_key(n)].name for n in wanted.names if name_key(n) in active_known]
-    else:
-        limit = orch.new_per_night if new_per_night is None else new_per_night
-        candidates = read_keywords(Path(orch.keywords_file)).names if orch.keywords_file else []
-        new = [n for n in candidates if name_key(n) not in known][:limit]
-        pending_names = []
-    raw = services.raw()
-    runs = raw.list()
-    completed = {slug for record in runs for slug in record.completed}
-    active = [i for i in registry.list() if i.slug not in completed]
-    pending = list(dict.fromkeys(pending_names + [i.name for i in active]))
-    plan = Plan(key=key, new=new, pending=pending, max_waiting_nights=orch.max_waiting_nights)
-    if names is None:
-        newest = services.datasets().latest(published_only=False)
-        waiting_slugs = sorted(newest.curation_notes().waiting) if newest is not None else []
-        by_slug = {i.slug: i.name for i in registry.list()}
-        short = [(s, by_slug[s]) for s in waiting_slugs if s in by_slug and by_slug[s] not in pending]
-        searched = plans.waiting_nights(prefix, besides=plan_name) if short else {}
-        ended = _exhausted(runs) if short else set()
-        for slug, name in short:
-            nights = plan.waiting_nights[name] = searched.get(name_key(name), 0)
-            capped = plan.max_waiting_nights is not None and nights >= plan.max_waiting_nights
-            if capped:
-                plan.given_up.append(name)
-            elif slug in ended:
-                plan.exhausted.append(name)
-            else:
-                plan.waiting.append(name)
-    normal = new + pending
-    chunks = [(normal[s : s + batch_size], per_keyword) for s in range(0, len(normal), batch_size)]
-    chunks += [(plan.waiting[s : s + batch_size], per_keyword * 2) for s in range(0, len(plan.waiting), batch_size)]
-    plan.batches = [
-        Batch(run_id=f"{prefix}-{key}-b{index:02d}", names=names, per_keyword=depth)
-        for index, (names, depth) in enumerate(chunks)
-    ]
-    # Register tonight's new names now, in keyword-file order: labels must not depend on which
-    # mapped scrape task happens to run first.
-    registry.add(new)
-    plans.write(plan_name, plan.model_dump_json(indent=2).encode())
-    log.info("planned %s-%s: %d new, %d pending, %d waiting (%d given up, %d exhausted), %d batches", prefix, key,
-             len(new), len(pending), len(plan.waiting), len(plan.given_up), len(plan.exhausted), len(plan.batches))
-    return plan
-
-
-def _exhausted(runs: list[Any]) -> set[str]:
-    """Slugs whose latest search (RAW runs oldest first) ended before its depth: the engine had nothing more."""
-    from facescale.storage.raw import EXHAUSTED
-
-    latest: dict[str, bool] = {}
-    for record in runs:
-        ended = set(record.meta.get(EXHAUSTED, []))
-        for slug in record.completed:
-            latest[slug] = slug in ended
-    return {slug for slug, ended in latest.items() if ended}
+    return plan(
+        Services(settings).root(), settings, key, prefix=prefix, new_per_night=new_per_night,
+        per_keyword=per_keyword, batch_size=batch_size, names=names,
+    )
 
 
 class Registered(TaskResult):
@@ -338,77 +232,12 @@ def dataset_event(settings: Settings, version_id: str) -> DatasetEvent:
 # -- retraining -----------------------------------------------------------------------------
 
 
-class Decision(TaskResult):
-    """Whether a dataset version warrants training, and from which model to warm-start."""
-
-    train: bool
-    reason: str
-    version_id: str | None
-    base_model: str | None = None  # newest model that passed the quality bar (the warm start)
-    base_version: str | None = None
-    new_identities: list[str] = Field(default_factory=list)
-    new_samples: float | None = None  # relative growth in samples over base_version
-
-
-def passed_bar(record: Any, orch: OrchestrationSettings) -> bool:
-    """The quality bar: the Inception V3's test top-1, what the default backend answers right on the test photos
-    (models evaluated before it was measured: not checked), and, for a warm start, no worse than the model it
-    replaces on that model's identities."""
-    evaluation = record.metrics.get("evaluation") or {}
-    top1 = evaluation.get("top1")
-    if top1 is None or top1 < orch.min_test_top1:
-        return False
-    served = record.metrics.get("serving_test")
-    if served is not None and (served.get("answered_right") or 0.0) < orch.min_served_right:
-        return False
-    warm = record.metrics.get("warm_start") or {}
-    return warm.get("at_least_as_good") is not False
-
-
 def retrain_decision(settings: Settings, version_id: str | None, *, force: bool = False) -> Decision:
-    """Train when the version adds ``retrain_min_new_identities`` identities or ``retrain_min_new_samples``
-    more samples than the version of the newest model that passed the bar (or when forced, or when
-    there is no such model); skip when that model was trained on this very version."""
-    orch = settings.orchestration
-    services = Services(settings)
-    store = services.datasets()
-    if version_id is None:
-        newest = store.latest(published_only=True)
-        if newest is None:
-            return Decision(train=False, reason="no published dataset version yet", version_id=None)
-        version_id = newest.version_id
-    manifest = store.get(version_id)
-    if not manifest.published:
-        return Decision(
-            train=False, reason=f"dataset version {version_id} is not published (validation failed?)",
-            version_id=version_id,
-        )
-    models = [r for r in services.models().list() if passed_bar(r, orch)]
-    base = models[-1] if models else None
-    if base is None:
-        return Decision(train=True, reason="no model has passed the quality bar yet", version_id=version_id)
-    decision = Decision(
-        train=False, reason="", version_id=version_id, base_model=base.model_id, base_version=base.version_id
-    )
-    if base.version_id == version_id and not force:
-        decision.reason = f"model {base.model_id} was trained on {version_id} already"
-        return decision
-    base_manifest = store.get(base.version_id)
-    old = {i.slug for i in base_manifest.identities}
-    decision.new_identities = sorted(i.slug for i in manifest.identities if i.slug not in old)
-    decision.new_samples = new_samples = (manifest.rows - base_manifest.rows) / max(1, base_manifest.rows)
-    if force:
-        decision.train, decision.reason = True, "forced"
-    elif len(decision.new_identities) >= orch.retrain_min_new_identities:
-        decision.train, decision.reason = True, f"{len(decision.new_identities)} new identities"
-    elif new_samples >= orch.retrain_min_new_samples:
-        decision.train, decision.reason = True, f"{new_samples:.0%} more samples"
-    else:
-        decision.reason = (
-            f"{len(decision.new_identities)} new identities and {new_samples:.0%} more samples "
-            f"than {base.version_id} (model {base.model_id}): below the retraining thresholds"
-        )
-    return decision
+    """Whether ``version_id`` (default: the newest published version) warrants training
+    (`training.decision.retrain_decision`)."""
+    from facescale.training.decision import retrain_decision as decide
+
+    return decide(Services(settings).root(), settings, version_id, force=force)
 
 
 class Trained(TaskResult):

@@ -1,4 +1,5 @@
-"""What several test packages share: running the CLI in this process and its failure contract.
+"""What several test packages share: running the CLI in this process and its failure contract, and
+settings and manifests for the night's plan and the retraining decision.
 
 Fixtures built on these live in tests/conftest.py (`cli`); import the helpers themselves
 relatively (``from .helpers import Result``, ``from ..helpers import Result``).
@@ -6,13 +7,17 @@ relatively (``from .helpers import Result``, ``from ..helpers import Result``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import astuple, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from facescale.cli import main
+from facescale.config import Settings
+from facescale.storage import DatasetStore, IdentityEntry, Location, Manifest, ShardInfo, make_slug
 
 
 @dataclass
@@ -43,3 +48,25 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     code = main(list(args))
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)
+
+
+def store_settings(root: Path, keywords: Path | None = None, **orchestration: object) -> Settings:
+    """Settings on a store at ``root`` with ``keywords`` as the keywords file and ``orchestration`` overrides."""
+    orch = {"keywords_file": str(keywords) if keywords else None, **orchestration}
+    return Settings(storage={"root": str(root)}, orchestration=orch)
+
+
+def commit_manifest(root: Path, version_id: str, names: Sequence[str] = (), rows: int = 0, *, published: bool = True,
+             waiting: Sequence[str] = ()) -> None:
+    """Commit a manifest of ``rows`` rows over ``names`` (no shard files: the decision reads manifests only)."""
+    location = Location.from_uri(str(root))
+    store = DatasetStore(location)
+    manifest = Manifest(
+        version_id=version_id,
+        identities=[IdentityEntry(name=n, slug=make_slug(n), label=i) for i, n in enumerate(names)],
+        shards=[ShardInfo(path="shards/part-0.parquet", rows=rows, bytes=1, sha256="0" * 64)],
+        published_at=datetime(2026, 11, 1, tzinfo=UTC) if published else None,
+        notes={"curation": {"waiting": {make_slug(n): {} for n in waiting}}},
+    )
+    location.makedirs(store.version_dir(version_id))
+    location.write_bytes_atomic(store.manifest_path(version_id), manifest.to_json())

@@ -71,9 +71,9 @@ def scrape(batch: dict[str, Any]) -> dict[str, Any]:
     """Scrape one planned batch into its RAW run (expand it over the plan's batches)."""
     params = get_current_context()["params"]
     scraped = orch.scrape_batch(
-        settings(), orch.Batch.from_xcom(batch), engine=params["engine"], base_url=params["base_url"]
+        settings(), orch.Batch.model_validate(batch), engine=params["engine"], base_url=params["base_url"]
     )
-    return scraped.to_xcom()
+    return scraped.model_dump(mode="json")
 
 
 def curate_and_publish(scraped: Any, prefix: str, *, by_date: bool) -> None:
@@ -86,25 +86,26 @@ def curate_and_publish(scraped: Any, prefix: str, *, by_date: bool) -> None:
 
     @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(hours=6))
     def curate() -> dict[str, Any]:
-        return orch.curate_version(settings(), f"{prefix}-{run_key(by_date=by_date)}").to_xcom()
+        return orch.curate_version(settings(), f"{prefix}-{run_key(by_date=by_date)}").model_dump(mode="json")
 
     @task.short_circuit
     def created(curated: dict[str, Any]) -> bool:
         """Go on only with a version made by this run: nothing new means no version and no event."""
-        result = orch.Curated.from_xcom(curated)
+        result = orch.Curated.model_validate(curated)
         log.info("curated: %s", result.message or f"version {result.version_id}")
         return result.created
 
     @task
     def validate(curated: dict[str, Any]) -> dict[str, Any]:
-        version_id = orch.Curated.from_xcom(curated).version_id
+        version_id = orch.Curated.model_validate(curated).version_id
         if version_id is None:  # `created` lets only a made version through
             raise ValueError("no version to validate")
-        return orch.validate_version(settings(), version_id).to_xcom()
+        return orch.validate_version(settings(), version_id).model_dump(mode="json")
 
     @task(outlets=[DATASET])
     def publish(validated: dict[str, Any]) -> dict[str, Any]:
-        extra = orch.dataset_event(settings(), orch.Validated.from_xcom(validated).version_id).to_xcom()
+        version_id = orch.Validated.model_validate(validated).version_id
+        extra = orch.dataset_event(settings(), version_id).model_dump(mode="json")
         get_current_context()["outlet_events"][DATASET].extra = extra
         return extra
 
