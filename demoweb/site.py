@@ -38,7 +38,7 @@ from aiohttp import web
 
 from facescale.errors import FacescaleError, NotFoundError
 
-from . import scenes
+from . import scenes, shapes
 from .faces import FaceTruth
 
 log = logging.getLogger("facescale.demoweb")  # the same name when run with -m
@@ -252,17 +252,19 @@ def _plan(catalog: _Catalog, person: int, seed: int, max_results: int, hostile: 
 
 @dataclass(frozen=True)
 class _Result:
-    """A result as the site shows it."""
+    """A result as the site shows it (``shown``) and what it is (``entry``)."""
 
-    rank: int
     entry: _Entry
-    full: str
-    page: str
-    thumb: str
-    title: str
+    shown: shapes.Result
 
-    def api(self) -> dict[str, Any]:
-        return {"full": self.full, "page": self.page, "thumb": self.thumb, "rank": self.rank, "title": self.title}
+    @property
+    def rank(self) -> int:
+        return self.shown.rank
+
+    @property
+    def full(self) -> str:
+        assert self.shown.full is not None  # the demo's results are all readable
+        return self.shown.full
 
 
 def _hostile_url(catalog: _Catalog, entry: _Entry) -> str:
@@ -276,7 +278,8 @@ def _results(catalog: _Catalog, person: int, seed: int, max_results: int, hostil
     for rank, entry in enumerate(_plan(catalog, person, seed, max_results, hostile)):
         token = entry.token(seed)
         full = _hostile_url(catalog, entry) if entry.kind.startswith("hostile-") else f"/img/{token}.jpg"
-        out.append(_Result(rank, entry, full, f"/page/{token}", f"/thumb/{token}.jpg", f"{display} - image {rank + 1}"))
+        shown = shapes.Result(rank, full, f"/page/{token}", f"/thumb/{token}.jpg", f"{display} - image {rank + 1}")
+        out.append(_Result(entry, shown))
     return out
 
 
@@ -334,8 +337,8 @@ def _truth_row(catalog: _Catalog, result: _Result) -> dict[str, Any]:
     return {
         "rank": result.rank,
         "full": result.full,
-        "page": result.page,
-        "thumb": result.thumb,
+        "page": result.shown.page,
+        "thumb": result.shown.thumb,
         "kind": e.kind,
         "identity": identity,
         "faces": [list(face) for face in faces],
@@ -397,93 +400,6 @@ def _content_type(data: bytes) -> str:
     if data.startswith(b"\x89PNG"):
         return "image/png"
     return "image/jpeg"
-
-
-_PAGE_STYLE = """
-body{font-family:system-ui,sans-serif;margin:0;background:#fafafa;color:#222}
-header{padding:12px 20px;background:#fff;border-bottom:1px solid #ddd;position:sticky;top:0}
-header form{display:inline}header input{width:320px;padding:6px}
-main{padding:16px 20px}.fs-count{color:#666;font-size:14px}
-#results{display:grid;grid-template-columns:repeat(auto-fill,170px);gap:12px}
-.fs-result img{width:170px;height:170px;object-fit:cover;display:block;background:#ddd;border-radius:4px}
-#fs-loading,#fs-end{margin:24px 0;color:#666;text-align:center}
-"""
-
-_SCROLL_SCRIPT = """
-(() => {
-  const results = document.getElementById("results");
-  const loading = document.getElementById("fs-loading");
-  const q = results.dataset.q;
-  let next = results.dataset.next === "" ? null : Number(results.dataset.next);
-  let busy = false;
-  const nearBottom = () =>
-    window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 400;
-  const finish = () => {
-    if (document.getElementById("fs-end")) return;
-    const end = document.createElement("div");
-    end.id = "fs-end";
-    end.textContent = "No more results";
-    loading.after(end);
-  };
-  const add = (r) => {
-    const a = document.createElement("a");
-    a.className = "fs-result";
-    a.href = r.page;
-    a.dataset.full = r.full;
-    a.dataset.rank = String(r.rank);
-    const img = document.createElement("img");
-    img.src = r.thumb;
-    img.alt = r.title;
-    a.appendChild(img);
-    results.appendChild(a);
-  };
-  async function more() {
-    if (busy || next === null) return;
-    busy = true;
-    loading.hidden = false;
-    let loaded = false;
-    try {
-      const resp = await fetch(`/api/results?q=${encodeURIComponent(q)}&offset=${next}`);
-      if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-      const data = await resp.json();
-      data.results.forEach(add);
-      next = data.next;
-      loaded = true;
-    } catch (err) {
-      console.warn("loading more results failed; retrying in 1 s", err);
-    } finally {
-      busy = false;
-      loading.hidden = true;
-    }
-    if (!loaded) setTimeout(more, 1000);
-    else if (next === null) finish();
-    else if (nearBottom()) more();
-  }
-  const onScroll = () => { if (nearBottom()) more(); };
-  window.addEventListener("scroll", onScroll, { passive: true });
-  window.addEventListener("resize", onScroll);
-  onScroll();
-})();
-"""
-
-
-def _html_page(title: str, body: str, query: str = "") -> bytes:
-    return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_PAGE_STYLE}</style></head><body>"
-        '<header><form id="fs-search" action="/search" method="get" role="search">'
-        f'<input type="search" name="q" value="{html.escape(query)}" placeholder="Search images of people" '
-        'autocomplete="off"> <button type="submit">Search</button></form></header>'
-        f"<main>{body}</main></body></html>\n"
-    ).encode()
-
-
-def _result_link(r: _Result) -> str:
-    return (
-        f'<a class="fs-result" href="{html.escape(r.page)}" data-full="{html.escape(r.full)}" data-rank="{r.rank}">'
-        f'<img src="{html.escape(r.thumb)}" alt="{html.escape(r.title)}"></a>'
-    )
 
 
 class _Site:
@@ -608,24 +524,14 @@ class _Site:
             for p in self._popular
         )
         body = f"<h1>FaceScale demo image search</h1><p>{len(self.catalog.folders)} people. Try: {links}</p>"
-        return web.Response(body=_html_page("FaceScale demo image search", body), content_type="text/html")
+        return web.Response(body=shapes.html_page("FaceScale demo image search", body), content_type="text/html")
+
+    def shown(self, query: str) -> list[shapes.Result]:
+        return [r.shown for r in self.results(query)]
 
     async def search(self, request: web.Request) -> web.Response:
         query = request.query.get("q", "").strip()
-        results = self.results(query)
-        first = results[: self.page_size]
-        more = len(results) > self.page_size
-        label = f'{len(results)} results for "{html.escape(query)}"' if query else "Type a name to search"
-        body = (
-            f'<p class="fs-count">{label}</p>'
-            f'<div id="results" data-q="{html.escape(query)}" data-next="{self.page_size if more else ""}">'
-            + "".join(_result_link(r) for r in first)
-            + '</div><div id="fs-loading" hidden>Loading more results&hellip;</div>'
-            + ("" if more else '<div id="fs-end">No more results</div>')
-            + f"<script>{_SCROLL_SCRIPT}</script>"
-        )
-        title = f"{query} - FaceScale images" if query else "FaceScale images"
-        return web.Response(body=_html_page(title, body, query), content_type="text/html")
+        return web.Response(body=shapes.demo_page(query, self.shown(query), self.page_size), content_type="text/html")
 
     async def api_results(self, request: web.Request) -> web.Response:
         try:
@@ -634,11 +540,24 @@ class _Site:
             raise web.HTTPBadRequest(text="offset must be an integer") from None
         if offset < 0:
             raise web.HTTPBadRequest(text="offset must be >= 0")
-        results = self.results(request.query.get("q", "").strip())
-        end = offset + self.page_size
-        return web.json_response(
-            {"results": [r.api() for r in results[offset:end]], "next": end if end < len(results) else None}
-        )
+        shown = self.shown(request.query.get("q", "").strip())
+        return web.json_response(shapes.demo_api(shown, offset, self.page_size))
+
+    # -- the same results in Bing's shape (`shapes.bing_page`): the bing engine's adapter, offline
+    async def bing_search(self, request: web.Request) -> web.Response:
+        query = request.query.get("q", "").strip()
+        return web.Response(body=shapes.bing_page(query, self.shown(query), self.page_size), content_type="text/html")
+
+    async def bing_async(self, request: web.Request) -> web.Response:
+        try:
+            first = int(request.query.get("first", "0"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="first must be an integer") from None
+        shown = self.shown(request.query.get("q", "").strip())[max(0, first) : max(0, first) + self.page_size]
+        return web.Response(text=shapes.bing_items(shown), content_type="text/html")
+
+    async def consent(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def api_truth(self, request: web.Request) -> web.Response:
         results = self.results(request.query.get("q", "").strip())
@@ -675,7 +594,7 @@ class _Site:
             f"<figcaption>Photo: {name}. Source: FaceScale demo archive.</figcaption></figure></article>"
         )
         return web.Response(
-            body=_html_page(f"{self.catalog.display(e.person)} - photo", body), content_type="text/html"
+            body=shapes.html_page(f"{self.catalog.display(e.person)} - photo", body), content_type="text/html"
         )
 
     # -- hostile -----------------------------------------------------------------------------
@@ -815,6 +734,9 @@ def build_app(
     app.router.add_get("/thumb/{token:[a-z2-7]+}.jpg", site.thumb)
     app.router.add_get("/page/{token:[a-z2-7]+}", site.page)
     app.router.add_get("/hostile/{name}", site.hostile_endpoint)
+    app.router.add_get("/images/search", site.bing_search)
+    app.router.add_get("/images/async", site.bing_async)
+    app.router.add_get("/consent", site.consent)
     return app
 
 

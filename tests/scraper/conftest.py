@@ -1,17 +1,12 @@
 """A local image-search site for the engine and browser tests, in the demo and Bing page shapes.
 
-One aiohttp server on 127.0.0.1 (in a background thread, shared by the session) serves:
-
-- demo shape: ``/search?q=`` (first page rendered, ``#fs-end`` when done) and
-  ``/api/results?q=&offset=`` (JSON ``{"results": [{full, page, thumb, rank}], "next"}``),
-  loaded by the page's JavaScript when it is scrolled near the bottom;
-- Bing shape: ``/images/search?q=&form=HDRSC2&first=1`` (``a.iusc`` with JSON ``m``), a cookie
-  banner (``#bnp_btn_accept``) that blocks loading until accepted, scroll loading from
-  ``/images/async?q=&first=``, and a "See more images" button (``div.mm_seemore a.btn_seemore``)
-  that must be clicked after every scroll-loaded page, and ``data-isend="true"`` on it when
-  nothing more will come; ``m`` holds every key a real result's has. A keyword in
-  ``stall`` gets a tracker script that never arrives (the page never finishes loading), and
-  "Lookaside Person" has crawler-only image URLs (an HTML page, a 403, no answer at all).
+One aiohttp server on 127.0.0.1 (in a background thread, shared by the session) serves the
+pages of the demo web's shapes (`facescale.demoweb.shapes`: the demo's ``/search`` and
+``/api/results``, Bing's ``/images/search``, ``/images/async`` and ``/consent``) over a
+catalogue of its own, with the faults a test injects: a keyword in ``stall`` gets a tracker
+script that never arrives (the Bing page never finishes loading), one in ``no_end`` a demo
+page that never shows ``#fs-end``, one in ``delays``/``hang`` a search page late or never,
+and "Lookaside Person" has crawler-only image URLs (an HTML page, a 403, no answer at all).
 
 Every name in `CATALOGUE` has that many results; result 3 is unreadable (no ``data-full`` /
 broken ``m`` JSON), result 5 repeats result 2's image, result 8 is a ``data:`` URL; even
@@ -23,18 +18,17 @@ log of search-page requests (time, keyword, the browser's TCP port).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import html
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote, urljoin
 
 import pytest
 from aiohttp import web
+
+from facescale.demoweb import shapes
+from facescale.demoweb.shapes import Result
 
 PAGE_SIZE = 10
 CATALOGUE = {
@@ -89,36 +83,36 @@ class SearchSite:
         self.consents = 0
 
     @staticmethod
-    def results(keyword: str) -> list[dict[str, Any]]:
+    def results(keyword: str) -> list[Result]:
         slug = quote(keyword.lower().replace(" ", "-"))
-        out: list[dict[str, Any]] = []
-        for i in range(CATALOGUE.get(keyword, 0)):
-            full = f"/img/{slug}/{i}.jpg" if i % 2 == 0 else f"http://cdn.example.test/{slug}/{i}.jpg"
-            out.append({"full": full, "page": f"/page/{slug}/{i}", "thumb": f"/thumb/{slug}/{i}.gif", "rank": i})
-        if len(out) > 3:
-            out[3]["full"] = None  # unreadable
-        if len(out) > 5:
-            out[5]["full"] = out[2]["full"]  # a repeat
-        if len(out) > 8:
-            out[8]["full"] = "data:image/gif;base64,R0lGODlhAQABAAAAACw="  # not http(s)
+        full: list[str | None] = [
+            f"/img/{slug}/{i}.jpg" if i % 2 == 0 else f"http://cdn.example.test/{slug}/{i}.jpg"
+            for i in range(CATALOGUE.get(keyword, 0))
+        ]
+        if len(full) > 3:
+            full[3] = None  # unreadable
+        if len(full) > 5:
+            full[5] = full[2]  # a repeat
+        if len(full) > 8:
+            full[8] = "data:image/gif;base64,R0lGODlhAQABAAAAACw="  # not http(s)
         if keyword == "Lookaside Person":
             for i, path in LOOKASIDE.items():
-                out[i]["full"] = path
-        return out
+                full[i] = path
+        return [Result(i, url, f"/page/{slug}/{i}", f"/thumb/{slug}/{i}.gif") for i, url in enumerate(full)]
 
     def expected(self, keyword: str) -> list[tuple[str, str, int]]:
         """(absolute image URL, absolute page URL, rank) an adapter must yield, in order."""
         seen: set[str] = set()
         out = []
         for item in self.results(keyword):
-            full = item["full"]
+            full = item.full
             if not full or full.startswith("data:"):
                 continue
             url = urljoin(self.base_url + "/", full)
             if url in seen:
                 continue
             seen.add(url)
-            out.append((url, urljoin(self.base_url + "/", item["page"]), item["rank"]))
+            out.append((url, urljoin(self.base_url + "/", item.page), item.rank))
         return out
 
     # ------------------------------------------------------------------ handlers
@@ -138,41 +132,22 @@ class SearchSite:
 
     async def demo_search(self, request: web.Request) -> web.Response:
         keyword = await self._search_gate(request)
-        results = self.results(keyword)
-        first = results[:PAGE_SIZE]
-        nxt = PAGE_SIZE if len(results) > PAGE_SIZE else None
-        end = "" if nxt is not None or keyword in self.no_end else '<div id="fs-end"></div>'
-        body = DEMO_PAGE.format(
-            title=html.escape(keyword),
-            items="".join(_demo_item(r) for r in first),
-            end=end,
-            state=json.dumps({"q": keyword, "next": nxt, "noEnd": keyword in self.no_end}),
-        )
-        return web.Response(text=body, content_type="text/html")
+        page = shapes.demo_page(keyword, self.results(keyword), PAGE_SIZE, marks_end=keyword not in self.no_end)
+        return web.Response(body=page, content_type="text/html")
 
     async def demo_api(self, request: web.Request) -> web.Response:
         keyword = request.query.get("q", "")
         offset = int(request.query.get("offset", "0"))
         self.api_calls.append((request.path, keyword, offset))
-        results = self.results(keyword)
-        chunk = results[offset : offset + PAGE_SIZE]
-        nxt = offset + PAGE_SIZE if offset + PAGE_SIZE < len(results) else None
-        return web.json_response({"results": chunk, "next": nxt})
+        return web.json_response(shapes.demo_api(self.results(keyword), offset, PAGE_SIZE))
 
     async def bing_search(self, request: web.Request) -> web.Response:
         keyword = await self._search_gate(request)
-        results = self.results(keyword)
         # A parser-blocking script at the end that never comes (a tracker on a filtered
         # network): the results and the page's own script are there, DOMContentLoaded never is.
         stall = '<script src="/stall/tracker.js"></script>' if keyword in self.stall else ""
-        body = BING_PAGE.format(
-            title=html.escape(keyword),
-            items="".join(_bing_item(r) for r in results[:PAGE_SIZE]),
-            isend="true" if len(results) <= PAGE_SIZE else "false",
-            state=json.dumps({"q": keyword, "next": PAGE_SIZE, "total": len(results), "page": PAGE_SIZE}),
-            stall=stall,
-        )
-        return web.Response(text=body, content_type="text/html")
+        page = shapes.bing_page(keyword, self.results(keyword), PAGE_SIZE, tail=stall)
+        return web.Response(body=page, content_type="text/html")
 
     async def never(self, request: web.Request) -> web.Response:
         await asyncio.sleep(3600)
@@ -191,7 +166,7 @@ class SearchSite:
         first = int(request.query.get("first", "0"))
         self.api_calls.append((request.path, keyword, first))
         chunk = self.results(keyword)[first : first + PAGE_SIZE]
-        return web.Response(text="".join(_bing_item(r) for r in chunk), content_type="text/html")
+        return web.Response(text=shapes.bing_items(chunk), content_type="text/html")
 
     async def consent(self, request: web.Request) -> web.Response:
         self.consents += 1
@@ -211,114 +186,6 @@ class SearchSite:
         app.router.add_get("/stall/{tail:.*}", self.never)
         app.router.add_get("/lookaside/{tail:.*}", self.lookaside)
         return app
-
-
-def _demo_item(r: dict[str, Any]) -> str:
-    full = f' data-full="{html.escape(r["full"])}"' if r["full"] else ""
-    return (
-        f'<a class="fs-result" href="{html.escape(r["page"])}"{full} data-rank="{r["rank"]}">'
-        f'<img src="{html.escape(r["thumb"])}"></a>'
-    )
-
-
-def _bing_item(r: dict[str, Any]) -> str:
-    # the keys of a real result's m attribute, in their order on saved pages
-    digest = hashlib.md5(str(r["full"]).encode()).hexdigest()
-    meta = json.dumps({
-        "sid": "", "cturl": f"https://www.bing.com/images/click?q={r['rank']}", "cid": digest[:8],
-        "purl": r["page"], "murl": r["full"], "turl": r["thumb"], "md5": digest, "shkey": "",
-        "t": f"Result {r['rank']}", "mid": digest[8:24].upper(), "desc": "",
-    })
-    if r["full"] is None:
-        meta = '{"murl": "broken'  # what a half-rendered attribute looks like
-    return (
-        '<li><div class="iuscp"><div class="imgpt">'
-        f'<a class="iusc" href="/images/search?view=detailV2&amp;id={r["rank"]}" m="{html.escape(meta)}">'
-        f'<img class="mimg" src="{html.escape(r["thumb"])}"></a></div></div></li>'
-    )
-
-
-DEMO_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<style>a.fs-result {{ display: block; height: 160px; }}</style></head>
-<body><div id="results">{items}</div>{end}
-<script>
-const state = {state};
-let loading = false;
-function nearBottom() {{
-  return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 300;
-}}
-async function more() {{
-  if (loading || state.next === null || !nearBottom()) return;
-  loading = true;
-  const r = await fetch('/api/results?q=' + encodeURIComponent(state.q) + '&offset=' + state.next);
-  const data = await r.json();
-  const box = document.getElementById('results');
-  for (const it of data.results) {{
-    const a = document.createElement('a');
-    a.className = 'fs-result';
-    a.setAttribute('href', it.page);
-    if (it.full) a.setAttribute('data-full', it.full);
-    a.setAttribute('data-rank', it.rank);
-    const img = document.createElement('img');
-    img.src = it.thumb;
-    a.appendChild(img);
-    box.appendChild(a);
-  }}
-  state.next = data.next;
-  if (state.next === null && !state.noEnd) {{
-    const end = document.createElement('div');
-    end.id = 'fs-end';
-    document.body.appendChild(end);
-  }}
-  loading = false;
-}}
-window.addEventListener('scroll', more);
-</script></body></html>
-"""
-
-BING_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title} - Bing images</title>
-<style>li {{ display: block; height: 160px; }} .mm_seemore {{ display: none; }}
-#bnp_container {{ position: fixed; top: 0; left: 0; right: 0; height: 80px; background: #fff; }}</style></head>
-<body>
-<div id="bnp_container"><button id="bnp_btn_accept">Accept</button></div>
-<div id="mmComponent_images_1"><ul class="dgControl_list">{items}</ul></div>
-<div class="mm_seemore" data-isend="{isend}">
-<a class="btn_seemore cbtn mBtn" href="javascript:void(0)">See more images</a></div>
-<script>
-const state = {state};
-let consented = false, loading = false, needsButton = false;
-const seeMore = document.querySelector('.mm_seemore');
-document.getElementById('bnp_btn_accept').addEventListener('click', () => {{
-  consented = true;
-  document.getElementById('bnp_container').remove();
-  fetch('/consent');
-}});
-async function load() {{
-  if (loading || state.next >= state.total) return;
-  loading = true;
-  const r = await fetch('/images/async?q=' + encodeURIComponent(state.q) + '&first=' + state.next);
-  document.querySelector('ul.dgControl_list').insertAdjacentHTML('beforeend', await r.text());
-  state.next += state.page;
-  needsButton = true;  // after every scroll-loaded page, a person must ask for more
-  if (state.next >= state.total) seeMore.setAttribute('data-isend', 'true');
-  loading = false;
-}}
-window.addEventListener('scroll', () => {{
-  if (!consented || loading || state.next >= state.total) return;
-  const bottom = window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 300;
-  if (!bottom) return;
-  if (needsButton) {{ seeMore.style.display = 'block'; return; }}
-  load();
-}});
-seeMore.querySelector('a').addEventListener('click', () => {{
-  seeMore.style.display = 'none';
-  needsButton = false;
-  load();
-}});
-</script>{stall}</body></html>
-"""
 
 
 class _Server:

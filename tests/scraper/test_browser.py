@@ -252,9 +252,11 @@ def test_parallel_keywords_politely_and_nothing_left_behind(search_site: SearchS
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     # The limiter spaces navigation starts by the delay; each request then takes its own time to
     # reach the server (10-70 ms, over 130 ms on a loaded machine), which moves one gap by that
-    # much and the next by as much the other way. Without the limiter two workers arrive together.
+    # much and the next by as much the other way; the span moves by the first and last requests'
+    # (0.23 s short seen with the cluster tier sharing the 2 cores). Without the limiter two
+    # workers arrive together.
     assert min(gaps) >= delay / 2, gaps
-    assert stamps[-1] - stamps[0] >= (len(stamps) - 1) * delay - 0.2, gaps
+    assert stamps[-1] - stamps[0] >= (len(stamps) - 1) * delay - 0.4, gaps
     factory.assert_all_gone()
 
 
