@@ -128,6 +128,18 @@ def test_demo_without_end_marker_stops_when_dry(driver: ManagedDriver, search_si
 
 
 @pytest.mark.browser
+def test_the_demo_web_serves_its_results_to_both_adapters(driver: ManagedDriver, lfw_dev: Path) -> None:
+    """The demo web in Bing's shape (`demoweb.shapes`): the bing adapter reads the same results,
+    in the same order, as the demo adapter reads from its own shape."""
+    with DemoWeb(lfw_dev, page_size=10) as web:
+        demo = list(DemoEngine(web.url).collect(driver, "Abdullah Gul", 25))
+        bing = list(BingEngine(web.url, scroll_wait_s=0.5, dry_rounds=2).collect(driver, "Abdullah Gul", 25))
+        shown = [urljoin(web.url + "/", r["full"]) for r in truth(lfw_dev, "Abdullah Gul")]
+    assert len(demo) == 25 and _rows(bing) == _rows(demo)
+    assert [c.source_url for c in demo] == shown[:25]
+
+
+@pytest.mark.browser
 def test_bing_shape_with_consent_scrolling_and_see_more(driver: ManagedDriver, search_site: SearchSite) -> None:
     engine = BingEngine(search_site.base_url, scroll_wait_s=0.5, dry_rounds=2)
     found = list(engine.collect(driver, "Ada Lovelace", 100))
