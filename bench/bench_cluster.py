@@ -33,7 +33,8 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from facescale.stack import airflow_session, cpu_seconds, grid_nodes, process_title, ray_node_processes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "cluster"))  # the stack seen from outside
+from stack import airflow_session, cpu_seconds, grid_nodes, process_title, ray_node_processes
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "scripts" / "cluster.sh"

@@ -35,7 +35,7 @@ ROLES = {
     "demoweb": "demo",
 }
 # core modules whose module-level imports go beyond the base, and the extra they belong to
-CORE_EXTRAS = {"tflog.py": "train", "stack.py": "airflow"}
+CORE_EXTRAS = {"tflog.py": "train"}
 
 
 @cache

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from facescale.stack import airflow_session
+from .stack import airflow_session
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO / "scripts" / "cluster.sh"

@@ -32,9 +32,8 @@ from typing import Any
 
 import pytest
 
-from facescale.stack import grid_nodes, process_title, ray_node_processes, role_pid
-
 from .conftest import Api, cluster_sh, facescale, raw_rows, version_samples
+from .stack import grid_nodes, process_title, ray_node_processes, role_pid
 
 pytestmark = pytest.mark.cluster
 

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from facescale.scraper.browser import make_driver
-from facescale.stack import grid_nodes
 
 from .conftest import facescale
+from .stack import grid_nodes
 
 pytestmark = pytest.mark.cluster
 
