@@ -30,11 +30,11 @@ import cv2
 import numpy as np
 from bench_transfer import add_budget_arguments, budget, print_runs, train_and_test
 
+from facescale.app.services import Services
 from facescale.config import TrainingSettings, load_settings
 from facescale.pipeline.augment import AugmentParams, augmented_copy
 from facescale.pipeline.embeddings import FaceEmbedder
 from facescale.pipeline.faces import quality
-from facescale.services import Services
 from facescale.storage import DatasetStore, Location
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facescale.app.services import Services
 from facescale.config import load_settings
-from facescale.services import Services
 from facescale.serving.calibration import identification_on, originals, unseen_photos
 from facescale.serving.images import ImageLimits, ImageRejected, load_image
 from facescale.serving.recognizer import BACKENDS

@@ -36,8 +36,8 @@ from pathlib import Path
 
 from bench_transfer import add_budget_arguments, budget, print_runs, train_and_test
 
+from facescale.app.services import Services
 from facescale.config import TrainingSettings, load_settings
-from facescale.services import Services
 
 RECIPES = ("baseline", "cosine", "smoothing", "teacher", "teacher-extra", "cosface", "all")
 

@@ -1,7 +1,7 @@
 """The seed-scale night: every lfw-dev person through the nightly growth, what each stage costs, and growth.
 
 The design card's run is about 650 identities. This bench runs the nightly growth's own task
-functions (`facescale.orchestration`: plan, scrape per batch, curate, the Great Expectations
+functions (`facescale.app.orchestration`: plan, scrape per batch, curate, the Great Expectations
 gate; the DAG tasks call exactly these) in this process on the embedded defaults (local
 headless Chromium, local Ray, a local store), against the demo web over all people of
 ``--photos`` (lfw-dev: 679 people, 4,420 photos):
@@ -189,7 +189,7 @@ def night(
     stages: list[Stage], sampler: Sampler, label: str, key: str, new: int, base_url: str
 ) -> dict[str, Any]:
     """One nightly growth run through the DAG's task functions, measured per stage."""
-    from facescale import orchestration as orch
+    from facescale.app import orchestration as orch
     from facescale.config import load_settings
 
     settings = load_settings()
@@ -303,8 +303,8 @@ def synthesise_history(root: Path, nights: int, first_key: str) -> None:
 
 
 def train_and_register(stages: list[Stage], sampler: Sampler, steps: int) -> dict[str, Any]:
+    from facescale.app.services import Services
     from facescale.config import load_settings
-    from facescale.services import Services
 
     settings = load_settings()
     services = Services(settings)
@@ -396,8 +396,8 @@ def cluster(
     args: argparse.Namespace, root: Path, keywords: Path, day2: str, stages: list[Stage], figures: dict[str, Any]
 ) -> None:
     """Nights 1 and 2 on the scaled-out stack: S3 storage, the Ray cluster, the Grid, the stack's demo web."""
+    from facescale.app.services import Services
     from facescale.config import load_settings
-    from facescale.services import Services
 
     configure(root, keywords, args)
     settings = load_settings()

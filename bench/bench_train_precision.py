@@ -104,8 +104,8 @@ def throughput(args: argparse.Namespace) -> None:
 
 
 def accuracy(args: argparse.Namespace) -> None:
+    from facescale.app.services import Services
     from facescale.config import load_settings
-    from facescale.services import Services
     from facescale.training.evaluate import evaluate
     from facescale.training.train import train
 

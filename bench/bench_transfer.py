@@ -32,8 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from facescale.app.services import Services
 from facescale.config import Settings, TrainingSettings
-from facescale.services import Services
 from facescale.storage import CropStore, DatasetStore
 from facescale.training.evaluate import evaluate
 from facescale.training.rundir import RESULT_FILE
@@ -103,7 +103,7 @@ def print_runs(rows: dict[str, dict[str, float]], title: str) -> None:
 
 def verify(model_id: str, pairs: Path, images: Path) -> dict[str, float]:
     """The model backend's LFW protocol figures on ``pairs`` (a child ``facescale benchmark lfw``)."""
-    command = [sys.executable, "-m", "facescale.cli", "benchmark", "lfw", str(pairs), str(images),
+    command = [sys.executable, "-m", "facescale.app.cli", "benchmark", "lfw", str(pairs), str(images),
                "--model", model_id, "--backend", "model", "--json"]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     result = json.loads(done.stdout)["backends"]["model"]

@@ -11,7 +11,7 @@ Trigger with the names to add, from the UI's "Trigger" form or the CLI:
 4. **curate** on Ray into version `manual-<run>`, **validate** (Great Expectations) and
    **publish** the `facescale_dataset` Asset event, which schedules `facescale_retrain`.
 
-The work is done by `facescale.orchestration`.
+The work is done by `facescale.app.orchestration`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 from facescale_dags import DAG_DEFAULTS, curate_and_publish, run_key, scrape, scrape_params, settings
 
-from facescale import orchestration as orch
+from facescale.app import orchestration as orch
 
 log = logging.getLogger(__name__)
 

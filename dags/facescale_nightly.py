@@ -15,7 +15,7 @@
 5. **publish**: the `facescale_dataset` Asset event, with the version in its extra;
    `facescale_retrain` is scheduled on it.
 
-Everything is keyed by the logical date; the work is done by `facescale.orchestration`.
+Everything is keyed by the logical date; the work is done by `facescale.app.orchestration`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 from facescale_dags import DAG_DEFAULTS, curate_and_publish, run_key, scrape, scrape_params, settings
 
-from facescale import orchestration as orch
+from facescale.app import orchestration as orch
 
 
 @dag(

@@ -19,7 +19,7 @@ Scheduled on the `facescale_dataset` Asset (published by `facescale_nightly` and
    model it replaces on that model's identities; else the run stops here.
 5. **publish**: the `facescale_model` Asset event, with the model in its extra.
 
-The work is done by `facescale.orchestration`; TensorFlow is imported only inside train/evaluate,
+The work is done by `facescale.app.orchestration`; TensorFlow is imported only inside train/evaluate,
 which run on the `gpu` Celery queue in the scaled-out deployment (docker/).
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 from facescale_dags import DAG_DEFAULTS, DATASET, MODEL, run_key, settings
 
-from facescale import orchestration as orch
+from facescale.app import orchestration as orch
 
 log = logging.getLogger(__name__)
 

@@ -263,7 +263,7 @@ class TrainingSettings(_Section):
 
 
 class OrchestrationSettings(_Section):
-    """The Airflow DAGs' defaults (facescale.orchestration); DAG Params override them per run."""
+    """The Airflow DAGs' defaults (facescale.app.orchestration); DAG Params override them per run."""
 
     keywords_file: str | None = Field(
         None, description="candidate names for new identities, one per line (the nightly takes the next ones)"

@@ -30,7 +30,7 @@ Everything is measured on data the model did not train on:
 The result is stored with the registered model under ``files/calibration/`` (the JSON
 report and one ``.npz`` of enrolled embeddings per backend) and summarised in its record
 (``metrics.calibration``: thresholds, the default backend and each backend's scores). It is
-made when the model is registered (`facescale.services.Services.register_model`), so the
+made when the model is registered (`facescale.app.services.Services.register_model`), so the
 first query on a model never waits for it; ``facescale calibrate`` makes it again.
 """
 

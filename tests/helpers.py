@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from facescale.cli import main
+from facescale.app.cli import main
 from facescale.config import Settings
 from facescale.storage import DatasetStore, IdentityEntry, Location, Manifest, ShardInfo, make_slug
 
@@ -43,7 +43,7 @@ class Result:
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
-    """`facescale.cli.main` in this process (the console script's code path), its output captured."""
+    """`facescale.app.cli.main` in this process (the console script's code path), its output captured."""
     capsys.readouterr()
     code = main(list(args))
     captured = capsys.readouterr()

@@ -26,7 +26,7 @@ from .helpers import Result
 
 BIN = Path(sys.executable).parent
 SCRIPT = shutil.which("facescale", path=str(BIN))
-ENTRY = [SCRIPT] if SCRIPT else [sys.executable, "-m", "facescale.cli"]
+ENTRY = [SCRIPT] if SCRIPT else [sys.executable, "-m", "facescale.app.cli"]
 
 
 def _snapshot(root: Path) -> dict[str, str]:

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
+from facescale.app.orchestration import plan_night
 from facescale.config import Settings
-from facescale.orchestration import plan_night
 from facescale.pipeline.curate import unprepared_shards
 from facescale.storage import (
     CropStore,

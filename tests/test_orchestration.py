@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from facescale.orchestration import run_key
+from facescale.app.orchestration import run_key
 
 
 def test_run_key_from_the_logical_date_or_the_run_id() -> None:

@@ -4,7 +4,7 @@ pyproject.toml's base holds what every role needs; ``scrape``, ``curate``, ``tra
 ``serve``, ``airflow`` and ``demo`` add a role's libraries. A role package may import
 (anywhere, lazily too) only libraries its extra installs, directly or through their own
 requirements, as this environment's metadata resolves them; the core modules
-(facescale/*.py) import only the base at module level. A command run without its extra
+(facescale/*.py, and the top floor facescale/app/) import only the base at module level. A command run without its extra
 fails with one line naming the extra to install.
 """
 
@@ -35,7 +35,7 @@ ROLES = {
     "demoweb": "demo",
 }
 # core modules whose module-level imports go beyond the base, and the extra they belong to
-CORE_EXTRAS = {"tflog.py": "train"}
+CORE_EXTRAS = {"app/tflog.py": "train"}
 
 
 @cache
@@ -126,12 +126,14 @@ def test_a_role_imports_only_what_its_extra_installs(folder: str) -> None:
 
 
 def test_the_core_imports_only_the_base_at_module_level() -> None:
+    core = REPO / "facescale"
+    names = sorted(str(p.relative_to(core)) for p in [*core.glob("*.py"), *(core / "app").rglob("*.py")])
     bad = {
-        path.name: missing
-        for path in sorted((REPO / "facescale").glob("*.py"))
-        if (missing := _missing(_third_party(path, module_level_only=True), CORE_EXTRAS.get(path.name, "")))
+        name: missing
+        for name in names
+        if (missing := _missing(_third_party(core / name, module_level_only=True), CORE_EXTRAS.get(name, "")))
     }
-    assert not bad, f"facescale/*.py import beyond the base at module level: {bad}"
+    assert not bad, f"facescale/*.py and facescale/app/ import beyond the base at module level: {bad}"
 
 
 def test_every_role_extra_is_in_all() -> None:
@@ -153,7 +155,7 @@ def test_a_command_without_its_extra_names_the_extra(tmp_path: Path, blocked: st
     """The library is made unimportable (``sys.modules[name] = None``), as if its extra were not installed."""
     code = (
         f"import sys; sys.modules[{blocked!r}] = None\n"
-        "from facescale.cli import main\n"
+        "from facescale.app.cli import main\n"
         f"sys.exit(main({args!r}))\n"
     )
     proc = subprocess.run(

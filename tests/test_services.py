@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from facescale.app.services import Services
 from facescale.config import Settings
 from facescale.errors import ConfigError, NotFoundError
-from facescale.services import Services
 from facescale.storage import ValidationSummary
 
 

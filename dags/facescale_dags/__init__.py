@@ -3,7 +3,7 @@
 Not a DAG file: `dags/.airflowignore` keeps the DAG processor from parsing this package, and
 the DAG files import it by name because Airflow 3 puts the DAG bundle's folder (`dags/`) on
 ``sys.path`` wherever it parses them (DAG processor, task runner, `airflow dags test`). Like
-the DAG files it imports only airflow.sdk and `facescale.orchestration` at parse time; the
+the DAG files it imports only airflow.sdk and `facescale.app.orchestration` at parse time; the
 settings are loaded inside the tasks.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, TriggerRule, get_current_context, task
 
-from facescale import orchestration as orch
+from facescale.app import orchestration as orch
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ def main() -> None:
     from airflow.models.pool import Pool
     from airflow.utils.session import create_session
 
+    from facescale.app.orchestration import SCRAPE_POOL
     from facescale.config import load_settings
-    from facescale.orchestration import SCRAPE_POOL
 
     Pool.create_or_update_pool(SCRAPE_POOL, load_settings().orchestration.scrape_pool_slots, "scrape tasks", False)
     # as `airflow dags test` loads the dags-folder bundle (the folder goes on sys.path: facescale_dags)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from facescale.orchestration import plan_night
+from facescale.app.orchestration import plan_night
 from facescale.storage import IdentityRegistry, Location, RawStore
 from facescale.storage.plans import PLANS_DIR
 

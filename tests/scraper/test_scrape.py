@@ -130,7 +130,7 @@ def _cli(root: Path, base_url: str, run_id: str, names: list[str]) -> subprocess
         "FACESCALE_SCRAPER__TIMEOUT_S": "5",
         "FACESCALE_SCRAPER__COMMIT_ROWS": "1",  # commit after every keyword: many points to kill at
     }
-    args = [sys.executable, "-m", "facescale.cli", "scrape", "--engine", "demo", "--base-url", base_url,
+    args = [sys.executable, "-m", "facescale.app.cli", "scrape", "--engine", "demo", "--base-url", base_url,
             "--per-keyword", str(PER_KEYWORD), "--workers", "1", "--run-id", run_id]  # fmt: skip
     for name in names:
         args += ["--identity", name]
@@ -186,7 +186,7 @@ def test_odd_keyword_files_are_handled_safely(tmp_path: Path, demo: DemoWeb):
     root = tmp_path / "store"
     env = {**os.environ, "FACESCALE_STORAGE__ROOT": str(root), "FACESCALE_SCRAPER__POLITENESS_DELAY_S": "0"}
     result = subprocess.run(
-        [sys.executable, "-m", "facescale.cli", "scrape", "--keywords", str(keywords), "--engine", "demo",
+        [sys.executable, "-m", "facescale.app.cli", "scrape", "--keywords", str(keywords), "--engine", "demo",
          "--base-url", demo.url, "--per-keyword", "3", "--workers", "2", "--run-id", "odd"],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from facescale.app.services import Services
 from facescale.config import ServingSettings, Settings, StorageSettings
 from facescale.pipeline.faces import CropParams, crop_face
-from facescale.services import Services
 from facescale.storage import DatasetStore, IdentityEntry, Location, ModelRegistry, ShardSizing
 
 VERSION_ID = "20261130T000000Z-serve1"

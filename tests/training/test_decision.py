@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from facescale.orchestration import passed_bar, retrain_decision
+from facescale.app.orchestration import passed_bar, retrain_decision
 from facescale.storage import Location, ModelRegistry
 
 from ..helpers import commit_manifest as _version

@@ -16,10 +16,10 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from facescale import __version__
+from facescale.app.extras import missing_extra
+from facescale.app.services import Services
 from facescale.config import Settings, load_settings
 from facescale.errors import FacescaleError
-from facescale.extras import missing_extra
-from facescale.services import Services
 
 from .render import err, out
 
@@ -59,7 +59,7 @@ class State:
 
     def tensorflow(self) -> None:
         """Import TensorFlow (before the modules that need it), its C++ start-up lines only with -vv."""
-        from facescale.tflog import import_tensorflow
+        from facescale.app.tflog import import_tensorflow
 
         import_tensorflow(show_logs=self.verbose >= 2)
 
@@ -71,7 +71,7 @@ class State:
 
     @property
     def services(self) -> Services:
-        """The stores and stage calls of these settings (facescale.services, shared with the DAGs)."""
+        """The stores and stage calls of these settings (facescale.app.services, shared with the DAGs)."""
         return Services(self.settings)
 
     def recognizer(self, model: str | None) -> Recognizer:

@@ -1,7 +1,7 @@
 """The work behind the Airflow DAGs, as typed functions that run (and are tested) without Airflow.
 
 The DAG files in ``dags/`` only wire these together; each function takes the `Settings`
-and plain values, builds what it needs through `facescale.services.Services` (the
+and plain values, builds what it needs through `facescale.app.services.Services` (the
 composition root the CLI uses too), does one task's work idempotently and returns a typed
 result (a pydantic model: ids and counts, never data) that the task dumps to XCom with
 ``model_dump(mode="json")`` and the next task validates with ``model_validate``. The night's
@@ -24,10 +24,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from facescale.app.services import Services
 from facescale.config import Settings
 from facescale.errors import FacescaleError
 from facescale.scraper.night import Batch, Plan
-from facescale.services import Services
 from facescale.training.decision import Decision, passed_bar
 
 log = logging.getLogger(__name__)

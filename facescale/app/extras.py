@@ -1,7 +1,7 @@
 """Which extra installs a role's libraries: a command run without its extra says what to install.
 
 pyproject.toml groups the dependencies by role (``scrape``, ``curate``, ``train``, ``serve``,
-``airflow``, ``demo``; ``all`` is every role). `facescale.cli.main` turns the
+``airflow``, ``demo``; ``all`` is every role). `facescale.app.cli.main` turns the
 `ModuleNotFoundError` of a role library into one line naming the extra, from the command
 that was run or, failing that, the library that is missing.
 """

@@ -6,13 +6,13 @@ its evaluation stored here (`Services.evaluate_model`), and a registered model l
 serving here (`Services.recognizer`). The CLI, the DAG tasks and the benchmarks call these and
 never wire the stages themselves.
 
-`facescale.cli` (a command) and `facescale.orchestration` (an Airflow task's work) both
+`facescale.app.cli` (a command) and `facescale.app.orchestration` (an Airflow task's work) both
 start from ``Services(settings)``: the storage root and its shard sizes, each store, and
 the stage calls whose wiring they share (a scrape with its engine, browser settings and
 stores; curation with its Ray address; the Great Expectations gate with its duplicate
 bar). What differs between the two callers (progress bars, XCom results, exit codes)
 stays with them. Everything is imported inside the calls (the storage layer's pyarrow
-included), so a DAG file that imports `facescale.orchestration` parses light.
+included), so a DAG file that imports `facescale.app.orchestration` parses light.
 """
 
 from __future__ import annotations
