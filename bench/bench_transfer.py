@@ -77,12 +77,13 @@ def add_budget_arguments(parser: argparse.ArgumentParser, epochs: int = 4) -> No
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--batchnorm-momentum", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="the runs' seed (weights and input order)")
 
 
 def budget(args: argparse.Namespace) -> dict[str, object]:
     """`add_budget_arguments`' options as ``training.*`` overrides."""
     base: dict[str, object] = {"max_epochs": args.epochs}
-    for key in ("batch_size", "image_size", "batchnorm_momentum"):
+    for key in ("batch_size", "image_size", "batchnorm_momentum", "seed"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
     return base
