@@ -17,20 +17,35 @@ those only inside the functions here, so a DAG file that imports this module sta
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from facescale.app.services import Services
 from facescale.config import Settings
 from facescale.errors import FacescaleError
-from facescale.scraper.night import Batch, Plan
-from facescale.training.decision import Decision, passed_bar
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from facescale.scraper.night import Batch, Plan
+    from facescale.training.decision import Decision
+
+#: The stages' own results a DAG reads back from XCom (`orch.Decision.model_validate(...)`), imported
+#: when first asked for: their modules import the storage layer (pyarrow), which a DAG file's parse must not.
+_STAGE_RESULTS = {"Batch": "facescale.scraper.night", "Plan": "facescale.scraper.night",
+                  "Decision": "facescale.training.decision"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STAGE_RESULTS:
+        return getattr(importlib.import_module(_STAGE_RESULTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Airflow Assets (constructed in the DAG files from these names; `x-` schemes are free-form).
 DATASET_ASSET = "facescale_dataset"
@@ -290,6 +305,8 @@ class Evaluated(TaskResult):
 def evaluate_model(settings: Settings, model_id: str, key: str) -> Evaluated:
     """Evaluate a registered model on its version's test split (the Inception V3, and what its default backend
     answers) and store the evaluation with it; `passed_bar` decides whether it is published."""
+    from facescale.training.decision import passed_bar
+
     services = Services(settings)
     registry = services.models()
     work = Path(settings.orchestration.work_dir) / f"eval-{key}-{model_id}"

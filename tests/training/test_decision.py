@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from facescale.app.orchestration import passed_bar, retrain_decision
+from facescale.app.orchestration import retrain_decision
 from facescale.storage import Location, ModelRegistry
+from facescale.training.decision import passed_bar
 
 from ..helpers import commit_manifest as _version
 from ..helpers import store_settings as _settings
