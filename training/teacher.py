@@ -30,12 +30,10 @@ two distinct photos of one person as close as 0.14.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from facescale.errors import ConfigError
 from facescale.pipeline.dedup import DEFAULT_MAX_DISTANCE, near_duplicate_pairs
@@ -56,25 +54,32 @@ class ExtraCrops:
         return len(self.image_ids)
 
 
-def source_ids(store: DatasetStore, version_id: str, splits: Iterable[str] = ("train", "val")) -> set[str]:
-    """The source photos of a version's samples in ``splits`` (the ``source_image_id`` column only)."""
-    wanted = set(splits)
-    ids: set[str] = set()
+def sources_by_split(store: DatasetStore, version_id: str) -> dict[str, set[str]]:
+    """The source photos of a version's samples, per split (one pass over the ``source_image_id`` and
+    ``split`` columns)."""
+    found: dict[str, set[str]] = {}
     for batch in store.iter_batches(version_id, ["source_image_id", "split"], 8192):
-        keep = pc.is_in(batch.column("split"), value_set=pa.array(sorted(wanted), pa.string()))
-        ids.update(pc.filter(batch.column("source_image_id"), keep).to_pylist())
-    return ids
+        for split, source in zip(batch.column("split").to_pylist(), batch.column("source_image_id").to_pylist(),
+                                 strict=True):
+            found.setdefault(split, set()).add(source)
+    return found
+
+
+def source_ids(store: DatasetStore, version_id: str, splits: Iterable[str] = ("train", "val")) -> set[str]:
+    """The source photos of a version's samples in ``splits`` (`sources_by_split`, joined)."""
+    by_split = sources_by_split(store, version_id)
+    return set().union(*(by_split.get(split, set()) for split in splits))
 
 
 def extra_crops(
-    crops: CropStore, version_sources: set[str], held_out: set[str], *, max_distance: int = DEFAULT_MAX_DISTANCE
+    crops: CropStore, sources: Mapping[str, set[str]], *, max_distance: int = DEFAULT_MAX_DISTANCE
 ) -> ExtraCrops:
     """Every usable crop the cache holds with an embedding, but the version's own photos and copies of held-out ones.
 
     Args:
         crops: the crop cache.
-        version_sources: the source photos of the version's samples, every split.
-        held_out: the version's val and test source photos.
+        sources: the version's source photos per split (`sources_by_split`); its val and test
+            photos are the held-out ones.
         max_distance: the near-duplicate distance between perceptual keys (curation's default);
             a crop that near-duplicates a held-out photo, or has no key to tell, is left out.
 
@@ -82,6 +87,8 @@ def extra_crops(
         The extra crops, in the cache's order (a photo in several chunks: the newest chunk's crop).
         They are held in memory (about 5 KB a crop).
     """
+    version_sources: set[str] = set().union(*sources.values())
+    held_out = sources.get("val", set()) | sources.get("test", set())
     found: dict[str, tuple[bytes, np.ndarray, bytes, bytes]] = {}
     held: dict[str, tuple[bytes, bytes]] = {}
     columns = ["image_id", "error", "crop", "embedding", "phash", "phash_windows"]

@@ -69,7 +69,7 @@ import tensorflow as tf
 
 from facescale.config import TrainingSettings
 from facescale.errors import ConfigError, ConflictError
-from facescale.storage import SPLITS, CropStore, DatasetStore
+from facescale.storage import CropStore, DatasetStore
 from facescale.storage.fs import local_atomic_path
 
 from .callbacks import EpochCheckpoint, LogEpochs, ThresholdStop, tensorboard, write_json
@@ -88,7 +88,7 @@ from .rundir import (
     TrainResult,
     file_sha256,
 )
-from .teacher import extra_crops, source_ids, teacher_embeddings
+from .teacher import extra_crops, sources_by_split, teacher_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -238,17 +238,17 @@ def train(
     if settings.teacher == "dlib":
         if crops is None:
             raise ConfigError("training.teacher is dlib, but no crop cache was given to read its embeddings from")
+        sources = sources_by_split(store, version_id)
         extra = None
         if settings.teacher_extra:
-            extra = extra_crops(
-                crops, source_ids(store, version_id, SPLITS), source_ids(store, version_id, ("val", "test"))
-            )
+            extra = extra_crops(crops, sources)
             if not len(extra):
                 raise ConfigError(
                     "training.teacher_extra asks for extra crops, but the crop cache holds no usable crop beyond "
                     "this version's own photos (and those near its val and test photos): set it to 0"
                 )
-        targets = teacher_embeddings(crops, source_ids(store, version_id, ("train", "val")), extra=extra)
+        wanted = sources.get("train", set()) | sources.get("val", set())
+        targets = teacher_embeddings(crops, wanted, extra=extra)
         if extra is not None:
             extra_input = ExtraInput(extra.images, np.stack([targets[i] for i in extra.image_ids]), settings.image_size)
     train_input = CuratedInput(

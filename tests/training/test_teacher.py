@@ -21,11 +21,11 @@ from facescale.config import TrainingSettings
 from facescale.errors import ConfigError
 from facescale.pipeline.dedup import hash_image_keys
 from facescale.pipeline.embeddings import FaceEmbedder
-from facescale.storage import SPLITS, CropStore, DatasetStore, Location
+from facescale.storage import CropStore, DatasetStore, Location
 from facescale.storage.schemas import EMBEDDING_DIM, HASH_BYTES
 from facescale.training.data import CuratedInput, ExtraInput, with_extra
 from facescale.training.model import embedding_model
-from facescale.training.teacher import extra_crops, source_ids, teacher_embeddings
+from facescale.training.teacher import extra_crops, source_ids, sources_by_split, teacher_embeddings
 from facescale.training.train import train
 
 from .conftest import Curated, crop_row, face_crop, make_version, write_crops
@@ -247,12 +247,11 @@ def test_extra_crops_are_the_caches_other_usable_photos_but_none_near_a_held_out
 ) -> None:
     curated, extras, copy = with_extras
     crops = CropStore(curated.location)
-    sources = source_ids(curated.store, curated.version_id, SPLITS)
-    held_out = source_ids(curated.store, curated.version_id, ("val", "test"))
-    found = extra_crops(crops, sources, held_out)
+    sources = sources_by_split(curated.store, curated.version_id)
+    found = extra_crops(crops, sources)
     assert set(found.image_ids) == extras  # not the version's photos, not the blurry one, not the copy
     assert len(found.images) == len(found) and found.embeddings.shape == (len(found), EMBEDDING_DIM)
-    unguarded = extra_crops(crops, sources, held_out, max_distance=0)
+    unguarded = extra_crops(crops, sources, max_distance=0)
     assert set(unguarded.image_ids) == extras | {copy}  # the near-duplicate rule alone kept the copy out
 
     targets = teacher_embeddings(crops, source_ids(curated.store, curated.version_id, ("train", "val")), extra=found)
@@ -266,8 +265,7 @@ def test_the_extra_stream_is_a_function_of_seed_and_epoch_and_mixes_in_with_zero
 ) -> None:
     curated, _, _ = with_extras
     crops = CropStore(curated.location)
-    found = extra_crops(crops, source_ids(curated.store, curated.version_id, SPLITS),
-                        source_ids(curated.store, curated.version_id, ("val", "test")))
+    found = extra_crops(crops, sources_by_split(curated.store, curated.version_id))
     extra = ExtraInput(found.images, found.embeddings, 75)
     assert sorted(extra.order(0, 1, len(extra))) == list(range(len(extra)))  # a permutation per round
     assert list(extra.order(0, 1, 30)) == list(extra.order(0, 1, 30))
@@ -293,8 +291,7 @@ def test_teacher_extra_teaches_the_embedding_on_photos_without_labels(
     """The same short run with and without the extra crops: only the one fed them reproduces dlib on them."""
     curated, _, _ = with_extras
     crops = CropStore(curated.location)
-    found = extra_crops(crops, source_ids(curated.store, curated.version_id, SPLITS),
-                        source_ids(curated.store, curated.version_id, ("val", "test")))
+    found = extra_crops(crops, sources_by_split(curated.store, curated.version_id))
     targets = teacher_embeddings(crops, source_ids(curated.store, curated.version_id, ("train", "val")), extra=found)
     base = {"backbone": "tiny", "image_size": 75, "batch_size": 8, "max_epochs": 20, "batchnorm_momentum": 0.5,
             "stop_metric": "loss", "stop_threshold": 1e-9, "learning_rate": 3e-3, "deterministic": False,
