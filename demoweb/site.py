@@ -402,6 +402,14 @@ def _content_type(data: bytes) -> str:
     return "image/jpeg"
 
 
+def _int_param(request: web.Request, name: str) -> int:
+    """The query parameter ``name`` as an integer (0 when absent); 400 when it is not one."""
+    try:
+        return int(request.query.get(name, "0"))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+
+
 class _Site:
     """The handlers and their state: the catalog, cached result lists and an LRU of image bytes."""
 
@@ -534,10 +542,7 @@ class _Site:
         return web.Response(body=shapes.demo_page(query, self.shown(query), self.page_size), content_type="text/html")
 
     async def api_results(self, request: web.Request) -> web.Response:
-        try:
-            offset = int(request.query.get("offset", "0"))
-        except ValueError:
-            raise web.HTTPBadRequest(text="offset must be an integer") from None
+        offset = _int_param(request, "offset")
         if offset < 0:
             raise web.HTTPBadRequest(text="offset must be >= 0")
         shown = self.shown(request.query.get("q", "").strip())
@@ -549,10 +554,7 @@ class _Site:
         return web.Response(body=shapes.bing_page(query, self.shown(query), self.page_size), content_type="text/html")
 
     async def bing_async(self, request: web.Request) -> web.Response:
-        try:
-            first = int(request.query.get("first", "0"))
-        except ValueError:
-            raise web.HTTPBadRequest(text="first must be an integer") from None
+        first = _int_param(request, "first")
         shown = self.shown(request.query.get("q", "").strip())[max(0, first) : max(0, first) + self.page_size]
         return web.Response(text=shapes.bing_items(shown), content_type="text/html")
 
