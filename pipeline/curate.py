@@ -68,6 +68,7 @@ from facescale.storage import (
     read_table,
 )
 from facescale.storage.exclusions import Exclusion
+from facescale.storage.lease import store_lease
 from facescale.storage.schemas import SPLITS
 
 from .augment import AugmentParams
@@ -545,7 +546,13 @@ def curate(
         validate: run the Great Expectations gate and publish on success.
         progress: progress reporting.
     """
-    progress = progress or Progress()
+    with store_lease(root.location, "curation"):  # an erasure never rewrites what this reads
+        return _curate(root, settings, version_id, validate, progress or Progress())
+
+
+def _curate(
+    root: StorageRoot, settings: CurationSettings, version_id: str | None, validate: bool, progress: ProgressSink
+) -> CurateSummary:
     store = root.datasets
     if version_id is not None and store.exists(version_id):
         summary = _existing(store.get(version_id), "version already committed")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from facescale.storage import RawStore
+from facescale.storage.erasure import Blocklist
 
 from .downloader import DownloadReason
 
@@ -38,10 +39,13 @@ def url_key(url: str) -> bytes:
 class History:
     urls: set[bytes] = field(default_factory=set)  # url_key of every URL ever fetched
     image_ids: set[str] = field(default_factory=set)  # sha256 of every stored image
+    erased: Blocklist = field(default_factory=Blocklist)  # URLs and images erased (`storage.erasure`)
 
     @classmethod
-    def load(cls, store: RawStore, run_ids: Iterable[str] | None = None) -> History:
-        history = cls()
+    def load(
+        cls, store: RawStore, run_ids: Iterable[str] | None = None, erased: Blocklist | None = None
+    ) -> History:
+        history = cls(erased=erased or Blocklist())
         columns = ["source_url", "image_id", "error"]
         for batch in store.iter_batches(run_ids, columns=columns, batch_size=8192):
             history.add_batch(batch.to_pydict())
@@ -59,8 +63,15 @@ class History:
         self.add_batch({k: [r.get(k) for r in rows] for k in ("source_url", "image_id", "error")})
 
     def fetched(self, url: str) -> bool:
-        return url_key(url) in self.urls
+        """Whether ``url`` needs no fetch: fetched before, or erased (never fetched again)."""
+        return url_key(url) in self.urls or self.erased.url(url)
 
     def stored(self, image_id: str | None) -> bool:
         return image_id is not None and image_id in self.image_ids
+
+    def erased_url(self, url: str) -> bool:
+        return self.erased.url(url)
+
+    def erased_image(self, image_id: str | None) -> bool:
+        return image_id is not None and image_id in self.erased.image_ids
 

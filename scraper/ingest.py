@@ -4,7 +4,8 @@ This is the offline source of RAW rows: the same contract as the scraper's outpu
 (engine ``local``, ``source_url`` a file URI), so curation can run on any photo
 collection. Each identity folder is one unit of work, committed with its rows, so an
 interrupted ingest resumes where it stopped. Exact duplicates (same sha256) already stored
-in any RAW run, or seen earlier in this one, become rejected rows with reason ``duplicate``.
+in any RAW run, or seen earlier in this one, become rejected rows with reason ``duplicate``;
+bytes an erasure took out (`storage.erasure`) become rows with reason ``erased``, their bytes dropped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from facescale.errors import FacescaleError
 from facescale.storage import IdentityRegistry, RawStore, RunRecord
+from facescale.storage.erasure import Blocklist
 
 from .history import History
 from .imagecheck import check_image
@@ -74,6 +76,7 @@ def ingest(
     min_side: int = 48,
     commit_rows: int = 1024,
     on_folder: Callable[[str], None] | None = None,
+    erasures: Blocklist | None = None,
 ) -> IngestSummary:
     """Ingest ``root`` into RAW run ``run_id`` (resuming it if it was interrupted).
 
@@ -90,6 +93,7 @@ def ingest(
         return _summarise(store, store.get(run_id), summary)
     identities = {i.name: i for i, _ in registry.add(display_name(f) for f in folders)}
     seen = History.load(store).image_ids
+    erased = set(erasures.image_ids) if erasures is not None else set()
     with store.open(run_id, meta={"source": str(root), "engine": "local"}) as writer:
         pending_units: list[str] = []
         pending_rows = 0
@@ -98,7 +102,7 @@ def ingest(
             if writer.is_completed(identity.slug):
                 summary.skipped_identities += 1
             else:
-                rows = list(_rows(folder, identity.name, identity.slug, run_id, seen, max_pixels, min_side))
+                rows = list(_rows(folder, identity.name, identity.slug, run_id, seen, erased, max_pixels, min_side))
                 writer.write(rows)
                 pending_units.append(identity.slug)
                 pending_rows += len(rows)
@@ -112,13 +116,13 @@ def ingest(
 
 
 def _rows(
-    folder: Path, name: str, slug: str, run_id: str, seen: set[str], max_pixels: int, min_side: int
+    folder: Path, name: str, slug: str, run_id: str, seen: set[str], erased: set[str], max_pixels: int, min_side: int
 ) -> Iterator[dict[str, Any]]:
     for rank, path in enumerate(_images(folder)):
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         check = check_image(data, max_pixels=max_pixels, min_side=min_side)
-        error = check.error or ("duplicate" if digest in seen else None)
+        error = check.error or ("erased" if digest in erased else "duplicate" if digest in seen else None)
         if error is None:
             seen.add(digest)
         yield {

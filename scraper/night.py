@@ -47,6 +47,7 @@ class Plan(BaseModel):
     exhausted: list[str] = Field(default_factory=list)  # still short, but their last search had every result
     waiting_nights: dict[str, int] = Field(default_factory=dict)  # nights other plans searched them (waiting, given up)
     max_waiting_nights: int | None = None  # the cap in effect when the plan was made
+    erased: int = 0  # names of the keywords file left out because their person was erased (never named here)
     batches: list[Batch] = Field(default_factory=list)
 
 
@@ -86,6 +87,7 @@ def plan_night(
     batch_size = batch_size or orch.batch_size
     registry = root.registry
     known = {name_key(i.name): i for i in registry.list(include_removed=True)}
+    skipped: list[str] = []
     if names is not None:
         wanted = parse_keywords(list(names))
         active_known = {k for k, i in known.items() if i.active}
@@ -94,13 +96,16 @@ def plan_night(
     else:
         limit = orch.new_per_night if new_per_night is None else new_per_night
         candidates = read_keywords(Path(orch.keywords_file)).names if orch.keywords_file else []
-        new = [n for n in candidates if name_key(n) not in known][:limit]
+        erased = root.erasures.blocklist()  # a person erased is searched again only when added by hand
+        skipped = [n for n in candidates if name_key(n) not in known and erased.name(n)]
+        new = [n for n in candidates if name_key(n) not in known and not erased.name(n)][:limit]
         pending_names = []
     runs = root.raw.list()
     completed = {slug for record in runs for slug in record.completed}
     active = [i for i in registry.list() if i.slug not in completed]
     pending = list(dict.fromkeys(pending_names + [i.name for i in active]))
-    plan = Plan(key=key, new=new, pending=pending, max_waiting_nights=orch.max_waiting_nights)
+    plan = Plan(key=key, new=new, pending=pending, max_waiting_nights=orch.max_waiting_nights,
+                erased=len(skipped))
     if names is None:
         newest = root.datasets.latest(published_only=False)
         waiting_slugs = sorted(newest.curation_notes().waiting) if newest is not None else []

@@ -27,6 +27,7 @@ from typing import Any
 from facescale.config import ScraperSettings
 from facescale.errors import FacescaleError
 from facescale.storage import Identity, IdentityRegistry, RawStore
+from facescale.storage.erasure import Blocklist
 from facescale.storage.raw import EXHAUSTED
 
 from .browser import BrowserPool, SearchResult, make_driver
@@ -66,6 +67,10 @@ class ScrapeSummary:
     download_s: float = 0.0  # time from each keyword's download submit to its last file (keywords overlap)
 
 
+#: The verdict of a result whose URL or image bytes an erasure took out (`storage.erasure`): no bytes kept.
+ERASED = "erased"
+
+
 def scrape(
     names: Sequence[str],
     *,
@@ -77,6 +82,7 @@ def scrape(
     per_keyword: int | None = None,
     workers: int | None = None,
     on_keyword: Callable[[KeywordOutcome], None] | None = None,
+    erased: Blocklist | None = None,
 ) -> ScrapeSummary:
     """Scrape ``names`` into RAW run ``run_id`` (resuming it if it was interrupted)."""
     if not names:
@@ -88,7 +94,7 @@ def scrape(
         log.info("run %s already finished", run_id)
         return _count(store, summary, finished=True)
     identities = [identity for identity, _ in registry.add(names)]
-    history = History.load(store)
+    history = History.load(store, erased=erased)
     driver_factory = partial(
         make_driver,
         settings.chromium_binary,
@@ -235,11 +241,15 @@ def build_rows(
             "rank": candidate.rank,
         }
         result = fetched.get(candidate.source_url)
-        if result is None or history.fetched(candidate.source_url):
+        if history.erased_url(candidate.source_url):  # an erasure's: never fetched, never stored again
+            row.update(fetched_at=datetime.now(UTC), error=ERASED)
+        elif result is None or history.fetched(candidate.source_url):
             row.update(fetched_at=datetime.now(UTC), error="already_fetched")
         else:
             error = result.error
-            if error is None and history.stored(result.image_id):
+            if error is None and history.erased_image(result.image_id):
+                error = ERASED
+            elif error is None and history.stored(result.image_id):
                 error = "duplicate"
             row.update(
                 image_id=result.image_id,

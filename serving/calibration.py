@@ -74,6 +74,7 @@ class Gallery:
 
     labels: np.ndarray  # (n,) int
     embeddings: np.ndarray  # (n, d) float32 unit rows
+    ids: np.ndarray | None = None  # (n,) str: each row's source photo (an erasure drops rows by it)
     _templates: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def template(self, label: int) -> np.ndarray | None:
@@ -161,7 +162,10 @@ class Calibration:
         for backend, gallery in self.galleries.items():
             name = f"gallery-{backend}.npz"
             with local_atomic_path(directory / name) as tmp, open(tmp, "wb") as fh:
-                np.savez_compressed(fh, labels=gallery.labels, embeddings=gallery.embeddings)
+                arrays = {"labels": gallery.labels, "embeddings": gallery.embeddings}
+                if gallery.ids is not None:
+                    arrays["ids"] = gallery.ids.astype(str)
+                np.savez_compressed(fh, allow_pickle=False, **arrays)
             names.append(name)
         doc = {"format": FORMAT, "model_id": self.model_id, **self.summary()}
         with local_atomic_path(directory / REPORT_FILE) as tmp:
@@ -179,7 +183,10 @@ class Calibration:
             npz = directory / f"gallery-{backend}.npz"
             if npz.is_file():
                 with np.load(npz) as data:
-                    galleries[backend] = Gallery(data["labels"].astype(np.int64), data["embeddings"].astype(np.float32))
+                    ids = data["ids"].astype(str) if "ids" in data.files else None
+                    galleries[backend] = Gallery(
+                        data["labels"].astype(np.int64), data["embeddings"].astype(np.float32), ids
+                    )
         if doc.get("format", 1) == 1:  # one threshold, the model backend's softmax
             unknown = {"model": float(doc["unknown_threshold"])}
         else:
@@ -428,7 +435,9 @@ def calibrate(
             u_vectors = recognizer.embed(unseen_crops, backend)
             enrolled = _embed_cached(recognizer, gallery, cached, backend)
         ok = np.all(np.isfinite(enrolled), axis=1)
-        galleries[backend] = Gallery(np.array(gallery.labels, np.int64)[ok], enrolled[ok].astype(np.float32))
+        galleries[backend] = Gallery(
+            np.array(gallery.labels, np.int64)[ok], enrolled[ok].astype(np.float32), np.array(gallery.ids, str)[ok]
+        )
         usable = np.all(np.isfinite(vectors), axis=1)
 
         # Identification: a score per label for every validation photo, and strangers' scores.

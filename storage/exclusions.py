@@ -166,6 +166,15 @@ class ExclusionList:
                     removed.append(entry)
         return removed
 
+    def drop(self, source_image_ids: Iterable[str], identity_slug: str | None = None) -> int:
+        """Forget every entry of these photos, and of identity ``identity_slug`` (an erasure); returns how many."""
+        ids = set(source_image_ids)
+        with self._edit() as entries:
+            gone = [k for k, e in entries.items() if e.source_image_id in ids or e.identity_slug == identity_slug]
+            for key in gone:
+                del entries[key]
+        return len(gone)
+
     @contextlib.contextmanager
     def _edit(self) -> Iterator[dict[tuple[str, str], Exclusion]]:
         """Load under a lock, let the caller edit the entries by key, then save atomically if changed.

@@ -22,6 +22,7 @@ version or other options, or a destination that holds anything else, is refused.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -39,9 +40,10 @@ from pydantic import BaseModel, ConfigDict
 
 from facescale.errors import ConflictError
 
+from . import layout
 from .card import HF_SPLITS
 from .fs import TMP_PREFIX, Location, os_errors
-from .manifest import Manifest
+from .manifest import Manifest, utcnow
 from .schemas import CURATED_SCHEMA, SPLITS, Split
 from .shards import iter_batches
 from .versions import DatasetStore
@@ -127,6 +129,7 @@ def export_version(
                             "only published versions are exported")
     spec = ExportSpec(version_id=version_id, format=fmt, splits=chosen, originals_only=originals_only)
     _claim(dest, spec)
+    _record(store, dest, spec)
     folders = {e.slug: folder_name(e.label, e.slug) for e in manifest.identities}
     summary = ExportSummary(dest.display(dest.root), spec, len(manifest.shards), 0, 0, 0)
     for shard in manifest.shards:
@@ -148,6 +151,18 @@ def export_version(
     log.info("exported %s as %s to %s: %d samples written, %d of %d shards already done",
              version_id, fmt, summary.destination, summary.samples, summary.skipped, summary.shards)
     return summary
+
+
+def _record(store: DatasetStore, dest: Location, spec: ExportSpec) -> None:
+    """Note the export in ``<root>/exports/`` before its first file lands: it lives outside the store, so an
+    erasure (`storage.erasure`) can only name it to the operator."""
+    where = dest.display(dest.root)
+    path = store.root.path(layout.EXPORTS_DIR, hashlib.sha256(where.encode()).hexdigest()[:16] + ".json")
+    if store.root.exists(path):
+        return
+    doc = {"destination": where, "version_id": spec.version_id, "format": spec.format,
+           "started_at": utcnow().isoformat()}
+    store.root.write_bytes_atomic(path, json.dumps(doc, indent=1).encode() + b"\n")
 
 
 def _claim(dest: Location, spec: ExportSpec) -> None:

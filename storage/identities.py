@@ -98,7 +98,7 @@ class Identity(BaseModel):
     name: str
     slug: str = Field(pattern=SLUG_PATTERN.pattern, max_length=MAX_SLUG_LENGTH)
     label: int = Field(ge=0)
-    status: Literal["active", "removed"] = "active"
+    status: Literal["active", "removed", "erased"] = "active"
     added_at: datetime = Field(default_factory=utcnow)
     removed_at: datetime | None = None
 
@@ -192,6 +192,20 @@ class IdentityRegistry:
                     identities[identities.index(existing)] = updated
                     removed.append(updated)
         return removed
+
+    def erase(self, slug: str) -> Identity | None:
+        """Replace the identity ``slug`` by a tombstone: its label stays reserved, its name and slug are gone
+        (`storage.erasure`); adding the name again registers a new identity with a new label."""
+        with self._edit() as identities:
+            existing = next((i for i in identities if i.slug == slug), None)
+            if existing is None:
+                return None
+            tombstone = existing.model_copy(update={
+                "name": f"erased {existing.label}", "slug": f"erased-{existing.label}", "status": "erased",
+                "removed_at": existing.removed_at or utcnow(),
+            })
+            identities[identities.index(existing)] = tombstone
+            return tombstone
 
     @contextlib.contextmanager
     def _edit(self) -> Iterator[builtins.list[Identity]]:

@@ -14,6 +14,8 @@
     <root>/static/datadocs/{npm,gx}/...       the Data Docs' scripts, styles and images, once per store (offline)
     <root>/models/<model_id>/model.json       registered model record (its presence = registered)
     <root>/models/<model_id>/files/...        its files: model.keras, labels.json, training.json, eval/...
+    <root>/erasures/<erasure_id>/erasure.json an erasure's record: who asked, what was removed (ids, counts, hashes)
+    <root>/exports/<export_id>.json           an export made of a version: where it went, when (for erasures)
 """
 
 REGISTRY_FILE = "registry/identities.json"
@@ -33,3 +35,5 @@ MODELS_DIR = "models"
 DATADOCS_STATIC_DIR = "static/datadocs"
 MODEL_RECORD_FILE = "model.json"
 MODEL_FILES_DIR = "files"
+ERASURES_DIR = "erasures"
+EXPORTS_DIR = "exports"

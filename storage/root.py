@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .crops import CropStore
+from .erasure import ErasureStore
 from .exclusions import ExclusionList
 from .fs import Location
 from .identities import IdentityRegistry
@@ -59,3 +60,7 @@ class StorageRoot:
     @cached_property
     def plans(self) -> PlanStore:
         return PlanStore(self.location)
+
+    @cached_property
+    def erasures(self) -> ErasureStore:
+        return ErasureStore(self.location)

@@ -154,14 +154,7 @@ class ShardWriter:
         stack = contextlib.ExitStack()
         raw = stack.enter_context(self.location.open_atomic(self._path))
         self._sink = HashingWriter(raw)
-        compression = {f.name: ("NONE" if f.name in UNCOMPRESSED_COLUMNS else "ZSTD") for f in self.schema}
-        self._writer = pq.ParquetWriter(
-            self._sink,
-            self.schema,
-            compression=compression,
-            use_dictionary=[f.name for f in self.schema if pa.types.is_string(f.type)],
-            write_statistics=[f.name for f in self.schema if f.name not in UNCOMPRESSED_COLUMNS],
-        )
+        self._writer = parquet_writer(self._sink, self.schema)
         self._stack = stack
         self._rows_in_shard = 0
 
@@ -216,6 +209,44 @@ class ShardTarget:
         for name in removed:
             self.location.remove_file(posixpath.join(self.directory, name))
         return removed
+
+
+def parquet_writer(sink: HashingWriter, schema: pa.Schema) -> pq.ParquetWriter:
+    """The Parquet writer every shard is written with (image columns stored, the rest zstd)."""
+    return pq.ParquetWriter(
+        sink,
+        schema,
+        compression={f.name: ("NONE" if f.name in UNCOMPRESSED_COLUMNS else "ZSTD") for f in schema},
+        use_dictionary=[f.name for f in schema if pa.types.is_string(f.type)],
+        write_statistics=[f.name for f in schema if f.name not in UNCOMPRESSED_COLUMNS],
+    )
+
+
+def rewrite_shard(
+    location: Location, directory: str, info: ShardInfo, schema: pa.Schema, keep: pa.Array,
+    sizing: ShardSizing | None = None,
+) -> ShardInfo:
+    """Replace shard ``info`` by its rows where ``keep`` is true, under the same name, atomically.
+
+    The rows kept are the same values in the same order (their row groups are re-cut at the
+    sizing's row-group size); a reader sees the old file or the new one, never a mix. A shard
+    left with no rows stays, empty, so the numbering of the shards after it holds.
+    """
+    path = posixpath.join(directory, info.path)
+    with os_errors(path, location), location.fs.open(path, "rb") as fh:
+        table = pq.read_table(fh)
+    if len(keep) != len(table):
+        raise IntegrityError(f"shard {location.display(path)} has {len(table)} rows, the mask {len(keep)}")
+    kept = to_table(table.filter(keep), schema)
+    rows_per_group = (sizing or ShardSizing()).rows_per_row_group
+    with location.open_atomic(path) as raw:
+        sink = HashingWriter(raw)
+        writer = parquet_writer(sink, schema)
+        with os_errors(path, location):
+            if len(kept):
+                writer.write_table(kept, row_group_size=rows_per_group)
+            writer.close()
+    return ShardInfo(path=info.path, rows=len(kept), bytes=sink.bytes_written, sha256=sink.hexdigest)
 
 
 def batch_name(keys: Iterable[str], prefix: str = "part") -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facescale.config import Settings, TrainingSettings
+from facescale.errors import NotFoundError
 
 #: the default local directory of training runs and evaluations started from the CLI
 RUNS_DIR = Path("facescale-runs")
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         StorageRoot,
         ValidationSummary,
     )
+    from facescale.storage.erasure import ErasureRecord
     from facescale.storage.plans import PlanStore
     from facescale.training.rundir import Evaluation, TrainResult
 
@@ -138,7 +140,36 @@ class Services:
             per_keyword=per_keyword,
             workers=workers,
             on_keyword=on_keyword,
+            erased=self.root().erasures.blocklist(),
         )
+
+    def erase_identity(self, name: str, *, requested_by: str, reason: str,
+                       on_step: Callable[[str], None] | None = None) -> ErasureRecord:
+        """Erase a registered person from every store (`storage.erasure`; resumes an unfinished erasure)."""
+        from facescale.storage.erasure import erase, identity_target
+
+        root = self.root()
+        target, identity = identity_target(root, name)
+        return erase(root, target, requested_by=requested_by, reason=reason, identity=identity, on_step=on_step)
+
+    def erase_photos(self, refs: Sequence[str], *, requested_by: str, reason: str,
+                     on_step: Callable[[str], None] | None = None) -> ErasureRecord:
+        """Erase photos (image ids or source URLs) from every store (`storage.erasure`)."""
+        from facescale.storage.erasure import erase, photos_target
+
+        return erase(self.root(), photos_target(refs), requested_by=requested_by, reason=reason, on_step=on_step)
+
+    def verify_erasure(self, ref: str) -> list[tuple[ErasureRecord, dict[str, int]]]:
+        """Each erasure of ``ref`` (an erasure id, a person's name, an image id or a URL) and what the stores still
+        hold of it (`storage.erasure.verify`; a name is also searched for in the store's text files)."""
+        from facescale.storage.erasure import is_image_id, verify
+
+        root = self.root()
+        records = root.erasures.find(ref)
+        if not records:
+            raise NotFoundError(f"no erasure of {ref!r} on record")
+        names = [ref] if not ref.startswith("erasure-") and "://" not in ref and not is_image_id(ref) else []
+        return [(record, verify(root, record, names)) for record in records]
 
     def curate(
         self,

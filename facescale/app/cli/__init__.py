@@ -6,7 +6,7 @@ in the order `facescale --help` lists them; `main` runs it.
 
 from __future__ import annotations
 
-from . import benchmark, config, datasets, growth, identities, models, serving  # noqa: F401  (serving: commands only)
+from . import benchmark, config, datasets, erasures, growth, identities, models, serving  # noqa: F401  (serving: commands only)
 from .app import app, main
 
 for group, name in (
@@ -14,6 +14,8 @@ for group, name in (
     (datasets.datasets_app, "datasets"),
     (identities.identities_app, "identities"),
     (identities.exclusions_app, "exclusions"),
+    (erasures.photos_app, "photos"),
+    (erasures.erasures_app, "erasures"),
     (growth.runs_app, "runs"),
     (models.models_app, "models"),
     (benchmark.benchmark_app, "benchmark"),

@@ -86,6 +86,7 @@ def ingest(
             max_pixels=scraper.max_pixels,
             min_side=scraper.min_side,
             on_folder=lambda _name: progress.advance(task),
+            erasures=state.services.root().erasures.blocklist(),
         )
     rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.most_common()) or "none"
     out.print(
