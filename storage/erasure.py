@@ -219,10 +219,23 @@ class ErasureStore:
 
 # -- the request -------------------------------------------------------------------------------------
 def identity_target(root: StorageRoot, name: str) -> tuple[Target, Identity]:
-    """The target of erasing a registered person (`NotFoundError` for a name the registry lacks)."""
-    identity = root.registry.get(name)
-    if identity.status == "erased":
-        raise NotFoundError(f"identity {name!r} is already erased")
+    """The target of erasing a registered person, or of the unfinished erasure of that name (`NotFoundError`
+    for a name the registry lacks)."""
+    try:
+        key = digest(name_key(name))
+    except FacescaleError:
+        key = digest(name)
+    records = root.erasures.list()
+    for record in records:
+        if record.status == "planned" and key in record.target.identity_keys:  # a killed run: resume it
+            work = record.work
+            return record.target, Identity(name=work["name"], slug=work["slug"], label=record.target.label or 0)
+    try:
+        identity = root.registry.get(name)
+    except NotFoundError:
+        if any(key in r.target.identity_keys for r in records):
+            raise NotFoundError(f"identity {name!r} is already erased") from None
+        raise
     keys = sorted({digest(name_key(identity.name)), digest(identity.slug)})
     return Target(kind="identity", identity_keys=keys, label=identity.label), identity
 

@@ -227,5 +227,5 @@ def row_digests(root: StorageRoot) -> dict[str, set[tuple[str, ...]]]:
     for manifest in root.datasets.list():
         for batch in root.datasets.iter_batches(manifest.version_id):
             for r in batch.to_pylist():
-                found["versions"].add((manifest.version_id, r["sample_id"], digest(r["image"])))
+                found["versions"].add((manifest.version_id, r["sample_id"], r["source_image_id"], digest(r["image"])))
     return found
