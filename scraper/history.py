@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from facescale.storage import RawStore
-from facescale.storage.erasure import Blocklist
+from facescale.storage.erasures import Blocklist
 
 from .downloader import DownloadReason
 

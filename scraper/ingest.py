@@ -21,7 +21,7 @@ from typing import Any
 
 from facescale.errors import FacescaleError
 from facescale.storage import IdentityRegistry, RawStore, RunRecord
-from facescale.storage.erasure import Blocklist
+from facescale.storage.erasures import Blocklist
 
 from .history import History
 from .imagecheck import check_image

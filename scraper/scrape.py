@@ -27,7 +27,7 @@ from typing import Any
 from facescale.config import ScraperSettings
 from facescale.errors import FacescaleError
 from facescale.storage import Identity, IdentityRegistry, RawStore
-from facescale.storage.erasure import Blocklist
+from facescale.storage.erasures import Blocklist
 from facescale.storage.raw import EXHAUSTED
 
 from .browser import BrowserPool, SearchResult, make_driver

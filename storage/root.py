@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .crops import CropStore
-from .erasure import ErasureStore
+from .erasures import ErasureStore
 from .exclusions import ExclusionList
 from .fs import Location
 from .identities import IdentityRegistry

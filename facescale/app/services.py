@@ -46,7 +46,7 @@ if TYPE_CHECKING:
         StorageRoot,
         ValidationSummary,
     )
-    from facescale.storage.erasure import ErasureRecord
+    from facescale.storage.erasures import ErasureRecord
     from facescale.storage.plans import PlanStore
     from facescale.training.rundir import Evaluation, TrainResult
 
@@ -162,7 +162,8 @@ class Services:
     def verify_erasure(self, ref: str) -> list[tuple[ErasureRecord, dict[str, int]]]:
         """Each erasure of ``ref`` (an erasure id, a person's name, an image id or a URL) and what the stores still
         hold of it (`storage.erasure.verify`; a name is also searched for in the store's text files)."""
-        from facescale.storage.erasure import is_image_id, verify
+        from facescale.storage.erasure import verify
+        from facescale.storage.erasures import is_image_id
 
         root = self.root()
         records = root.erasures.find(ref)

@@ -129,7 +129,8 @@ def test_a_person_leaves_every_store_and_the_rest_stays_identical(store: Erasure
     for secret in (ADA, "ada-lovelace", store.url("ada-lovelace", 0), "images.example"):
         assert secret not in text
     [export] = record.found.exports  # the export made before the erasure: outside the store, named
-    assert Path(export["destination"]).name == "export" and (export["version_id"], export["format"]) == ("v2", "parquet")
+    assert Path(export["destination"]).name == "export"
+    assert (export["version_id"], export["format"]) == ("v2", "parquet")
 
     # never fetched, stored or searched again; re-added by hand, she is a new identity with a new label
     blocked = store.root.erasures.blocklist()
@@ -278,3 +279,33 @@ def test_erasure_on_s3(lfw_dev: Path, tmp_path: Path) -> None:
             assert 0 not in npz["labels"]
     finally:
         server.stop()
+
+
+def test_the_commands_erase_verify_and_refuse(store: ErasureStore, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI contract: each erase command reports what it removed and the exports to erase by hand; verify
+    exits 0 when nothing is left and names what it finds otherwise; bad input is one error line."""
+    monkeypatch.setenv("FACESCALE_STORAGE__ROOT", store.root.location.root)
+    erased = cli("identities", "erase", ADA, "--reason", "takedown #7", "--by", "dpo")
+    assert erased.code == 0, erased.err
+    assert "raw 8" in erased.out and "models to retrain (marked): m-1" in erased.out
+    assert "an export outside the store holds them" in erased.out
+    photo = cli("photos", "erase", store.url("alan-turing", 3))
+    assert photo.code == 0 and "1 photos" in photo.out
+    assert "nothing left" in cli("erasures", "verify", ADA).out
+    listed = cli("erasures", "list", "--json")
+    first = json.loads(listed.out)[0]
+    assert (first["requested_by"], first["reason"]) == ("dpo", "takedown #7")
+
+    cli_root = StorageRoot.from_uri(store.root.location.root)
+    with cli_root.raw.open("late") as writer:  # a leftover: verify must fail and say where
+        from .erasure_store import _raw_row
+
+        writer.write([_raw_row("late", "X", "x", 0, store.photos["ada-lovelace"][1], "http://x.example/1.jpg")])
+        writer.commit(["x"], finished=True)
+    leftover = cli("erasures", "verify", ADA)
+    assert "raw: image ids: 1" in leftover.out and "leftovers" in leftover.single_error_line()
+
+    assert "unknown identity 'Nobody'" in cli("identities", "erase", "Nobody").single_error_line()
+    assert "already erased" in cli("identities", "erase", ADA).single_error_line()
+    assert "no stored photo" in cli("photos", "erase", "f" * 64).single_error_line()
+    assert "no erasure of 'Grace Hopper'" in cli("erasures", "verify", "Grace Hopper").single_error_line()

@@ -33,7 +33,7 @@ def _by(value: str | None) -> str:
 
 
 def _report(record: object) -> None:
-    from facescale.storage.erasure import ErasureRecord
+    from facescale.storage.erasures import ErasureRecord
 
     assert isinstance(record, ErasureRecord)
     removed = ", ".join(f"{k} {v}" for k, v in record.removed.items()) or "nothing stored"
