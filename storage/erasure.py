@@ -14,7 +14,8 @@ lease (`storage.lease`: never while curation runs):
    record follows the RAW shards' new checksums, so curation never crops them again.
 4. **versions**: every version holding the rows, published or not, is rewritten in place: its
    shards, ``validation/decoded.parquet``, a manifest with the new checksums and counts (an
-   erased person's entry and notes gone; ``notes.erasures`` names the erasure) and its card.
+   erased person's entry and notes gone; ``notes.erasures`` names the erasure), its card, and
+   the gate's result and Data Docs (their expectations list every slug) without the person.
    The version id stays: models and exports keep naming it. See docs/security.md.
 5. **models**: each model trained on an affected version drops the erased rows from its
    enrolled galleries at once (the ``ids`` saved with each gallery row; a gallery saved before
@@ -345,6 +346,7 @@ class _Eraser:
                                              lambda b: _curated_mask(b, self.found, self.slug))
             updated = self._manifest(manifest, [infos[s.path] for s in manifest.shards])
             self._decoded(updated)
+            self._validation(version_id)
             if updated.published:
                 datasets.write_card(updated)
             datasets.location.write_bytes_atomic(datasets.manifest_path(version_id), updated.to_json())
@@ -380,6 +382,27 @@ class _Eraser:
         if self.record.erasure_id not in erasures:
             erasures.append(self.record.erasure_id)
         return manifest.model_copy(update={"shards": shards, "identities": identities, "notes": notes})
+
+    def _validation(self, version_id: str) -> None:
+        """The gate's result and Data Docs without the person (its expectations list every slug)."""
+        if self.name is None or self.slug is None:
+            return
+        datasets = self.root.datasets
+        location, people = datasets.location, {self.name, self.slug}
+        directory = posixpath.join(datasets.version_dir(version_id), layout.VALIDATION_DIR)
+        if not location.exists(directory):
+            return
+        for path in location.fs.find(directory):
+            if path.endswith(".json"):
+                data = location.read_bytes(path)
+                if any(p.encode() in data for p in people):
+                    location.write_bytes_atomic(path, json.dumps(scrub(json.loads(data), people), indent=2).encode())
+            elif path.endswith(".html"):
+                text = location.read_bytes(path).decode("utf-8", "replace")
+                if any(p in text for p in people):
+                    for p in sorted(people, key=len, reverse=True):
+                        text = text.replace(p, "(erased)")
+                    location.write_bytes_atomic(path, text.encode())
 
     def _decoded(self, manifest: Manifest) -> None:
         """``validation/decoded.parquet`` (the gate's sha256 and size of every sample) keeps the samples left."""

@@ -128,6 +128,10 @@ def _version(root: StorageRoot, version_id: str, people: dict[str, list[bytes]],
     pq.write_table(decoded, buffer)
     store.location.write_bytes_atomic(store.location.path(version_id, "validation", "decoded.parquet"),
                                       buffer.getvalue())
+    gate = {"results": [{"expectation_config": {"type": "expect_column_values_to_be_in_set",
+                                                "kwargs": {"column": "identity_slug", "value_set": sorted(people)}}}]}
+    store.location.write_bytes_atomic(store.location.path(version_id, "validation", "result.json"),
+                                      json.dumps(gate).encode())
     if publish:
         store.publish(version_id, ValidationSummary(success=True, suite="facescale_curated"))
 
