@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from http.client import HTTPException
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psutil
 import urllib3.exceptions
@@ -266,6 +267,17 @@ def chromium_options(
     return options
 
 
+def grid_credentials(grid_url: str) -> tuple[str, str | None, str | None]:
+    """A Grid URL without its ``user:password@`` and that user and password (basic auth, sent by ClientConfig)."""
+    parts = urlsplit(grid_url)
+    if parts.username is None:
+        return grid_url, None, None
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.username), unquote(parts.password or "")
+
+
 def make_driver(
     chromium_binary: str = "/usr/bin/chromium",
     chromedriver: str = "/usr/bin/chromedriver",
@@ -307,9 +319,11 @@ def make_driver(
             extra_args=extra_args,
         )
         wait = max(command_timeout_s, session_timeout_s or 0.0)
-        config = ClientConfig(remote_server_addr=grid_url, timeout=int(wait) or 1)
+        address, username, password = grid_credentials(grid_url)
+        config = ClientConfig(remote_server_addr=address, timeout=int(wait) or 1, username=username,
+                              password=password)
         executor = ChromiumRemoteConnection(
-            remote_server_addr=grid_url, vendor_prefix="goog", browser_name="chrome", client_config=config
+            remote_server_addr=address, vendor_prefix="goog", browser_name="chrome", client_config=config
         )
         driver = ManagedDriver(executor, options)
         config.timeout = int(command_timeout_s) or 1  # read per request: the session's calls are bounded again

