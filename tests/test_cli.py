@@ -175,6 +175,18 @@ def test_config_show_json(root: Path, cli: Callable[..., Result], monkeypatch: p
     assert shown["curation"]["split"] == {"train": 0.6, "val": 0.3, "test": 0.1}
 
 
+def test_config_show_masks_secrets(root: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 key and secret, the Grid's password in its URL and the API token are never printed."""
+    monkeypatch.setenv("FACESCALE_STORAGE__STORAGE_OPTIONS", '{"key": "AKIDSECRET1", "secret": "S3SECRET2"}')
+    monkeypatch.setenv("FACESCALE_SCRAPER__SELENIUM_GRID_URL", "http://facescale:GRIDSECRET3@hub:4444")
+    monkeypatch.setenv("FACESCALE_SERVING__TOKEN", "TOKENSECRET4")
+    result = cli("config", "show", "--json")
+    assert result.code == 0
+    for secret in ("AKIDSECRET1", "S3SECRET2", "GRIDSECRET3", "TOKENSECRET4"):
+        assert secret not in result.out
+    assert json.loads(result.out)["scraper"]["selenium_grid_url"] == "http://facescale:**********@hub:4444"
+
+
 def test_config_show_without_a_file(root: Path, cli: Callable[..., Result]) -> None:
     result = cli("config", "show")
     assert result.code == 0

@@ -177,3 +177,10 @@ def test_tensorflow_start_up_lines_only_with_vv(store: Path, served_base: Served
     loud = _console(["-vv", "identify", photo, "--json", "--backend", "model"], store)
     assert loud.returncode == 0, loud.stderr
     assert "oneDNN custom operations" in loud.stderr
+
+
+def test_serve_refuses_a_wider_interface_without_a_token(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond loopback the API answers whoever reaches it: refused (one line) unless serving.token is set."""
+    monkeypatch.delenv("FACESCALE_SERVING__TOKEN", raising=False)
+    line = cli("serve", "--host", "0.0.0.0").single_error_line()
+    assert "without serving.token" in line and "0.0.0.0" in line

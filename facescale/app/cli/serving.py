@@ -193,13 +193,30 @@ def serve_cmd(
 ) -> None:
     """Serve the identify / verify HTTP API and its web page (follows newly registered models)."""
     state = state_of(ctx)
-    state.tensorflow()
-    from facescale.serving.server import run
-
     settings = state.settings.serving
     updates = {"host": host, "port": port, "model": model}
     settings = settings.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    if settings.token is None and not _loopback(settings.host):
+        raise FacescaleError(
+            f"serving on {settings.host} without serving.token would answer anyone who reaches it "
+            "(identities are personal data): set serving.token (FACESCALE_SERVING__TOKEN) or serve on 127.0.0.1"
+        )
+    state.tensorflow()
+    from facescale.serving.server import run
+
     run(state.services.models(), state.services.datasets(), settings)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address or name (what only this machine reaches)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command("demo-web")
