@@ -2,7 +2,9 @@
 
 `retrain_decision` compares the version with the version of the newest registered model that
 passed the quality bar (`passed_bar`): enough new identities or enough more samples trains,
-the same version never does (unless forced). Reads the dataset store and the model registry.
+the same version never does (unless forced). A model an erasure marked (``notes.retrain``,
+`storage.erasure`) is retrained from scratch: never warm-started from. Reads the dataset store
+and the model registry.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def retrain_decision(
     base = models[-1] if models else None
     if base is None:
         return Decision(train=True, reason="no model has passed the quality bar yet", version_id=version_id)
+    if base.notes.get("retrain"):  # an erasure took data it learned from: retrain, never warm-start from it
+        erasures = ", ".join(base.notes.get("erasures", [])) or "an erasure"
+        return Decision(train=True, reason=f"model {base.model_id} learned from data {erasures} removed: retrain "
+                        "from scratch", version_id=version_id)
     decision = Decision(
         train=False, reason="", version_id=version_id, base_model=base.model_id, base_version=base.version_id
     )

@@ -18,12 +18,14 @@ from ..helpers import commit_manifest as _version
 from ..helpers import store_settings as _settings
 
 
-def _model(root: Path, tmp_path: Path, model_id: str, version_id: str, top1: float) -> None:
+def _model(root: Path, tmp_path: Path, model_id: str, version_id: str, top1: float,
+           notes: dict[str, Any] | None = None) -> None:
     weights = tmp_path / f"{model_id}.keras"
     weights.write_bytes(model_id.encode())
     ModelRegistry(Location.from_uri(str(root))).register(
         tmp_path, [weights.name], version_id=version_id, num_classes=2, model_id=model_id,
         fingerprint=hashlib.sha256(weights.read_bytes()).hexdigest(), metrics={"evaluation": {"top1": top1}},
+        notes=notes,
     )
 
 
@@ -86,3 +88,15 @@ def test_the_quality_bar_weighs_the_model_what_is_served_and_a_warm_start(tmp_pa
     worse = {"at_least_as_good": False, "previous_accuracy": 0.8, "new_accuracy": 0.7}
     assert not passed_bar(record(**good | {"warm_start": worse}), orch)
     assert passed_bar(record(**good | {"warm_start": worse | {"at_least_as_good": None}}), orch)  # no samples
+
+
+def test_a_model_an_erasure_marked_is_retrained_from_scratch(tmp_path: Path) -> None:
+    """Data a model learned from was erased (`storage.erasure` marks it): the same version, rewritten in place,
+    is trained again, and never from that model's weights."""
+    root = tmp_path / "data"
+    settings = _settings(root, min_test_top1=0.5)
+    _version(root, "v1", ["Ada Lovelace", "Alan Turing"], rows=100)
+    _model(root, tmp_path, "m-1", "v1", top1=0.9, notes={"retrain": True, "erasures": ["erasure-1"]})
+    decision = retrain_decision(settings, "v1")
+    assert (decision.train, decision.base_model) == (True, None)
+    assert decision.reason == "model m-1 learned from data erasure-1 removed: retrain from scratch"
