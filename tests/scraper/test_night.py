@@ -127,3 +127,25 @@ def test_waiting_identities_whose_last_search_had_every_result_are_not_searched_
         writer.commit([ada.slug], finished=True, meta={"exhausted": []})
     again = plan_night(settings, "20261102", per_keyword=4)
     assert again.exhausted == [] and again.waiting == ["Ada Lovelace", "Alan Turing"]
+
+
+def test_an_erased_person_is_never_planned_again_unless_added_by_hand(tmp_path: Path) -> None:
+    """The keywords file still lists her: the night leaves her out (counted, never named); a hand-made plan
+    (the add-identities DAG) takes her as a new identity."""
+    from facescale.storage import StorageRoot
+    from facescale.storage.erasure import erase, identity_target
+
+    keywords = tmp_path / "names.txt"
+    keywords.write_text("Ada Lovelace\nAlan Turing\n")
+    root = tmp_path / "data"
+    storage = StorageRoot.from_uri(str(root))
+    storage.registry.add(["Ada Lovelace"])
+    target, identity = identity_target(storage, "Ada Lovelace")
+    erase(storage, target, requested_by="test", reason="takedown", identity=identity)
+
+    plan = plan_night(_settings(root, keywords, new_per_night=5), "20261130")
+    assert plan.new == ["Alan Turing"] and plan.erased == 1
+    assert "Ada" not in (root / PLANS_DIR / "nightly-20261130.json").read_text()
+    by_hand = plan_night(_settings(root), "run-2", prefix="manual", names=["Ada Lovelace"])
+    assert by_hand.new == ["Ada Lovelace"]
+    assert storage.registry.get("Ada Lovelace").label == 2  # a new identity: her old label 0 stays reserved
