@@ -217,7 +217,7 @@ def _plan(
             if any(_curated_mask(b, found, slug).any()
                    for b in _batches(datasets.location, path, ["source_image_id", "identity_slug"])):
                 found.version_shards[f"{manifest.version_id}/{info.path}"] = info.sha256
-        if slug is not None and any(e.slug == slug for e in manifest.identities):
+        if slug is not None and f'"{slug}"' in manifest.to_json().decode():  # kept, waiting or in any note
             found.versions.append(manifest.version_id)
     found.versions = sorted({*found.versions, *(k.split("/", 1)[0] for k in found.version_shards)})
     found.models = [m.model_id for m in root.models.list() if m.version_id in found.versions]

@@ -116,6 +116,8 @@ def _version(root: StorageRoot, version_id: str, people: dict[str, list[bytes]],
     notes = {"curation": {"chunks": chunks, "identities": {}, "waiting": {}, "rejected": {}}}
     notes["curation"]["identities"] = {
         slug: {"status": "kept", "fingerprint": "f", "reused": False} for slug in people}
+    if "grace-hopper" not in people:  # v1: Grace waits for photos (a note, no samples)
+        notes["curation"]["waiting"] = {"grace-hopper": {"status": "waiting", "candidates": 1, "needed": 4}}
     store = root.datasets
     with store.create(version_id, parent=parent, config={"per_identity": 6}) as writer:
         writer.write(rows)

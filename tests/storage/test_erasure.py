@@ -212,6 +212,14 @@ def test_verify_finds_a_planted_leftover(store: ErasureStore) -> None:
     assert sum(verify(store.root, record).values()) == 0 and again.removed["raw"] == 1
 
 
+def test_a_person_only_waiting_in_a_version_leaves_its_notes(store: ErasureStore) -> None:
+    """v1 holds no sample of Grace, only the note that she waits for photos: erasing her rewrites that too."""
+    record = _erase_person(store, "Grace Hopper")
+    assert "v1" in record.found.versions
+    assert store.root.datasets.get("v1").notes["curation"]["waiting"] == {}
+    assert sum(verify(store.root, record, ["Grace Hopper"]).values()) == 0
+
+
 def test_bad_input_changes_nothing(store: ErasureStore) -> None:
     before = _files(Path(store.root.location.root))
     with pytest.raises(NotFoundError, match="unknown identity 'Nobody'"):
