@@ -162,6 +162,9 @@ class ModelRegistry:
                 tmp.unlink(missing_ok=True)
                 raise IntegrityError(f"model {model_id}: {f.path} does not match its record")
             os.replace(tmp, dest)
+        listed = {target / f.path for f in record.files}
+        for stale in [p for p in target.rglob("*") if p.is_file() and p not in listed]:
+            stale.unlink()  # a file the record no longer lists (an erasure removed it) leaves the cache too
         return target
 
     # -- writing ---------------------------------------------------------------------------

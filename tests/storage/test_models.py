@@ -115,6 +115,10 @@ def test_local_dir_is_the_store_itself_or_a_checked_download(location: Location,
         assert local == Path(registry.files_dir("m-1"))
         return
     assert local == tmp_path / "cache" / "m-1"
+    (local / "eval").mkdir()
+    (local / "eval" / "feature_maps.png").write_bytes(b"a file the record no longer lists")
+    assert registry.local_dir("m-1", tmp_path / "cache") == local
+    assert not (local / "eval" / "feature_maps.png").exists()
     location.write_bytes_atomic(registry.files_dir("m-1") + "/labels.json", b"tampered")
     (local / "labels.json").unlink()
     with pytest.raises(IntegrityError, match="does not match its record"):
