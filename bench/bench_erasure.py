@@ -11,8 +11,9 @@ baseline, with what was removed.
 
     .venv/bin/python bench/bench_erasure.py --root var/seed600 [--name "George W Bush"]
 
-``var/seed600`` is what `bench/bench_seed_scale.py --root var/seed600 --first 600` leaves (a
-store of the first 600 lfw-dev people through one night).
+``var/seed600`` is the store `scripts/seed-train.sh` makes (the card's headline run: every lfw-dev
+person with 2-9 photos ingested, about 600 identities, curated into version ``seed600``, and the
+model trained on it); its ingest and curate steps alone are enough for this bench.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     if not (args.root / "registry").is_dir():
-        raise SystemExit(f"{args.root} holds no store: run bench/bench_seed_scale.py --root {args.root} first")
+        raise SystemExit(f"{args.root} holds no store: run scripts/seed-train.sh {args.root} first")
     with tempfile.TemporaryDirectory(dir=args.root.parent) as tmp:
         copy = Path(tmp) / "store"
         shutil.copytree(args.root, copy, copy_function=os.link)  # hard links: rewrites replace files
