@@ -3,6 +3,7 @@ a dead holder's lease runs out (at once when it died on this host) and a live ho
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -26,9 +27,9 @@ def _plant(location: Location, **fields: object) -> None:
 def test_a_local_store_is_held_by_one_run_at_a_time(local_location: Location) -> None:
     with store_lease(local_location, "curation"):
         assert current_lease(local_location).holder == "curation"
-        with pytest.raises(ConflictError, match=r"held by curation \(pid \d+ on .*\): erasure waits"):
-            with store_lease(local_location, "erasure"):
-                pass
+        with pytest.raises(ConflictError, match=r"held by curation \(pid \d+ on .*\): erasure waits"), \
+                store_lease(local_location, "erasure"):
+            pass
     assert current_lease(local_location) is None
     with store_lease(local_location, "erasure"):  # free again
         pass
@@ -36,16 +37,14 @@ def test_a_local_store_is_held_by_one_run_at_a_time(local_location: Location) ->
 
 def test_an_object_store_lease_refuses_a_live_holder_and_takes_over_a_dead_one(memory_location: Location) -> None:
     _plant(memory_location)  # another host, not expired
-    with pytest.raises(ConflictError, match="held by curation .* on other-host"):
-        with store_lease(memory_location, "erasure"):
-            pass
+    with pytest.raises(ConflictError, match=r"held by curation .* on other-host"), \
+            store_lease(memory_location, "erasure"):
+        pass
     _plant(memory_location, expires_at=utcnow() - timedelta(seconds=1))  # expired: its holder stopped renewing
     with store_lease(memory_location, "erasure") as mine:
         assert current_lease(memory_location) == mine
     assert current_lease(memory_location) is None
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    import socket
-
     _plant(memory_location, host=socket.gethostname(), pid=int(dead.stdout))  # died on this host: stale at once
     with store_lease(memory_location, "erasure"):
         pass
