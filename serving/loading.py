@@ -82,6 +82,8 @@ class ModelWatcher:
         load: loads a model by reference (``load_recognizer`` bound to a store and settings).
         latest_id: the newest registered model's id, or None.
         interval_s: seconds between looks at the registry.
+        revision: what changes when a registered model's files change in place (an erasure drops a person
+            from its labels and galleries, `storage.erasure`): the served model is loaded again when it does.
     """
 
     def __init__(
@@ -89,9 +91,12 @@ class ModelWatcher:
         load: Callable[[str], Recognizer],
         latest_id: Callable[[], str | None],
         interval_s: float,
+        revision: Callable[[str], str] | None = None,
     ) -> None:
         self._load = load
         self._latest_id = latest_id
+        self._revision = revision
+        self._served_revision = ""
         self.interval_s = interval_s
         self.current: Recognizer | None = None
         self.error: str | None = None
@@ -104,23 +109,26 @@ class ModelWatcher:
         """Load the newest model if it is not the one served; True when a new one was swapped in."""
         try:
             newest = self._latest_id()
+            revision = self._revision(newest) if self._revision is not None and newest is not None else ""
         except FacescaleError as exc:
             self.error = str(exc)
             return False
-        if newest is None or newest in self._failed or (self.current and self.current.model_id == newest):
+        if newest is None or f"{newest}@{revision}" in self._failed:
+            return False
+        if self.current and self.current.model_id == newest and revision == self._served_revision:
             return False
         self.loading = newest
         try:
             recognizer = self._load(newest)
         except Exception as exc:  # a broken model must not take the server down: keep serving the old one
             log.exception("cannot load model %s; still serving %s", newest, self.current and self.current.model_id)
-            self._failed.add(newest)
+            self._failed.add(f"{newest}@{revision}")
             self.error = f"model {newest} failed to load: {exc}"
             return False
         finally:
             self.loading = None
-        self.current, self.error = recognizer, None
-        log.info("now serving model %s", newest)
+        self.current, self.error, self._served_revision = recognizer, None, revision
+        log.info("now serving model %s%s", newest, f" (revision {revision})" if revision else "")
         return True
 
     def start(self) -> None:

@@ -30,7 +30,10 @@ def watcher_for(registry: ModelRegistry, store: DatasetStore, settings: ServingS
         recognizer.batch_requests(settings.max_batch)
         return recognizer
 
-    return ModelWatcher(load, latest_id, settings.reload_interval_s)
+    def revision(ref: str) -> str:  # an erasure rewrites a model's labels and galleries in place
+        return ",".join(registry.get(ref).notes.get("erasures", []))
+
+    return ModelWatcher(load, latest_id, settings.reload_interval_s, revision)
 
 
 def run(registry: ModelRegistry, store: DatasetStore, settings: ServingSettings) -> None:

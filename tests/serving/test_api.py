@@ -230,6 +230,38 @@ def test_a_newly_registered_model_is_picked_up_without_a_restart(
         assert answer["model_id"] == newer and answer["backend"] == "model"
 
 
+def test_an_erasure_reaches_the_served_model_without_a_restart(
+    recognizer, served_base: Served, tmp_path: Path
+) -> None:
+    """A person erased from the store (`storage.erasure`) leaves the running server's identities and answers
+    within its reload interval: their label and enrolled gallery rows are gone from the model it loads again."""
+    from facescale.storage import IdentityRegistry
+
+    from .conftest import PEOPLE, services_for
+
+    root = tmp_path / "store"
+    shutil.copytree(served_base.root, root)
+    location = Location.from_uri(str(root))
+    IdentityRegistry(location).add([p.replace("_", " ") for p in PEOPLE])  # labels in the version's order
+    settings = ServingSettings(reload_interval_s=0.2, cache_dir=str(tmp_path / "cache"))
+    app = create_app(settings, watcher_for(ModelRegistry(location), DatasetStore(location), settings))
+
+    def served() -> list[str]:
+        return [i["slug"] for i in live.get("/v1/identities").json()["identities"]]
+
+    with TestClient(app) as live:
+        _wait(lambda: live.get("/healthz").json()["model_id"] == recognizer.model_id)
+        assert "tony-blair" in served()
+        services_for(root).erase_identity("Tony Blair", requested_by="test", reason="takedown")
+        _wait(lambda: "tony-blair" not in served(), timeout=300)
+        assert served() == ["colin-powell", "donald-rumsfeld", "jacques-chirac"]
+        face = {"image": ("p.jpg", _jpeg(served_base.photo("Tony_Blair", 42)), "image/jpeg")}
+        for backend in ("model", "dlib"):
+            answer = live.post(f"/v1/identify?backend={backend}&top_k=4", files=face).json()
+            named = {c["identity"] for f in answer["faces"] for c in f["candidates"]}
+            assert "Tony Blair" not in named, backend
+
+
 def _wait(condition, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
