@@ -21,7 +21,7 @@ from typing import Any
 
 from facescale.errors import FacescaleError
 from facescale.storage import IdentityRegistry, RawStore, RunRecord
-from facescale.storage.erasures import Blocklist
+from facescale.storage.erasures import ERASED, Blocklist
 
 from .history import History
 from .imagecheck import check_image
@@ -122,7 +122,7 @@ def _rows(
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         check = check_image(data, max_pixels=max_pixels, min_side=min_side)
-        error = check.error or ("erased" if digest in erased else "duplicate" if digest in seen else None)
+        error = check.error or (ERASED if digest in erased else "duplicate" if digest in seen else None)
         if error is None:
             seen.add(digest)
         yield {

@@ -27,7 +27,7 @@ from typing import Any
 from facescale.config import ScraperSettings
 from facescale.errors import FacescaleError
 from facescale.storage import Identity, IdentityRegistry, RawStore
-from facescale.storage.erasures import Blocklist
+from facescale.storage.erasures import ERASED, Blocklist
 from facescale.storage.raw import EXHAUSTED
 
 from .browser import BrowserPool, SearchResult, make_driver
@@ -65,10 +65,6 @@ class ScrapeSummary:
     finished: bool = False
     search_s: float = 0.0  # browser time spent searching this attempt's keywords (browsers run in parallel)
     download_s: float = 0.0  # time from each keyword's download submit to its last file (keywords overlap)
-
-
-#: The verdict of a result whose URL or image bytes an erasure took out (`storage.erasure`): no bytes kept.
-ERASED = "erased"
 
 
 def scrape(

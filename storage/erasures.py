@@ -27,6 +27,8 @@ from .manifest import utcnow
 from .records import parse_record
 
 RECORD_FILE = "erasure.json"
+#: The reason code of a RAW row whose URL or bytes an erasure took out (the scraper's and ingest's): no bytes kept.
+ERASED = "erased"
 
 
 def digest(text: str) -> str:

@@ -7,9 +7,9 @@ import hashlib
 from facescale.scraper.candidates import Candidate
 from facescale.scraper.downloader import FetchResult
 from facescale.scraper.history import History
-from facescale.scraper.scrape import ERASED, build_rows
+from facescale.scraper.scrape import build_rows
 from facescale.storage import Identity
-from facescale.storage.erasures import Blocklist, digest
+from facescale.storage.erasures import ERASED, Blocklist, digest
 
 
 def test_erased_urls_and_bytes_become_rows_without_bytes() -> None:
