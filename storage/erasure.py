@@ -86,6 +86,9 @@ PHOTO_PLOTS = ("eval/feature_maps.png",)
 NAME_PLOTS = ("eval/confusion.png",)
 NAMED_JSON = ("eval/metrics.json", "calibration/report.json")
 GALLERY_PREFIX = "calibration/gallery-"
+#: The columns each store's erased rows are found by (`_raw_mask`, `_curated_mask`).
+RAW_COLUMNS = ["image_id", "identity_slug", "source_url"]
+CURATED_COLUMNS = ["source_image_id", "identity_slug"]
 
 
 # -- the request -------------------------------------------------------------------------------------
@@ -161,38 +164,30 @@ def _plan(
     root: StorageRoot, store: ErasureStore, target: Target, requested_by: str, reason: str, identity: Identity | None
 ) -> ErasureRecord:
     slug = identity.slug if identity is not None else None
-    asked_ids, asked_urls = set(target.image_ids), set(target.url_hashes)
-    ids: set[str] = set()
-    urls: set[str] = set()
-    slugs: set[str] = set()
-
-    def selected(batch: pa.RecordBatch) -> np.ndarray:
-        columns = batch.to_pydict()
-        url_hashes = [digest(u) for u in columns["source_url"]]
-        mask = np.array([
-            (slug is not None and s == slug) or i in asked_ids or u in asked_urls or i in ids
-            for s, i, u in zip(columns["identity_slug"], columns["image_id"], url_hashes, strict=True)
-        ], bool)
-        return mask
-
     raw = root.raw
-    columns = ["image_id", "identity_slug", "source_url"]
-    for _ in range(2):  # the second pass adds every row holding bytes the first one found
-        for path, _info in _raw_shards(root):
-            for batch in _batches(raw.location, path, columns):
-                mask = selected(batch)
+    # Every row `_raw_mask` matches (the person's, the asked ids and URLs, then every row holding bytes or a URL
+    # found so far), pass after pass until a pass finds nothing more: what the RAW step will erase, exactly.
+    matching = Found(image_ids=sorted(target.image_ids), url_hashes=sorted(target.url_hashes))
+    while True:
+        ids, urls = set(matching.image_ids), set(matching.url_hashes)
+        slugs: set[str] = set()
+        hits: dict[str, str] = {}
+        for path, info in _raw_shards(root):
+            for batch in _batches(raw.location, path, RAW_COLUMNS):
+                mask = _raw_mask(batch, matching, slug)
                 if mask.any():
                     rows = batch.filter(pa.array(mask)).to_pydict()
                     ids.update(i for i in rows["image_id"] if i)
                     urls.update(digest(u) for u in rows["source_url"])
                     slugs.update(rows["identity_slug"])
-    if not ids and not urls and target.kind == "photos":
+                    hits[_rel(raw.location, path)] = info.sha256
+        if ids == set(matching.image_ids) and urls == set(matching.url_hashes):
+            break
+        matching = Found(image_ids=sorted(ids), url_hashes=sorted(urls))
+    if not hits and target.kind == "photos":
         raise NotFoundError("no stored photo has those image ids or source URLs: nothing erased")
-    found = Found(image_ids=sorted(ids), url_hashes=sorted(urls), slugs=sorted(slugs))
+    found = Found(image_ids=sorted(ids), url_hashes=sorted(urls), slugs=sorted(slugs), raw_shards=hits)
     erased_ids = pa.array(sorted(ids), pa.string())
-    for key, info in _raw_shards(root):
-        if any(_raw_mask(batch, found, slug).any() for batch in _batches(raw.location, key, columns)):
-            found.raw_shards[_rel(raw.location, key)] = info.sha256
     crops = root.crops
     keys: set[str] = set()
     embeddings: set[str] = set()
@@ -214,8 +209,7 @@ def _plan(
     for manifest in datasets.list():
         for info in manifest.shards:
             path = posixpath.join(datasets.version_dir(manifest.version_id), info.path)
-            if any(_curated_mask(b, found, slug).any()
-                   for b in _batches(datasets.location, path, ["source_image_id", "identity_slug"])):
+            if any(_curated_mask(b, found, slug).any() for b in _batches(datasets.location, path, CURATED_COLUMNS)):
                 found.version_shards[f"{manifest.version_id}/{info.path}"] = info.sha256
         if slug is not None and f'"{slug}"' in manifest.to_json().decode():  # kept, waiting or in any note
             found.versions.append(manifest.version_id)
@@ -230,8 +224,8 @@ def _plan(
     )
     store.save(record)
     log.info("erasure %s planned: %d images, %d RAW shards, %d crop shards, %d version shards, %d models",
-             record.erasure_id, len(ids), len(found.raw_shards), len(found.crop_shards), len(found.version_shards),
-             len(found.models))
+             record.erasure_id, len(found.image_ids), len(found.raw_shards), len(found.crop_shards),
+             len(found.version_shards), len(found.models))
     return record
 
 
@@ -258,10 +252,7 @@ class _Eraser:
     # -- RAW -------------------------------------------------------------------------------------------
     def raw(self) -> None:
         raw = self.root.raw
-        by_run: dict[str, list[str]] = {}
-        for key in self.found.raw_shards:
-            run_id, shard = key.split("/", 1)
-            by_run.setdefault(run_id, []).append(shard)
+        by_run = _by_entry(self.found.raw_shards)
         if self.name is not None:  # a run that found nothing of the person still names them in its units
             by_run.update({r: by_run.get(r, []) for r in raw.run_ids()})
         for run_id, shards in sorted(by_run.items()):
@@ -270,7 +261,7 @@ class _Eraser:
             infos = {s.path: s for s in record.shards}
             for shard in shards:
                 info = infos[shard]
-                infos[shard] = self._rewrite(raw.location, directory, info, RAW_SCHEMA, "raw",
+                infos[shard] = self._rewrite(raw.location, directory, info, RAW_SCHEMA, "raw", RAW_COLUMNS,
                                              lambda b: _raw_mask(b, self.found, self.slug))
             update: dict[str, Any] = {"shards": [infos[s.path] for s in record.shards]}
             if self.name is not None:  # the units it finished (keywords, slugs) and its notes name the person
@@ -284,12 +275,11 @@ class _Eraser:
 
     def _rewrite(
         self, location: Location, directory: str, info: ShardInfo, schema: pa.Schema, what: str,
-        erased: Callable[[pa.RecordBatch], np.ndarray],
+        columns: list[str], erased: Callable[[pa.RecordBatch], np.ndarray],
     ) -> ShardInfo:
-        """The shard without its erased rows (rewritten only if it holds some), as its record must say."""
+        """The shard without its erased rows (``erased``: a mask over ``columns``; rewritten only if it holds
+        some), as its record must say."""
         path = posixpath.join(directory, info.path)
-        columns = ["image_id", "identity_slug", "source_url"] if schema is RAW_SCHEMA else (
-            ["image_id"] if schema is CROP_SCHEMA else ["source_image_id", "identity_slug"])
         mask = np.concatenate([erased(b) for b in _batches(location, path, columns)] or [np.zeros(0, bool)])
         if mask.any():
             self._count(what, int(mask.sum()))
@@ -312,15 +302,12 @@ class _Eraser:
             now = next(s for s in raw.get(run_id).shards if s.path == shard)
             old = raw_shard_key(run_id, ShardInfo(path=shard, rows=0, bytes=0, sha256=old_sha))
             renamed[old] = raw_shard_key(run_id, now)
-        by_chunk: dict[str, list[str]] = {}
-        for key in self.found.crop_shards:
-            chunk_id, shard = key.split("/", 1)
-            by_chunk.setdefault(chunk_id, []).append(shard)
+        by_chunk = _by_entry(self.found.crop_shards)
         for chunk in crops.records():
             infos = {s.path: s for s in chunk.shards}
             for shard in by_chunk.get(chunk.chunk_id, []):
                 infos[shard] = self._rewrite(crops.location, crops.chunk_dir(chunk.chunk_id), infos[shard],
-                                             CROP_SCHEMA, "crops",
+                                             CROP_SCHEMA, "crops", ["image_id"],
                                              lambda b: np.asarray(pc.is_in(b.column("image_id"), self.ids)))
             updated = chunk.model_copy(update={
                 "shards": [infos[s.path] for s in chunk.shards],
@@ -333,17 +320,14 @@ class _Eraser:
     # -- dataset versions --------------------------------------------------------------------------------
     def versions(self) -> None:
         datasets = self.root.datasets
-        by_version: dict[str, list[str]] = {v: [] for v in self.found.versions}
-        for key in self.found.version_shards:
-            version_id, shard = key.split("/", 1)
-            by_version.setdefault(version_id, []).append(shard)
+        by_version: dict[str, list[str]] = {v: [] for v in self.found.versions} | _by_entry(self.found.version_shards)
         for version_id, shards in sorted(by_version.items()):
             manifest = datasets.get(version_id)
             directory = datasets.version_dir(version_id)
             infos = {s.path: s for s in manifest.shards}
             for shard in shards:
                 infos[shard] = self._rewrite(datasets.location, directory, infos[shard], CURATED_SCHEMA, "samples",
-                                             lambda b: _curated_mask(b, self.found, self.slug))
+                                             CURATED_COLUMNS, lambda b: _curated_mask(b, self.found, self.slug))
             updated = self._manifest(manifest, [infos[s.path] for s in manifest.shards])
             self._decoded(updated)
             self._validation(version_id)
@@ -442,14 +426,15 @@ class _Eraser:
                 elif path in PHOTO_PLOTS or (self.slug is not None and path in NAME_PLOTS):
                     changed[path] = None
                 elif self.slug is not None and (path == "labels.json" or path in NAMED_JSON):
-                    doc = json.loads(location.read_bytes(full))
+                    before = location.read_bytes(full)
+                    doc = json.loads(before)
                     if path == "labels.json":
                         doc.get("labels", {}).pop(str(self.label), None)
                         scrubbed: Any = doc
                     else:
                         scrubbed = scrub(doc, {self.slug, self.name or self.slug})
                     data = json.dumps(scrubbed, indent=2, sort_keys=path != "labels.json").encode()
-                    if data != location.read_bytes(full):
+                    if data != before:
                         changed[path] = data
             new_files = []
             for path, info in files.items():
@@ -504,13 +489,13 @@ class _Eraser:
         dropped = root.exclusions.drop(self.found.image_ids, self.slug)
         self._count("exclusions", dropped)
         plans = root.plans.location
-        for file in plans.list_files(plans.root):
-            if file.endswith(".json") and not file.startswith("_") and self.name is not None:
-                data = plans.read_bytes(plans.path(file))
-                doc = scrub(json.loads(data), {self.name, self.slug or self.name})
-                new = json.dumps(doc, indent=2).encode()
-                if new != data and json.loads(new) != json.loads(data):
-                    plans.write_bytes_atomic(plans.path(file), new)
+        people = {self.name, self.slug or self.name} if self.name is not None else set()
+        for file in plans.list_files(plans.root) if people else []:
+            if file.endswith(".json") and not file.startswith("_"):
+                stored = json.loads(plans.read_bytes(plans.path(file)))
+                doc = scrub(stored, people)
+                if doc != stored:
+                    plans.write_bytes_atomic(plans.path(file), json.dumps(doc, indent=2).encode())
                     self._count("plans", 1)
         sheets = location.child(layout.SHEETS_DIR)
         for slug in self.found.slugs:
@@ -659,6 +644,15 @@ def _batches(location: Location, path: str, columns: list[str]) -> Iterator[pa.R
     from .shards import iter_batches
 
     yield from iter_batches(location, [path], columns, batch_size=8192)
+
+
+def _by_entry(keys: Iterable[str]) -> dict[str, list[str]]:
+    """``"<entry>/<shard>"`` keys (a run's, a chunk's or a version's shards) grouped by entry."""
+    grouped: dict[str, list[str]] = {}
+    for key in keys:
+        entry, shard = key.split("/", 1)
+        grouped.setdefault(entry, []).append(shard)
+    return grouped
 
 
 def _raw_mask(batch: pa.RecordBatch, found: Found, slug: str | None) -> np.ndarray:
