@@ -86,18 +86,59 @@ def size_category(rows: int) -> str:
     return "1M<n<10M"
 
 
-def features() -> list[dict[str, Any]]:
-    """``dataset_info.features``: the CURATED columns with Hugging Face dtypes (``face_box`` a struct)."""
+def label_names(manifest: Manifest, registry: Mapping[int, str] | None = None) -> list[str]:
+    """The ``ClassLabel`` names of a version, indexed by label (0 to its highest label).
+
+    The version's identities by their names; a label between them that the version does not
+    hold (an identity still waiting, removed or erased: labels are never reused) by the
+    registry's name for it (``registry``: label -> name), else ``label-<n>``.
+    """
+    names = {e.label: e.name for e in manifest.identities}
+    size = max(names, default=-1) + 1
+    return [names.get(n) or (registry or {}).get(n) or f"label-{n}" for n in range(size)]
+
+
+def features(names: Sequence[str]) -> list[dict[str, Any]]:
+    """``dataset_info.features``: the CURATED columns with Hugging Face dtypes.
+
+    ``image`` is an ``Image`` (PIL images when loaded), ``label`` a ``ClassLabel`` with ``names``
+    (`label_names`), ``face_box`` a struct; the same features the Parquet export declares in its
+    files' schema (`hf_features`).
+    """
     result: list[dict[str, Any]] = []
     for field in CURATED_SCHEMA:
         if field.name == "face_box":
             result.append({"name": "face_box", "struct": [{"name": f.name, "dtype": "int32"} for f in field.type]})
+        elif field.name == "image":
+            result.append({"name": "image", "dtype": "image"})
+        elif field.name == "label":
+            labels = {str(n): name for n, name in enumerate(names)}
+            result.append({"name": "label", "dtype": {"class_label": {"names": labels}}})
         else:
             result.append({"name": field.name, "dtype": _HF_DTYPES.get(str(field.type), str(field.type))})
     return result
 
 
-def front_matter(manifest: Manifest, data_files: Mapping[str, str] | str = "shards/*.parquet") -> dict[str, Any]:
+def hf_features(names: Sequence[str]) -> dict[str, Any]:
+    """`features` in the form ``datasets`` keeps in a Parquet file's schema metadata (``Features.to_dict``)."""
+    result: dict[str, Any] = {}
+    for field in CURATED_SCHEMA:
+        if field.name == "face_box":
+            result["face_box"] = {f.name: {"dtype": "int32", "_type": "Value"} for f in field.type}
+        elif field.name == "image":
+            result["image"] = {"_type": "Image"}
+        elif field.name == "label":
+            result["label"] = {"names": list(names), "_type": "ClassLabel"}
+        else:
+            result[field.name] = {"dtype": _HF_DTYPES.get(str(field.type), str(field.type)), "_type": "Value"}
+    return result
+
+
+def front_matter(
+    manifest: Manifest,
+    data_files: Mapping[str, str] | str = "shards/*.parquet",
+    names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """The card's YAML metadata (the Hugging Face fields), for the version or an export of it.
 
     Args:
@@ -105,7 +146,6 @@ def front_matter(manifest: Manifest, data_files: Mapping[str, str] | str = "shar
         data_files: the ``configs`` entry's files: one glob (every split in one set of files,
             told apart by the ``split`` column: the version's own shards), or split -> glob.
     """
-    counts = manifest.split_counts()
     files: Any = data_files if isinstance(data_files, str) else [
         {"split": split, "path": path} for split, path in data_files.items()
     ]
@@ -123,8 +163,9 @@ def front_matter(manifest: Manifest, data_files: Mapping[str, str] | str = "shar
         "source_datasets": ["original"],
         "configs": [{"config_name": "default", "data_files": files}],
         "dataset_info": {
-            "features": features(),
-            "splits": [{"name": HF_SPLITS[s], "num_examples": counts[s]} for s in SPLITS],
+            "features": features(label_names(manifest) if names is None else names),
+            # No `splits`: `datasets` checks each split's num_bytes against its own Arrow size, which no
+            # Parquet file states, and a split without it fails `load_dataset`; the counts are in the text.
             "dataset_size": sum(s.bytes for s in manifest.shards),
         },
     }
@@ -137,6 +178,7 @@ def render_card(
     export: str | None = None,
     data_files: Mapping[str, str] | str = "shards/*.parquet",
     downloads: tuple[int, Mapping[str, int]] | None = None,
+    names: Sequence[str] | None = None,
 ) -> str:
     """The card's Markdown: YAML front matter, then the Hugging Face template's sections.
 
@@ -146,11 +188,12 @@ def render_card(
         downloads: what those runs accepted, and rejected by reason (`download_verdicts`).
         export: for the copy an export carries: a line saying what the export holds.
         data_files: the ``configs`` files (`front_matter`): an export's per-split globs.
+        names: the ``ClassLabel`` names (`label_names`; default: the version's own names only).
     """
     notes = manifest.curation_notes()
     config = manifest.config
     counts = manifest.split_counts()
-    meta = front_matter(manifest, data_files)
+    meta = front_matter(manifest, data_files, names)
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", ""]
     add = lines.append
     add(f"# Dataset Card for facescale faces {manifest.version_id}")

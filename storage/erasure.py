@@ -67,7 +67,7 @@ from .erasures import (
     is_image_id,
 )
 from .fs import Location, os_errors, sha256_file
-from .identities import Identity, make_slug, name_key
+from .identities import Identity, make_slug, name_key, tombstone_name
 from .lease import store_lease
 from .manifest import Manifest, utcnow
 from .root import StorageRoot
@@ -332,7 +332,10 @@ class _Eraser:
             self._decoded(updated)
             self._validation(version_id)
             if updated.published:
-                datasets.write_card(updated)
+                names = datasets.label_names(updated)
+                if self.record.target.label is not None and self.record.target.label < len(names):
+                    names[self.record.target.label] = tombstone_name(self.record.target.label)
+                datasets.write_card(updated, names=names)
             datasets.location.write_bytes_atomic(datasets.manifest_path(version_id), updated.to_json())
 
     def _manifest(self, manifest: Manifest, shards: list[ShardInfo]) -> Manifest:

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict
 from facescale.errors import ConflictError
 
 from . import layout
-from .card import HF_SPLITS
+from .card import HF_SPLITS, hf_features
 from .fs import TMP_PREFIX, Location, os_errors
 from .manifest import Manifest, utcnow
 from .schemas import CURATED_SCHEMA, SPLITS, Split
@@ -79,6 +79,14 @@ class ExportSummary:
     skipped: int  # of them already done by an earlier (killed) run
     samples: int  # samples written by this call
     files: int  # files written by this call
+
+
+@dataclass(frozen=True)
+class Naming:
+    """What an export calls each identity: its ImageFolder folder (by slug) and its ``ClassLabel`` name (by label)."""
+
+    folders: dict[str, str]
+    names: list[str]
 
 
 def folder_name(label: int, slug: str) -> str:
@@ -130,7 +138,7 @@ def export_version(
     spec = ExportSpec(version_id=version_id, format=fmt, splits=chosen, originals_only=originals_only)
     _claim(dest, spec)
     _record(store, dest, spec)
-    folders = {e.slug: folder_name(e.label, e.slug) for e in manifest.identities}
+    naming = Naming({e.slug: folder_name(e.label, e.slug) for e in manifest.identities}, store.label_names(manifest))
     summary = ExportSummary(dest.display(dest.root), spec, len(manifest.shards), 0, 0, 0)
     for shard in manifest.shards:
         stem = posixpath.splitext(posixpath.basename(shard.path))[0]
@@ -141,13 +149,13 @@ def export_version(
                 on_shard(stem, 0)
             continue
         batches = _selected(store, manifest, shard.path, spec, batch_size)
-        samples, files = _WRITERS[fmt](dest, stem, batches, folders)
+        samples, files = _WRITERS[fmt](dest, stem, batches, naming)
         dest.write_bytes_atomic(marker, json.dumps({"samples": samples, "files": files}).encode())
         summary.samples += samples
         summary.files += files
         if on_shard:
             on_shard(stem, samples)
-    _finish(store, manifest, dest, spec, folders)
+    _finish(store, manifest, dest, spec, naming)
     log.info("exported %s as %s to %s: %d samples written, %d of %d shards already done",
              version_id, fmt, summary.destination, summary.samples, summary.skipped, summary.shards)
     return summary
@@ -206,13 +214,13 @@ def _metadata(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_imagefolder(
-    dest: Location, stem: str, batches: Iterator[pa.RecordBatch], folders: dict[str, str]
+    dest: Location, stem: str, batches: Iterator[pa.RecordBatch], naming: Naming
 ) -> tuple[int, int]:
     samples = 0
     made: set[str] = set()
     for batch in batches:
         for row in batch.to_pylist():
-            directory = dest.path(row["split"], folders[row["identity_slug"]])
+            directory = dest.path(row["split"], naming.folders[row["identity_slug"]])
             if directory not in made:
                 dest.makedirs(directory)
                 made.add(directory)
@@ -231,7 +239,7 @@ def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _write_webdataset(
-    dest: Location, stem: str, batches: Iterator[pa.RecordBatch], folders: dict[str, str]
+    dest: Location, stem: str, batches: Iterator[pa.RecordBatch], naming: Naming
 ) -> tuple[int, int]:
     samples = 0
     with ExitStack() as stack:
@@ -251,9 +259,40 @@ def _write_webdataset(
     return samples, files
 
 
+def hf_schema(names: list[str]) -> pa.Schema:
+    """The Parquet export's schema: CURATED's columns as Hugging Face ``datasets`` stores its features.
+
+    ``image`` is the ``Image`` feature's struct (``bytes``, ``path``), ``label`` the
+    ``ClassLabel``'s int64 with ``names``, and the features ride in the schema metadata under
+    ``huggingface`` (where ``datasets`` reads them), so ``load_dataset`` gives PIL images and
+    named labels.
+    """
+    fields = []
+    for field in CURATED_SCHEMA:
+        if field.name == "image":
+            field = field.with_type(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+        elif field.name == "label":
+            field = field.with_type(pa.int64())
+        elif pa.types.is_struct(field.type):
+            field = field.with_type(pa.struct([f.with_nullable(True) for f in field.type]))
+        # nullable, as `datasets` declares every feature: it keeps a declared feature only when the field matches
+        fields.append(field.with_nullable(True))
+    info = json.dumps({"info": {"features": hf_features(names)}})
+    return pa.schema(fields, metadata={**(CURATED_SCHEMA.metadata or {}), b"huggingface": info.encode()})
+
+
+def _as_hf(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    columns = {name: batch.column(name) for name in batch.schema.names}
+    image = columns["image"]
+    columns["image"] = pa.StructArray.from_arrays([image, pa.nulls(len(image), pa.string())], names=["bytes", "path"])
+    arrays = [columns[f.name].cast(f.type) for f in schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
 def _write_parquet(
-    dest: Location, stem: str, batches: Iterator[pa.RecordBatch], folders: dict[str, str]
+    dest: Location, stem: str, batches: Iterator[pa.RecordBatch], naming: Naming
 ) -> tuple[int, int]:
+    schema = hf_schema(naming.names)
     samples = 0
     with ExitStack() as stack:
         writers: dict[str, pq.ParquetWriter] = {}
@@ -265,21 +304,21 @@ def _write_parquet(
                 if split not in writers:
                     path = dest.path("data", f"{HF_SPLITS[split]}-{stem}.parquet")
                     fh: IO[bytes] = stack.enter_context(dest.open_atomic(path))
-                    writers[split] = stack.enter_context(pq.ParquetWriter(fh, CURATED_SCHEMA, compression="zstd"))
-                writers[split].write_batch(part)
+                    writers[split] = stack.enter_context(pq.ParquetWriter(fh, schema, compression="zstd"))
+                writers[split].write_batch(_as_hf(part, schema))
                 samples += part.num_rows
         files = len(writers)
     return samples, files
 
 
-_WRITERS: dict[Format, Callable[[Location, str, Iterator[pa.RecordBatch], dict[str, str]], tuple[int, int]]] = {
+_WRITERS: dict[Format, Callable[[Location, str, Iterator[pa.RecordBatch], Naming], tuple[int, int]]] = {
     "imagefolder": _write_imagefolder,
     "webdataset": _write_webdataset,
     "parquet": _write_parquet,
 }
 
 
-def _finish(store: DatasetStore, manifest: Manifest, dest: Location, spec: ExportSpec, folders: dict[str, str]) -> None:
+def _finish(store: DatasetStore, manifest: Manifest, dest: Location, spec: ExportSpec, naming: Naming) -> None:
     """The labels file and the card, written after every part (both are rewritten on a rerun)."""
     labels = {
         "version_id": manifest.version_id,
@@ -287,7 +326,7 @@ def _finish(store: DatasetStore, manifest: Manifest, dest: Location, spec: Expor
         "splits": list(spec.splits),
         "originals_only": spec.originals_only,
         "identities": [
-            {"label": e.label, "name": e.name, "slug": e.slug, "folder": folders[e.slug],
+            {"label": e.label, "name": e.name, "slug": e.slug, "folder": naming.folders[e.slug],
              "counts": {s: e.counts.get(s, 0) for s in spec.splits}}
             for e in sorted(manifest.identities, key=lambda e: e.label)
         ],
@@ -306,5 +345,6 @@ def _finish(store: DatasetStore, manifest: Manifest, dest: Location, spec: Expor
         "parquet": "data/{hf}-*.parquet",
     }[spec.format]
     data_files = {HF_SPLITS[s]: files.format(split=s, hf=HF_SPLITS[s]) for s in spec.splits}
-    card = store.card_text(manifest, export=note, data_files=data_files)
+    card = store.card_text(manifest, export=note, data_files=data_files, names=naming.names)
     dest.write_bytes_atomic(dest.path("README.md"), card.encode())
+

@@ -114,6 +114,11 @@ class RegistryFile(BaseModel):
     identities: list[Identity] = Field(default_factory=list)
 
 
+def tombstone_name(label: int) -> str:
+    """What the registry calls an erased identity's label (`IdentityRegistry.erase`)."""
+    return f"erased {label}"
+
+
 class IdentityRegistry:
     """The registry file ``<root>/registry/identities.json`` (locked for edits on local disks)."""
 
@@ -201,7 +206,7 @@ class IdentityRegistry:
             if existing is None:
                 return None
             tombstone = existing.model_copy(update={
-                "name": f"erased {existing.label}", "slug": f"erased-{existing.label}", "status": "erased",
+                "name": tombstone_name(existing.label), "slug": f"erased-{existing.label}", "status": "erased",
                 "removed_at": existing.removed_at or utcnow(),
             })
             identities[identities.index(existing)] = tombstone

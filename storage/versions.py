@@ -26,6 +26,7 @@ from . import layout
 from .committed import committed_ids, read_record, uncommitted_ids
 from .crops import CropStore
 from .fs import Location, os_errors
+from .identities import IdentityRegistry
 from .listing import ListingIndex
 from .manifest import IdentityEntry, Manifest, ValidationSummary, check_id, utcnow
 from .raw import RawStore
@@ -218,10 +219,10 @@ class DatasetStore:
     def card_path(self, version_id: str) -> str:
         return posixpath.join(self.version_dir(version_id), layout.CARD_FILE)
 
-    def write_card(self, manifest: Manifest) -> str:
-        """(Re)write version ``manifest``'s dataset card from its records; returns its path."""
+    def write_card(self, manifest: Manifest, **options: Any) -> str:
+        """(Re)write version ``manifest``'s dataset card (``options``: `render_card`'s); returns its path."""
         path = self.card_path(manifest.version_id)
-        self.location.write_bytes_atomic(path, self.card_text(manifest).encode())
+        self.location.write_bytes_atomic(path, self.card_text(manifest, **options).encode())
         return path
 
     def card_text(self, manifest: Manifest, **options: Any) -> str:
@@ -230,7 +231,15 @@ class DatasetStore:
 
         raw = self._raw if self._raw is not None else RawStore(self.root)
         crops = self._crops if self._crops is not None else CropStore(self.root)
+        options.setdefault("names", self.label_names(manifest))
         return card_text(raw, crops, manifest, **options)
+
+    def label_names(self, manifest: Manifest) -> builtins.list[str]:
+        """Version ``manifest``'s ``ClassLabel`` names (`storage.card.label_names`, gaps named by the registry)."""
+        from .card import label_names
+
+        registry = {i.label: i.name for i in IdentityRegistry(self.root).load()}
+        return label_names(manifest, registry)
 
     def uncommitted(self) -> builtins.list[str]:
         """Version directories left behind by writes that never committed."""

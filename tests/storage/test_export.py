@@ -7,14 +7,16 @@ it: class folders sorted by name give the class indices, every file under them i
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections import Counter
 from pathlib import Path
 
+import datasets
+import PIL.Image
 import pytest
 import webdataset as wds
+import yaml
 from datasets import load_dataset
 from PIL import Image
 
@@ -96,13 +98,27 @@ def test_parquet_export_and_the_shards_load_with_hugging_face_datasets(product_s
     dest = tmp_path / "parquet"
     _export(product_store, dest, "parquet", originals_only=True)
     expected = _expected(product_store, "v2", originals_only=True)
+    names = ["Ada Lovelace", "Alan Turing", "Grace Hopper"]
     loaded = load_dataset("parquet", data_dir=str(dest / "data"))
     assert set(loaded) == {HF[s] for s in SPLITS}
     for split in SPLITS:
         part = loaded[HF[split]]
         assert Counter(part["label"]) == expected[split]
         assert set(part["aug_index"]) == {0}
-        Image.open(io.BytesIO(part[0]["image"])).verify()
+        # Image and ClassLabel features: PIL images and named labels, not bytes and bare integers
+        assert isinstance(part.features["image"], datasets.Image)
+        assert isinstance(part.features["label"], datasets.ClassLabel)
+        assert part.features["label"].names == names
+        first = part[0]
+        assert isinstance(first["image"], PIL.Image.Image) and first["image"].size == (first["width"], first["height"])
+        assert [part.features["label"].int2str(label) for label in part["label"]] == part["identity"]
+    # the export's card declares the same features, and loading the directory through it agrees
+    front = yaml.safe_load((dest / "README.md").read_text().split("---")[1])
+    card = datasets.DatasetInfo._from_yaml_dict(front["dataset_info"]).features
+    assert card == loaded["train"].features
+    through_card = load_dataset(str(dest))
+    assert through_card["test"].features == loaded["test"].features
+    assert isinstance(through_card["test"][0]["image"], PIL.Image.Image)
     # the version's own shards, as the card's `configs` names them: every split, told by the `split` column
     shards = load_dataset("parquet", data_files=str(Path(product_store.store.version_dir("v2")) / "shards/*.parquet"))
     assert Counter(shards["train"]["split"]) == {s: n for s, n in product_store.store.get("v2").split_counts().items()}
