@@ -15,6 +15,9 @@ Rules, checked on every edit:
 * ``reason="reviewed_keep"`` (manual only) records that a person looked at an image the
   cleaner removed and kept it: it is not an exclusion (``excluded()`` leaves it out), but
   being manual it stops the cleaner from excluding that image again (``reviewed_keep()``).
+* A manual entry says who made it (``added_by``: the CLI's user, the Airflow user of the
+  review view) and keeps the entry it replaced (``replaced``, one level), so ``undo`` puts
+  the list back as it was before that decision.
 
 Edits take a file lock on local disks and replace the file atomically (write to a
 temporary name, rename); on object stores run one writer at a time, as for the registry.
@@ -30,7 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from facescale.errors import ManifestError
+from facescale.errors import ManifestError, NotFoundError
 
 from . import layout
 from .fs import Location, edit_lock
@@ -57,6 +60,8 @@ class Exclusion(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
     added_at: datetime = Field(default_factory=utcnow)
     source: Source = "manual"
+    added_by: str | None = Field(default=None, max_length=200, description="who decided (manual entries)")
+    replaced: Exclusion | None = Field(default=None, description="the entry this one replaced, for undo")
 
     @field_validator("source_image_id", "reason")
     @classmethod
@@ -71,6 +76,11 @@ class Exclusion(BaseModel):
         if value.tzinfo is None:
             raise ValueError("added_at must carry a timezone")
         return value
+
+    def replacing(self, existing: Exclusion | None) -> Exclusion:
+        """This entry, remembering ``existing`` (without what that one replaced) for `ExclusionList.undo`."""
+        earlier = existing.model_copy(update={"replaced": None}) if existing else None
+        return self.model_copy(update={"replaced": earlier})
 
     @property
     def key(self) -> tuple[str, str]:
@@ -134,16 +144,18 @@ class ExclusionList:
             for entry in wanted:
                 existing = current.get(entry.key)
                 if existing is None or (existing.source == "auto" and entry.source == "manual"):
-                    current[entry.key] = entry
-                    changed.append(entry)
+                    current[entry.key] = entry.replacing(existing)
+                    changed.append(current[entry.key])
                 elif existing.source == "manual" and entry.source == "auto":
                     log.debug("kept manual exclusion entry over automatic one for %s/%s", *entry.key)
         return changed
 
-    def keep(self, identity_slug: str, source_image_ids: Iterable[str]) -> list[Exclusion]:
-        """Record that a person reviewed these images and keeps them (replacing any entry)."""
+    def keep(self, identity_slug: str, source_image_ids: Iterable[str], by: str | None = None) -> list[Exclusion]:
+        """Record that a person (``by``) reviewed these images and keeps them (replacing any entry)."""
         marks = [
-            Exclusion(identity_slug=identity_slug, source_image_id=i, reason=REVIEWED_KEEP, source="manual")
+            Exclusion(
+                identity_slug=identity_slug, source_image_id=i, reason=REVIEWED_KEEP, source="manual", added_by=by
+            )
             for i in source_image_ids
         ]
         changed: list[Exclusion] = []
@@ -151,9 +163,44 @@ class ExclusionList:
             for mark in marks:
                 existing = current.get(mark.key)
                 if existing is None or existing.excludes:
-                    current[mark.key] = mark
-                    changed.append(mark)
+                    current[mark.key] = mark.replacing(existing)
+                    changed.append(current[mark.key])
         return changed
+
+    def exclude(self, identity_slug: str, source_image_ids: Iterable[str], reason: str = "manual",
+                by: str | None = None) -> list[Exclusion]:
+        """Record that a person (``by``) excludes these images for ``reason`` (over a keep or an automatic entry)."""
+        if reason == REVIEWED_KEEP:
+            raise ValueError(f"use keep() to record {REVIEWED_KEEP!r}")
+        wanted = [
+            Exclusion(identity_slug=identity_slug, source_image_id=i, reason=reason, source="manual", added_by=by)
+            for i in source_image_ids
+        ]
+        changed: list[Exclusion] = []
+        with self._edit() as current:
+            for entry in wanted:
+                existing = current.get(entry.key)
+                if existing is None or existing.source == "auto" or not existing.excludes:
+                    current[entry.key] = entry.replacing(existing)
+                    changed.append(current[entry.key])
+        return changed
+
+    def undo(self, identity_slug: str, source_image_id: str) -> Exclusion | None:
+        """Take back the manual decision on this image: the entry it replaced comes back, or none is left.
+
+        Returns the entry now in the list (None when none). An automatic entry, or no entry,
+        is not a decision to take back: `NotFoundError`.
+        """
+        key = (identity_slug, source_image_id)
+        with self._edit() as current:
+            entry = current.get(key)
+            if entry is None or entry.source != "manual":
+                raise NotFoundError(f"no manual decision on photo {source_image_id} of {identity_slug} to undo")
+            if entry.replaced is None:
+                del current[key]
+            else:
+                current[key] = entry.replaced
+            return current.get(key)
 
     def remove(self, identity_slug: str, source_image_ids: Iterable[str]) -> list[Exclusion]:
         """Delete the entries of these images (whatever their source); returns the deleted ones."""
@@ -189,4 +236,5 @@ class ExclusionList:
             yield current
             if current != before:
                 doc = ExclusionsFile(entries=sorted(current.values(), key=lambda e: e.key))
-                self.location.write_bytes_atomic(self.path, doc.model_dump_json(indent=2).encode() + b"\n")
+                text = doc.model_dump_json(indent=2, exclude_none=True)  # no added_by/replaced: as older lists
+                self.location.write_bytes_atomic(self.path, text.encode() + b"\n")

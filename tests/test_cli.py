@@ -6,6 +6,7 @@ stderr, never a traceback, and leaves the storage tree byte-for-byte as it was.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import io
 import json
@@ -485,7 +486,12 @@ def test_exclusions_add_keep_list_remove(cli: Callable[..., Result], root: Path)
     assert "not her" in listed and "reviewed_keep" in listed
     excluded = ExclusionList(Location.from_uri(str(root)))
     assert excluded.excluded("ada-lovelace") == {"aaa"} and excluded.reviewed_keep("ada-lovelace") == {"bbb"}
+    assert {e.added_by for e in excluded.load()} == {getpass.getuser()}
+    # undo the keep: bbb is excluded again, as "not her"
+    assert "bbb: back to not her (manual)" in cli("exclusions", "undo", "Ada Lovelace", "bbb").out
+    assert excluded.excluded("ada-lovelace") == {"aaa", "bbb"}
     assert "2 entries removed" in cli("exclusions", "remove", "Ada Lovelace", "aaa", "bbb").out
+    assert "no manual decision" in cli("exclusions", "undo", "Ada Lovelace", "aaa").single_error_line()
     assert "unknown identity 'Nobody'" in cli("exclusions", "add", "Nobody", "x").single_error_line()
 
 

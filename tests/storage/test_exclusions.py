@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from facescale.errors import ManifestError
+from facescale.errors import ManifestError, NotFoundError
 from facescale.storage import Location
 from facescale.storage.exclusions import REVIEWED_KEEP, Exclusion, ExclusionList
 from facescale.storage.layout import EXCLUSIONS_FILE
@@ -69,7 +69,7 @@ def test_manual_entry_replaces_auto(location: Location) -> None:
     exclusions = ExclusionList(location)
     exclusions.add([entry("x1", source="auto")])
     assert exclusions.add([entry("x1", source="manual", reason="confirmed")]) == [
-        entry("x1", source="manual", reason="confirmed")
+        entry("x1", source="manual", reason="confirmed").replacing(entry("x1", source="auto"))
     ]
     (only,) = exclusions.load()
     assert only.source == "manual"
@@ -156,3 +156,30 @@ def test_concurrent_adds_from_two_processes_are_serialised(tmp_path: Path) -> No
         assert p.exitcode == 0
     excluded = ExclusionList(Location.from_uri(str(tmp_path))).excluded("ada-lovelace")
     assert excluded == {f"{side}-{n}" for side in ("left", "right") for n in range(15)}  # no lost update
+
+
+def test_a_reviewers_decisions_name_them_and_undo_puts_the_list_back(location: Location) -> None:
+    exclusions = ExclusionList(location)
+    auto = Exclusion(identity_slug="ada", source_image_id="a" * 64, reason="wrong_person", source="auto")
+    exclusions.add([auto])
+    before = exclusions.load()
+    # keep overrules the cleaner's exclusion: the reviewer and the entry it replaced are recorded
+    [kept] = exclusions.keep("ada", ["a" * 64], by="reviewer")
+    assert (kept.reason, kept.source, kept.added_by) == (REVIEWED_KEEP, "manual", "reviewer")
+    assert kept.replaced == auto
+    assert exclusions.excluded("ada") == set() and exclusions.reviewed_keep("ada") == {"a" * 64}
+    # exclude a photo nobody had listed, then change their mind on it: exclude replaces a keep
+    [out] = exclusions.exclude("ada", ["b" * 64], by="reviewer")
+    assert out.replaced is None and exclusions.excluded("ada") == {"b" * 64}
+    assert exclusions.keep("ada", ["b" * 64], by="other")[0].replaced == out.model_copy(update={"replaced": None})
+    assert ExclusionList(location).load() == exclusions.load()  # it survives a reload (the file)
+    # undo: b goes back to excluded by the reviewer, then to no entry; a goes back to the automatic entry
+    assert exclusions.undo("ada", "b" * 64) == out
+    assert exclusions.undo("ada", "b" * 64) is None
+    assert exclusions.undo("ada", "a" * 64) == auto
+    assert exclusions.load() == before
+    with pytest.raises(NotFoundError, match="no manual decision"):
+        exclusions.undo("ada", "a" * 64)  # the cleaner's own entry is not a decision to take back
+    with pytest.raises(ValueError, match="keep"):
+        exclusions.exclude("ada", ["c" * 64], reason=REVIEWED_KEEP)
+    assert exclusions.load() == before

@@ -91,9 +91,10 @@ def exclusions_list(
     if not entries:
         out.print("no exclusions")
         return
-    table = Table("identity", "source image id", "reason", "source", "added (UTC)")
+    table = Table("identity", "source image id", "reason", "source", "by", "added (UTC)")
     for e in entries:
-        table.add_row(e.identity_slug, e.source_image_id, e.reason, e.source, e.added_at.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(e.identity_slug, e.source_image_id, e.reason, e.source, e.added_by or "-",
+                      e.added_at.strftime("%Y-%m-%d %H:%M"))
     out.print(table)
 
 
@@ -111,7 +112,8 @@ def exclusions_add(
     slug = state.services.registry().get(identity).slug
     if reason == "reviewed_keep":
         raise FacescaleError("use `facescale exclusions keep` to keep a photo")
-    entries = [Exclusion(identity_slug=slug, source_image_id=i, reason=reason, source="manual") for i in image_ids]
+    entries = [Exclusion(identity_slug=slug, source_image_id=i, reason=reason, source="manual", added_by=_user())
+               for i in image_ids]
     changed = state.services.exclusions().add(entries)
     out.print(f"{len(changed)} of {len(entries)} photos newly excluded from {slug}; run `facescale curate` to apply")
 
@@ -121,8 +123,28 @@ def exclusions_keep(ctx: typer.Context, identity: IdentityArg, image_ids: ImageI
     """Mark photos as reviewed and kept: the automatic cleaner will not remove them again."""
     state = state_of(ctx)
     slug = state.services.registry().get(identity).slug
-    changed = state.services.exclusions().keep(slug, image_ids)
+    changed = state.services.exclusions().keep(slug, image_ids, by=_user())
     out.print(f"{len(changed)} of {len(image_ids)} photos marked reviewed-and-kept for {slug}")
+
+
+@exclusions_app.command("undo")
+def exclusions_undo(ctx: typer.Context, identity: IdentityArg, image_ids: ImageIdsArg) -> None:
+    """Take back the manual decision (keep or exclude) on these photos: the entry it replaced comes back."""
+    state = state_of(ctx)
+    slug = state.services.registry().get(identity).slug
+    for image_id in image_ids:
+        now = state.services.exclusions().undo(slug, image_id)
+        out.print(f"{image_id}: " + ("no entry left" if now is None else f"back to {now.reason} ({now.source})"))
+
+
+def _user() -> str | None:
+    """Who runs the command, for the entries they add (the OS user)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a bare container)
+        return None
 
 
 @exclusions_app.command("remove")
