@@ -38,7 +38,7 @@ import math
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,6 +48,7 @@ import pyarrow.compute as pc
 from facescale.config import CurationSettings, check_ray_address
 from facescale.errors import ConfigError, FacescaleError
 from facescale.storage import (
+    REVIEW_SCHEMA,
     ChunkRecord,
     CropStore,
     CurationNotes,
@@ -57,6 +58,7 @@ from facescale.storage import (
     Location,
     Manifest,
     RawStore,
+    ReviewTable,
     SelectionNote,
     StorageRoot,
     ValidationSummary,
@@ -69,11 +71,12 @@ from facescale.storage import (
 )
 from facescale.storage.exclusions import Exclusion
 from facescale.storage.lease import store_lease
+from facescale.storage.review import KEPT
 from facescale.storage.schemas import SPLITS
 
 from .augment import AugmentParams
 from .cleaning import SheetItem, Verdict, exclusions_for, write_contact_sheet
-from .decide import META_COLUMNS, IdentityDecision, decide
+from .decide import META_COLUMNS, IdentityDecision, PhotoVerdict, decide
 from .faces import CropParams
 from .reasons import Reason
 from .sink import Receipts, data_context, sink_options, write_shards
@@ -488,17 +491,37 @@ def _write_sheets(
             outcome = outcomes.get(slug)
             if outcome is None:
                 continue
-            selected = set(outcome.selection.selected)
             items = []
-            for index, (image_id, v) in enumerate(sorted(outcome.verdicts.items())):
-                reason: str | None = v.reason.value if v.reason is not None else None
-                if reason is None and image_id not in selected:
-                    reason = Reason.SPARE if outcome.selection.kept else Reason.WAITING
+            for index, (image_id, reason, v) in enumerate(_photo_reasons(outcome)):
                 verdict = Verdict(index, reason is None, reason, v.distance, v.group, v.reviewed)
                 items.append(SheetItem(image_id, images[slug].get(image_id), verdict))
             write_contact_sheet(sheets, outcome.name, items, threshold=threshold, slug=slug)
     _write_sheet_index(sheets, outcomes)
     return sheets.display(sheets.path("index.html"))
+
+
+def _photo_reasons(outcome: IdentityDecision) -> Iterator[tuple[str, Reason | None, PhotoVerdict]]:
+    """Each photo of an identity, by id: the reason it is out (spare and waiting included; None: kept)."""
+    selected = set(outcome.selection.selected)
+    for image_id, v in sorted(outcome.verdicts.items()):
+        reason = v.reason
+        if reason is None and image_id not in selected:
+            reason = Reason.SPARE if outcome.selection.kept else Reason.WAITING
+        yield image_id, reason, v
+
+
+def _write_review(
+    table: ReviewTable, outcomes: Mapping[str, IdentityDecision], threshold: float, version_id: str | None
+) -> None:
+    """The verdict on every photo of every identity decided (`storage.review`): what the review view reads."""
+    columns: dict[str, list[Any]] = {name: [] for name in REVIEW_SCHEMA.names}
+    for slug, outcome in outcomes.items():
+        for image_id, reason, v in _photo_reasons(outcome):
+            for name, value in (("identity_slug", slug), ("identity", outcome.name), ("image_id", image_id),
+                                ("status", KEPT if reason is None else reason.value), ("distance", v.distance),
+                                ("group", v.group), ("reviewed", v.reviewed), ("chunk", outcome.chunks.get(image_id))):
+                columns[name].append(value)
+    table.write(pa.table(columns, schema=REVIEW_SCHEMA), threshold=threshold, version_id=version_id)
 
 
 def _write_sheet_index(sheets: Location, outcomes: Mapping[str, IdentityDecision]) -> None:
@@ -614,7 +637,9 @@ def _build(
         auto = [e for o in outcomes.values() for e in _auto_exclusions(o)]
 
         waiting = sum(1 for o in outcomes.values() if not o.selection.kept)
+        threshold = settings.cleaning_threshold
         if not kept:
+            _write_review(root.review, outcomes, threshold, None)
             return CurateSummary(
                 None, False, False, None, new_raw_shards=new_shards, prepared_rows=prepared, identities_kept=0,
                 identities_waiting=waiting, identities_changed=0, rows=0, rejected=rejected, sheets=sheets,
@@ -623,6 +648,7 @@ def _build(
         if parent is not None and parent_notes.content == content:
             if auto:
                 exclusion_list.add(auto)
+            _write_review(root.review, outcomes, threshold, parent.version_id)
             summary = _existing(parent, "nothing changed since this version")
             summary.new_raw_shards, summary.prepared_rows, summary.rejected = new_shards, prepared, rejected
             summary.identities_waiting, summary.sheets = waiting, sheets
@@ -670,6 +696,7 @@ def _build(
             )
             with watch.step("commit"):
                 manifest = writer.commit(entries, {"curation": notes.model_dump(mode="json")})
+    _write_review(root.review, outcomes, threshold, manifest.version_id)
     if auto:  # after the commit: a run killed before it leaves the list as it was
         exclusion_list.add(auto)
     return CurateSummary(

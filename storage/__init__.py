@@ -11,6 +11,7 @@ from .identities import Identity, IdentityRegistry, make_slug, normalize_name
 from .manifest import CurationNotes, IdentityEntry, KeptNote, Manifest, SelectionNote, ValidationSummary
 from .models import ModelFile, ModelRecord, ModelRegistry, new_model_id
 from .raw import RawRunWriter, RawStore, RunRecord
+from .review import REVIEW_SCHEMA, ReviewInfo, ReviewTable
 from .root import StorageRoot
 from .schemas import CROP_SCHEMA, CURATED_SCHEMA, RAW_SCHEMA, SPLITS
 from .shards import ShardInfo, ShardSizing, ShardTarget, ShardWriter, batch_name, iter_batches, read_table
@@ -20,6 +21,7 @@ __all__ = [
     "CROP_SCHEMA",
     "CURATED_SCHEMA",
     "RAW_SCHEMA",
+    "REVIEW_SCHEMA",
     "SPLITS",
     "ChunkRecord",
     "ChunkWriter",
@@ -39,6 +41,8 @@ __all__ = [
     "ModelRegistry",
     "RawRunWriter",
     "RawStore",
+    "ReviewInfo",
+    "ReviewTable",
     "RunRecord",
     "SelectionNote",
     "ShardInfo",

@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from facescale.errors import ConflictError
 
 from . import layout
 from .committed import committed_ids, read_record, uncommitted_ids
-from .fs import Location
+from .fs import Location, os_errors
 from .listing import ListingIndex
 from .manifest import VERSION_ID_PATTERN, check_id, utcnow
 from .schemas import CROP_SCHEMA, EMBEDDING_DIM
@@ -54,6 +55,13 @@ class ChunkRecord(BaseModel):
     @property
     def rows(self) -> int:
         return sum(s.rows for s in self.shards)
+
+
+def _may_hold(stats: Any, value: str) -> bool:
+    """Whether a row group with these column statistics may hold ``value`` (True when it has none)."""
+    if stats is None or not stats.has_min_max:
+        return True
+    return bool(stats.min <= value <= stats.max)
 
 
 def raw_shard_key(run_id: str, shard: ShardInfo) -> str:
@@ -108,6 +116,29 @@ class CropStore:
         self, chunks: Iterable[ChunkRecord], columns: Sequence[str] | None = None, batch_size: int = 1024
     ) -> Iterator[pa.RecordBatch]:
         yield from iter_batches(self.location, self.shard_paths(chunks), columns, batch_size)
+
+    def crops_of(self, chunk: str, identity_slug: str) -> dict[str, bytes]:
+        """One identity's crops in one chunk, by image id (the review view's photos).
+
+        Reads only the row groups whose ``identity_slug`` statistics may hold it: a chunk's
+        rows are sorted by run, identity and photo, so that is about the identity's own rows.
+        """
+        found: dict[str, bytes] = {}
+        for path in self.shard_paths([self.get(chunk)]):
+            with os_errors(path, self.location), self.location.fs.open(path, "rb") as fh:
+                parquet = pq.ParquetFile(fh)
+                column = parquet.schema_arrow.get_field_index("identity_slug")
+                groups = [
+                    g for g in range(parquet.num_row_groups)
+                    if _may_hold(parquet.metadata.row_group(g).column(column).statistics, identity_slug)
+                ]
+                if not groups:
+                    continue
+                table = parquet.read_row_groups(groups, columns=["identity_slug", "image_id", "crop"])
+            table = table.filter(pc.and_(pc.equal(table.column("identity_slug"), identity_slug),
+                                         pc.is_valid(table.column("crop"))))
+            found.update(zip(table.column("image_id").to_pylist(), table.column("crop").to_pylist(), strict=True))
+        return found
 
     def embeddings(self, wanted: Collection[str]) -> dict[str, np.ndarray]:
         """The dlib embedding curation computed of each photo in ``wanted`` the cache holds, as a unit

@@ -500,6 +500,7 @@ class _Eraser:
                 if doc != stored:
                     plans.write_bytes_atomic(plans.path(file), json.dumps(doc, indent=2).encode())
                     self._count("plans", 1)
+        self._count("review table", root.review.drop(self.found.image_ids, self.slug))
         sheets = location.child(layout.SHEETS_DIR)
         for slug in self.found.slugs:
             if sheets.exists(sheets.path(f"{slug}.html")):
@@ -564,6 +565,9 @@ def verify(root: StorageRoot, record: ErasureRecord, names: Iterable[str] = ()) 
                 doc = json.loads(registry.location.read_bytes(full))
                 hits["models: labels"] += person(v.get("slug", "") for v in doc.get("labels", {}).values())
     hits["registry: the person"] += person(i.slug for i in root.registry.load())
+    review, _ = root.review.read()
+    hits["review: image ids"] += int(pc.sum(pc.is_in(review.column("image_id"), ids)).as_py() or 0)
+    hits["review: the person"] += person(review.column("identity_slug").to_pylist())
     hits["exclusions: image ids"] += sum(e.source_image_id in set(found.image_ids) for e in root.exclusions.load())
     plans = root.plans.location
     for file in plans.list_files(plans.root):

@@ -10,6 +10,7 @@
     <root>/curation/crops/<chunk>/chunk.json  crop cache chunk: the RAW shards it covers (its presence = committed)
     <root>/curation/crops/<chunk>/part-*.parquet  face crops, hashes and embeddings of those shards
     <root>/curation/sheets/<slug>.html        contact sheet per identity (kept, removed and why)
+    <root>/curation/review.parquet            the last curation's verdict per photo (the review view reads it)
     <root>/curation/growth.html, growth.png   the growth view: identities and samples per published version
     <root>/static/datadocs/{npm,gx}/...       the Data Docs' scripts, styles and images, once per store (offline)
     <root>/models/<model_id>/model.json       registered model record (its presence = registered)
@@ -30,6 +31,7 @@ EXCLUSIONS_FILE = "curation/exclusions.json"
 CROPS_DIR = "curation/crops"
 CHUNK_FILE = "chunk.json"
 SHEETS_DIR = "curation/sheets"
+REVIEW_FILE = "curation/review.parquet"
 VALIDATION_DIR = "validation"
 MODELS_DIR = "models"
 DATADOCS_STATIC_DIR = "static/datadocs"

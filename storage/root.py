@@ -17,6 +17,7 @@ from .identities import IdentityRegistry
 from .models import ModelRegistry
 from .plans import PlanStore
 from .raw import RawStore
+from .review import ReviewTable
 from .shards import ShardSizing
 from .versions import DatasetStore
 
@@ -60,6 +61,10 @@ class StorageRoot:
     @cached_property
     def plans(self) -> PlanStore:
         return PlanStore(self.location)
+
+    @cached_property
+    def review(self) -> ReviewTable:
+        return ReviewTable(self.location)
 
     @cached_property
     def erasures(self) -> ErasureStore:

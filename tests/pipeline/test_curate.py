@@ -176,6 +176,18 @@ def test_trouble_is_rejected_with_reasons(first_night: tuple[Path, object], lfw_
     assert (sheets / "index.html").is_file()
     page = (sheets / "jacques-chirac.html").read_text()
     assert "wrong_person" in page
+    # the review table: every photo an identity held, with its status, distance and crop chunk
+    root_ = StorageRoot(Location.from_uri(str(root)))
+    review, info = root_.review.read()
+    assert info.version_id == summary.version_id and info.threshold == SETTINGS.cleaning_threshold
+    rows = {(r["identity_slug"], r["image_id"]): r for r in review.to_pylist()}
+    assert {rows[("jacques-chirac", i)]["status"] for i in _intruder_ids(lfw_dev)} == {"wrong_person"}
+    assert all(rows[("jacques-chirac", i)]["distance"] > SETTINGS.cleaning_threshold for i in _intruder_ids(lfw_dev))
+    kept = [r for r in rows.values() if r["status"] == "kept"]
+    assert len(kept) == SETTINGS.per_identity * len(PEOPLE)  # as many as the version's sources
+    intruder = rows[("jacques-chirac", min(_intruder_ids(lfw_dev)))]
+    crops = root_.crops.crops_of(intruder["chunk"], "jacques-chirac")  # its crop, read by the chunk named
+    assert cv2.imdecode(np.frombuffer(crops[intruder["image_id"]], np.uint8), cv2.IMREAD_COLOR) is not None
 
 
 def test_rerun_without_new_data_makes_no_version(first_night: tuple[Path, object]) -> None:

@@ -209,6 +209,14 @@ def build(lfw_dev: Path, location: Location, work: Path) -> ErasureStore:
     root.plans.write("nightly-20261201", json.dumps(
         {"key": "20261201", "new": ["Ada Lovelace", "Grace Hopper"], "waiting": ["Ada Lovelace"],
          "batches": [{"names": ["Ada Lovelace", "Alan Turing"]}]}).encode())
+    chunk_of = {"ada-lovelace": chunk1, "alan-turing": chunk1, "grace-hopper": chunk2}
+    review = [(slug, names[slug], store.image_id(slug, i), "kept" if i < 4 else "wrong_person", chunk_of[slug])
+              for slug in photos for i in range(len(photos[slug]))]
+    root.review.write(pa.table({
+        "identity_slug": [r[0] for r in review], "identity": [r[1] for r in review], "image_id": [r[2] for r in review],
+        "status": [r[3] for r in review], "distance": [0.3] * len(review), "group": [0] * len(review),
+        "reviewed": [False] * len(review), "chunk": [r[4] for r in review],
+    }), threshold=0.6, version_id="v2")
     sheets = location.child("curation", "sheets")
     for _, slug, _ in PEOPLE:
         sheets.write_bytes_atomic(sheets.path(f"{slug}.html"), f"<h1>{slug}</h1>".encode())

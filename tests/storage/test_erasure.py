@@ -28,7 +28,7 @@ from facescale.storage.erasure import (
 )
 from facescale.storage.lease import store_lease
 
-from .erasure_store import ErasureStore, build, row_digests
+from .erasure_store import PHOTOS, ErasureStore, build, row_digests
 
 ADA = "Ada Lovelace"
 PROC = Path(__file__).with_name("_erasure_proc.py")
@@ -122,6 +122,9 @@ def test_a_person_leaves_every_store_and_the_rest_stays_identical(store: Erasure
     assert (erased.label, erased.status, erased.slug) == (0, "erased", "erased-0")
     assert [e.identity_slug for e in store.root.exclusions.load()] == ["alan-turing"]
     assert not Path(store.root.location.path("curation", "sheets", "ada-lovelace.html")).exists()
+    review, info = store.root.review.read()  # the review view's table: her rows gone, the others' intact
+    assert sorted(set(review.column("identity_slug").to_pylist())) == ["alan-turing", "grace-hopper"]
+    assert review.num_rows == 2 * PHOTOS and info.version_id == "v2" and record.removed["review table"] == PHOTOS
 
     # the record: who, why, counts, ids and hashes; never her name, slug, URLs or bytes
     text = Path(store.root.erasures.path(record.erasure_id)).read_text()
