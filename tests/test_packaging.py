@@ -24,4 +24,5 @@ def test_wheel_builds_without_setuptools_warnings_and_ships_the_web_page(tmp_pat
     (wheel,) = tmp_path.glob("facescale-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "facescale/serving/static/index.html" in names
+    assert "facescale/app/review/templates/queue.html" in names  # the review view's pages
     assert {"facescale/app/cli/__init__.py", "facescale/storage/fs.py", "facescale/training/train.py"} <= names

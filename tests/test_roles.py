@@ -35,7 +35,8 @@ ROLES = {
     "demoweb": "demo",
 }
 # core modules whose module-level imports go beyond the base, and the extra they belong to
-CORE_EXTRAS = {"app/tflog.py": "train"}
+# modules of the core that only a role's process loads: the review view only runs inside Airflow's api-server
+CORE_EXTRAS = {"app/tflog.py": "train", "app/review/plugin.py": "airflow", "app/review/web.py": "airflow"}
 
 
 @cache

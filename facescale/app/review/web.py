@@ -1,0 +1,258 @@
+"""The review view's FastAPI app: pages, photos, stored files and the keep / exclude / undo routes.
+
+Airflow's api-server mounts it under ``/facescale`` (`facescale.app.review.plugin`), beside its
+own API; plugin routes get no protection from Airflow on their own, so every route here
+depends on `reader` or `editor`, which ask Airflow's configured auth manager about the caller
+(the UI's session cookie or an API bearer token: Airflow's own `get_user`):
+
+* looking (pages, photos, Data Docs, plots) needs the custom view ``facescale`` with GET;
+* writing the exclusion list needs that view with POST **and** permission to edit the DAG
+  whose next run reads the list (``facescale_nightly``): Airflow's simple auth manager grants
+  every custom view to a viewer whatever the method, so the DAG permission is what keeps a
+  reader from writing there (a FAB or other manager decides both by its own rules).
+
+No credentials: 401 (a page redirects to the login page); not allowed: 403; either way
+nothing is written. The write routes take JSON bodies only, which a cross-site form cannot
+send. What the pages show comes from `pages`; the store is the configured one
+(`facescale.config`: ``FACESCALE_STORAGE__ROOT`` and the rest, as for the CLI), read per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from functools import cache
+from pathlib import Path
+from threading import Lock
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+
+from facescale.config import load_settings
+from facescale.errors import FacescaleError, NotFoundError
+
+from . import pages
+
+log = logging.getLogger(__name__)
+
+#: The custom view Airflow's auth manager is asked about.
+RESOURCE = "facescale"
+#: The DAG whose next run reads the exclusion list: editing it is what writing the list needs.
+STEERED_DAG = "facescale_nightly"
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+
+# -- access ---------------------------------------------------------------------------------------
+
+
+async def _user(request: Request) -> Any:
+    """The caller as Airflow's auth manager knows them (401 without a valid session cookie or token)."""
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi.security import HTTPAuthorizationCredentials
+
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if token else None
+    return await get_user(request, None, bearer)
+
+
+def _auth_manager() -> Any:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return get_auth_manager()
+
+
+async def reader(user: Annotated[Any, Depends(_user)]) -> str:
+    """Allow a caller who may look at the facescale view; returns their name."""
+    if not _auth_manager().is_authorized_custom_view(method="GET", resource_name=RESOURCE, user=user):
+        raise HTTPException(403, "not allowed to look at the facescale view")
+    return str(user.get_name())
+
+
+async def editor(user: Annotated[Any, Depends(_user)]) -> str:
+    """Allow a caller who may steer the nightly DAG (edit it) and post to the facescale view; returns their name."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    manager = _auth_manager()
+    if not (manager.is_authorized_custom_view(method="POST", resource_name=RESOURCE, user=user)
+            and manager.is_authorized_dag(method="PUT", details=DagDetails(id=STEERED_DAG), user=user)):
+        raise HTTPException(403, f"not allowed to change the exclusion list (needs edit access to {STEERED_DAG})")
+    return str(user.get_name())
+
+
+Reader = Annotated[str, Depends(reader)]
+Editor = Annotated[str, Depends(editor)]
+
+# -- the store ------------------------------------------------------------------------------------
+
+
+@cache
+def _services() -> Any:
+    from facescale.app.services import Services
+
+    return Services(load_settings())
+
+
+def _root() -> Any:
+    return _services().root()
+
+
+class _Crops:
+    """The crops of the identities looked at lately (chunk, identity) -> image id -> JPEG, keyed on the review table."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size, self.lock = size, Lock()
+        self.entries: OrderedDict[tuple[str | None, str, str], dict[str, bytes]] = OrderedDict()
+
+    def get(self, root: Any, slug: str, image_id: str) -> bytes:
+        chunk = pages.photo_chunk(root, slug, image_id)
+        key = (root.review.signature(), chunk, slug)  # a new table (a curation, an erasure) empties the cache
+        with self.lock:
+            found = self.entries.get(key)
+            if found is not None:
+                self.entries.move_to_end(key)
+        if found is None:
+            found = root.crops.crops_of(chunk, slug)
+            with self.lock:
+                self.entries[key] = found
+                while len(self.entries) > self.size:
+                    self.entries.popitem(last=False)
+        if image_id not in found:
+            raise NotFoundError(f"no crop of photo {image_id}")
+        return found[image_id]
+
+
+CROPS = _Crops()
+
+# -- the app --------------------------------------------------------------------------------------
+
+
+class PhotoRef(BaseModel):
+    """A photo of an identity, as the write routes take it."""
+
+    identity_slug: str = Field(min_length=1, max_length=100)
+    image_id: str = Field(min_length=1, max_length=200)
+
+
+def create_app() -> FastAPI:
+    """The review view's app (Airflow mounts it; `plugin`)."""
+    app = FastAPI(title="facescale review", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def _to_login(request: Request, exc: HTTPException) -> Response:
+        wants_page = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+        if exc.status_code == 401 and wants_page:
+            return RedirectResponse(_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+        return Response(exc.detail if isinstance(exc.detail, str) else str(exc.detail), exc.status_code,
+                        media_type="text/plain")
+
+    @app.exception_handler(FacescaleError)
+    async def _not_found(request: Request, exc: FacescaleError) -> Response:
+        status = 404 if isinstance(exc, NotFoundError) else 500
+        if status == 500:
+            log.error("facescale review view: %s", exc)
+        return Response(str(exc), status, media_type="text/plain")
+
+    def page(name: str) -> Callable[..., Awaitable[HTMLResponse]]:
+        async def render(request: Request, user: str, **context: Any) -> HTMLResponse:
+            return TEMPLATES.TemplateResponse(request, f"{name}.html", {"user": user, **context})
+        return render
+
+    @app.get("/", include_in_schema=False)
+    async def home(request: Request, user: Reader) -> RedirectResponse:
+        return RedirectResponse(request.url_for("growth_page"), status_code=303)
+
+    @app.get("/growth", response_class=HTMLResponse)
+    async def growth_page(request: Request, user: Reader) -> HTMLResponse:
+        return await page("growth")(request, user, growth=pages.growth(_root()))
+
+    @app.get("/versions/{version_id}", response_class=HTMLResponse)
+    async def version_page(request: Request, version_id: str, user: Reader) -> HTMLResponse:
+        return await page("version")(request, user, version=pages.version(_root(), version_id))
+
+    @app.get("/identities/{slug}", response_class=HTMLResponse)
+    async def identity_page(request: Request, slug: str, user: Reader) -> HTMLResponse:
+        return await page("identity")(request, user, identity=pages.identity(_root(), slug))
+
+    @app.get("/queue", response_class=HTMLResponse)
+    async def queue_page(request: Request, user: Reader) -> HTMLResponse:
+        return await page("queue")(request, user, queue=pages.queue(_root()))
+
+    @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
+    async def run_page(
+        request: Request, dag_id: str, run_id: str, user: Reader, caller: Annotated[Any, Depends(_user)]
+    ) -> Response:
+        from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+        if not _auth_manager().is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=caller):
+            raise HTTPException(403, f"not allowed to read DAG {dag_id}")
+        versions, models = pages.run_versions(_asset_extras(dag_id, run_id))
+        if len(versions) == 1 and not models:
+            return RedirectResponse(request.url_for("version_page", version_id=versions[0]), status_code=303)
+        return await page("run")(request, user, dag_id=dag_id, run_id=run_id, versions=versions, models=models,
+                                 model_versions={m: _root().models.get(m).version_id for m in models})
+
+    @app.get("/photos/{slug}/{image_id}.jpg")
+    async def photo(slug: str, image_id: str, user: Reader) -> Response:
+        data = CROPS.get(_root(), slug, image_id)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/store/{path:path}")
+    async def stored(path: str, user: Reader) -> Response:
+        clean = pages.servable(path)
+        location = _root().location
+        full = location.path(clean)
+        if not location.exists(full):
+            raise NotFoundError(f"not in the store: {clean}")
+        kind = mimetypes.guess_type(clean)[0] or "application/octet-stream"
+        return Response(location.read_bytes(full), media_type=kind, headers={"Cache-Control": "private, max-age=60"})
+
+    @app.post("/api/keep")
+    async def keep(ref: PhotoRef, user: Editor) -> dict[str, Any]:
+        """A person keeps this photo: the cleaner never removes it again (`ExclusionList.keep`)."""
+        _known(ref)
+        changed = _root().exclusions.keep(ref.identity_slug, [ref.image_id], by=user)
+        return _answer(ref, "keep", bool(changed))
+
+    @app.post("/api/exclude")
+    async def exclude(ref: PhotoRef, user: Editor) -> dict[str, Any]:
+        """A person excludes this photo: every later version leaves it out (`ExclusionList.exclude`)."""
+        _known(ref)
+        changed = _root().exclusions.exclude(ref.identity_slug, [ref.image_id], reason="reviewed_exclude", by=user)
+        return _answer(ref, "exclude", bool(changed))
+
+    @app.post("/api/undo")
+    async def undo(ref: PhotoRef, user: Editor) -> dict[str, Any]:
+        """Take back the manual decision on this photo (`ExclusionList.undo`)."""
+        _root().exclusions.undo(ref.identity_slug, ref.image_id)
+        return _answer(ref, "undo", True)
+
+    return app
+
+
+def _known(ref: PhotoRef) -> None:
+    """Refuse a photo the last curation did not decide about (a typo must not land on the list)."""
+    pages.photo_chunk(_root(), ref.identity_slug, ref.image_id)
+
+
+def _answer(ref: PhotoRef, action: str, changed: bool) -> dict[str, Any]:
+    entry = next((e for e in _root().exclusions.entries(ref.identity_slug) if e.source_image_id == ref.image_id), None)
+    decision = pages.Decision.of(entry).model_dump(mode="json") if entry else None
+    return {"action": action, "changed": changed, "identity_slug": ref.identity_slug, "image_id": ref.image_id,
+            "decision": decision}
+
+
+def _asset_extras(dag_id: str, run_id: str) -> list[dict[str, object]]:
+    """The ``extra`` of every asset event a DAG run emitted (Airflow's metadata database)."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(select(AssetEvent.extra).where(
+            AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run_id).order_by(AssetEvent.id))
+        return [dict(extra or {}) for extra in rows]
