@@ -382,7 +382,8 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 h1{margin:0 0 .3em}.summary{color:#555}
 .banner{background:#fff3cd;border:1px solid #e0c060;padding:.6em}
-.legend dt{font-weight:bold;float:left;clear:left;width:9em}.legend dd{margin-left:10em}
+.legend{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1.2em}
+.legend dt{font-weight:bold}.legend dd{margin:0}
 .grid{display:flex;flex-wrap:wrap;gap:10px}
 .card{margin:0;padding:6px;border:2px solid #8c8;border-radius:4px;width:min-content;font-size:12px}
 .card.out{border-color:#d66}.card.doubtful{outline:3px dashed #e0a000}

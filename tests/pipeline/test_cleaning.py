@@ -27,6 +27,7 @@ from facescale.pipeline.cleaning import (
     write_contact_sheet,
 )
 from facescale.pipeline.embeddings import EMBEDDING_DIM, FaceEmbedder, decode_rgb, embedding_distances
+from facescale.pipeline.reasons import Reason
 from facescale.storage import Location
 
 PERSON = "Tony_Blair"
@@ -376,3 +377,29 @@ def test_contact_sheet_of_an_ambiguous_identity(vectors: dict[str, np.ndarray], 
     assert page.count(", group 0<") == 6 and page.count(", group 1<") == 6
     assert page.count('class="card') == 12
     assert render_contact_sheet("Two People", items) == page  # deterministic
+
+
+@pytest.mark.browser
+def test_the_sheet_legend_keeps_every_reason_apart_from_its_meaning(tmp_path: Path) -> None:
+    """In Chromium, each reason in the legend ends before its explanation starts (the longest included)."""
+    from facescale.scraper.browser import make_driver
+
+    reasons = [Reason.CROSS_IDENTITY_DUPLICATE, Reason.NEAR_DUPLICATE, Reason.WRONG_PERSON, Reason.NO_EMBEDDING]
+    items = [SheetItem(f"id{i}", None, Verdict(i, False, reason, 0.7)) for i, reason in enumerate(reasons)]
+    page = tmp_path / "sheet.html"
+    page.write_text(render_contact_sheet("Some One", items))
+    driver = make_driver(extra_args=("--window-size=1000,800",))
+    try:
+        driver.get(page.as_uri())
+        boxes = driver.execute_script(
+            "return [...document.querySelectorAll('.legend dt')].map(dt => {"
+            "  const term = document.createRange(); term.selectNodeContents(dt);"
+            "  return [dt.textContent, term.getBoundingClientRect().right,"
+            "          dt.nextElementSibling.getBoundingClientRect().left,"
+            "          dt.getBoundingClientRect().top, dt.nextElementSibling.getBoundingClientRect().top]; })")
+    finally:
+        driver.quit()
+    assert sorted(b[0] for b in boxes) == sorted(r.value for r in reasons)
+    for term, term_right, meaning_left, term_top, meaning_top in boxes:
+        assert term_right <= meaning_left, f"{term} runs into its meaning"
+        assert abs(term_top - meaning_top) < 2, f"{term} is not on its meaning's line"

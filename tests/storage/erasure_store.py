@@ -166,7 +166,8 @@ def _model(root: StorageRoot, work: Path, version_id: str, labels: dict[str, int
         {"true": {"label": 1, "name": names["alan-turing"], "slug": "alan-turing"},
          "predicted": {"label": 2, "name": names["grace-hopper"], "slug": "grace-hopper"}, "count": 2},
     ], "top1": 0.5}))
-    for plot, shade in (("feature_maps", 40), ("confusion", 120), ("curves", 200)):  # real PNGs: the review view shows them
+    # real PNGs: the review view shows them
+    for plot, shade in (("feature_maps", 40), ("confusion", 120), ("curves", 200)):
         Image.new("RGB", (64, 48), (shade, shade, 255 - shade)).save(files / "eval" / f"{plot}.png")
     paths = [str(p.relative_to(files)) for p in sorted(files.rglob("*")) if p.is_file()]
     record, _ = root.models.register(files, paths, version_id=version_id, num_classes=3, fingerprint="f" * 64,

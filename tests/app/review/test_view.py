@@ -152,7 +152,8 @@ def _text(driver: Any) -> str:
 
 def _images_loaded(driver: Any) -> bool:
     return bool(driver.execute_script(
-        "const imgs = [...document.images]; return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"))
+        "const imgs = [...document.images];"
+        "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"))
 
 
 def _open(driver: Any, url: str, expect: str, shot: str) -> str:
