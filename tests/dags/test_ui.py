@@ -144,6 +144,10 @@ def test_nightly_run_shows_as_successful_in_the_ui(standalone: Any) -> None:
     retrain = _wait("the asset-triggered retraining run",
                     lambda: api.get("/dags/facescale_retrain/dagRuns")["dag_runs"], 120)
     assert retrain[0]["run_type"] == "asset_triggered"
+    # the review view's "Dataset version" tab on this run: the run's asset event leads to the version it made
+    view = api.session.get(f"{base}/facescale/runs/facescale_nightly/{run_id}", allow_redirects=False, timeout=30)
+    assert view.status_code == 303, view.text
+    assert view.headers["location"].endswith(f"/facescale/versions/nightly-{midnight:%Y%m%d}")
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver = make_driver(extra_args=("--window-size=1600,1000",))

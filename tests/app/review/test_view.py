@@ -122,6 +122,20 @@ def _token(base: str, user: str) -> str:
     return str(response.json()["access_token"])
 
 
+#: Run in Airflow's environment: the asset event a nightly run emits when it publishes a version.
+_ASSET_EVENT = """
+import sys
+from airflow.models.asset import AssetEvent, AssetModel
+from airflow.utils.session import create_session
+with create_session() as session:
+    asset = AssetModel(name="facescale_dataset", uri="facescale://dataset")
+    session.add(asset)
+    session.flush()
+    session.add(AssetEvent(asset_id=asset.id, extra={"version_id": sys.argv[1]}, source_dag_id="facescale_nightly",
+                           source_task_id="publish", source_run_id=sys.argv[2], source_map_index=-1))
+"""
+
+
 @pytest.fixture(scope="module")
 def local_view(airflow_home: Path, lfw_dev: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tuple[str, ErasureStore]]:
@@ -165,7 +179,7 @@ def _open(driver: Any, url: str, expect: str, shot: str) -> str:
 
 
 def test_a_reviewer_logs_in_opens_every_page_keeps_one_photo_and_excludes_another(
-    local_view: tuple[str, ErasureStore], driver: Any
+    local_view: tuple[str, ErasureStore], airflow_home: Path, driver: Any
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -211,6 +225,11 @@ def test_a_reviewer_logs_in_opens_every_page_keeps_one_photo_and_excludes_anothe
     assert "Kept (4)" in text and "wrong_person" in text and "kept by admin" in text
     assert len(driver.find_elements(By.CSS_SELECTOR, "figure.photo img")) == 6  # every photo, from the crop cache
     text = _open(driver, f"{base}/facescale/runs/facescale_nightly/manual__1", "published no dataset version", "run")
+    # from a DAG run to the version it made: its asset event names it, the run's tab lands on the version
+    subprocess.run([sys.executable, "-c", _ASSET_EVENT, "v2", "scheduled__2026-12-02"], check=True,
+                   env=_env(airflow_home, {}), capture_output=True, timeout=120)
+    _open(driver, f"{base}/facescale/runs/facescale_nightly/scheduled__2026-12-02", "The dataset card", "run-version")
+    assert driver.current_url == f"{base}/facescale/versions/v2"
     # the view inside Airflow's UI: its navigation entry renders the page in the UI's frame
     driver.get(f"{base}/plugin/facescale")
     _wait("the view in the UI's frame", lambda: driver.find_elements(By.TAG_NAME, "iframe"), 30)
