@@ -18,6 +18,8 @@ password_file="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
 cat <<INFO
 == Airflow standalone with the facescale DAGs (facescale_nightly, facescale_retrain, facescale_add_identities)
    UI:        http://localhost:$AIRFLOW__API__PORT  (user: admin)
+   review:    Browse -> facescale (growth, versions, identities) and Browse -> facescale review queue
+              (http://localhost:$AIRFLOW__API__PORT/facescale/queue): keep / exclude photos, the next night honours them
    password:  generated on the first start into $password_file
               (print it with: python3 -c 'import json; print(json.load(open("$password_file"))["admin"])')
    AIRFLOW_HOME: $AIRFLOW_HOME (SQLite: airflow.db; task logs: logs/)
