@@ -11,11 +11,13 @@ it. A second night, triggered through the REST API, finds nothing new and publis
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from .conftest import NIGHT, NIGHT_RUN_ID, RUN_TIMEOUT_S, Api, facescale
 
@@ -34,6 +36,27 @@ def test_the_night_runs_on_celery_workers_and_publishes_to_s3(night: dict[str, A
     assert env["FACESCALE_STORAGE__ROOT"].startswith("s3://")
     runs = json.loads(facescale(env, "runs", "list", "--json").stdout)
     assert {r["meta"]["engine"] for r in runs} == {"demo"}  # scraped through the Grid's browsers
+
+
+def test_the_review_view_shows_the_nights_version_from_s3(night: dict[str, Any], api: Api, env: dict[str, str]) -> None:
+    """The plugin on the stack's api-server reads the S3 store: the run's tab, growth, an identity and its photos."""
+    version = json.loads(facescale(env, "datasets", "list", "--json").stdout)[-1]["version_id"]
+    tab = api.session.get(f"{api.base}/facescale/runs/facescale_nightly/{night['run']['dag_run_id']}",
+                          allow_redirects=False, timeout=30)
+    assert tab.status_code == 303 and tab.headers["location"].endswith(f"/facescale/versions/{version}"), tab.text
+    assert version in api.session.get(f"{api.base}/facescale/growth", timeout=60).text
+    page = api.session.get(f"{api.base}/facescale/versions/{version}", timeout=60)
+    assert page.status_code == 200 and "passed" in page.text
+    slug = re.search(r'/facescale/identities/([a-z0-9-]+)"', page.text)
+    assert slug is not None, page.text[:2000]
+    identity = api.session.get(f"{api.base}/facescale/identities/{slug.group(1)}", timeout=60)
+    photo = re.search(r'src="(http[^"]+/facescale/photos/[^"]+\.jpg)"', identity.text)
+    assert identity.status_code == 200 and photo is not None, identity.text[:2000]
+    crop = api.session.get(photo.group(1), timeout=60)
+    assert crop.status_code == 200 and crop.content[:2] == b"\xff\xd8"  # a JPEG crop from the crop cache on S3
+    assert requests.get(photo.group(1), timeout=30).status_code == 401  # not without a login
+    assert requests.post(f"{api.base}/facescale/api/keep", json={"identity_slug": slug.group(1), "image_id": "x"},
+                         timeout=30).status_code == 401
 
 
 def test_a_night_triggered_through_the_rest_api_with_nothing_new_publishes_nothing(

@@ -150,6 +150,9 @@ def test_http_roles_refuse_a_caller_without_credentials(env: Mapping[str, str],
     assert requests.get(f"{grid}/status", timeout=10).status_code == 200
     api = f"http://127.0.0.1:{env['AIRFLOW__API__PORT']}"
     assert requests.get(f"{api}/api/v2/dags", timeout=10).status_code == 401
+    assert requests.get(f"{api}/facescale/queue", timeout=10).status_code == 401  # the review view (a plugin)
+    assert requests.post(f"{api}/facescale/api/exclude", json={"identity_slug": "x", "image_id": "y"},
+                         timeout=10).status_code == 401
     log_servers = {x.port for x in listeners if _rule(x.role)["auth"] == "token" and x.role != "airflow-api-server"}
     assert log_servers, "no Airflow log server found"
     for port in log_servers:
