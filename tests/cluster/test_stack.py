@@ -50,11 +50,11 @@ def test_the_review_view_shows_the_nights_version_from_s3(night: dict[str, Any],
     slug = re.search(r'/facescale/identities/([a-z0-9-]+)"', page.text)
     assert slug is not None, page.text[:2000]
     identity = api.session.get(f"{api.base}/facescale/identities/{slug.group(1)}", timeout=60)
-    photo = re.search(r'src="(http[^"]+/facescale/photos/[^"]+\.jpg)"', identity.text)
+    photo = re.search(r'src="(/facescale/photos/[^"]+\.jpg)"', identity.text)
     assert identity.status_code == 200 and photo is not None, identity.text[:2000]
-    crop = api.session.get(photo.group(1), timeout=60)
+    crop = api.session.get(f"{api.base}{photo.group(1)}", timeout=60)
     assert crop.status_code == 200 and crop.content[:2] == b"\xff\xd8"  # a JPEG crop from the crop cache on S3
-    assert requests.get(photo.group(1), timeout=30).status_code == 401  # not without a login
+    assert requests.get(f"{api.base}{photo.group(1)}", timeout=30).status_code == 401  # not without a login
     assert requests.post(f"{api.base}/facescale/api/keep", json={"identity_slug": slug.group(1), "image_id": "x"},
                          timeout=30).status_code == 401
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import cache
 from pathlib import Path
 from threading import Lock
@@ -31,6 +31,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 from pydantic import BaseModel, Field
 
 from facescale.config import load_settings
@@ -45,6 +46,15 @@ RESOURCE = "facescale"
 #: The DAG whose next run reads the exclusion list: editing it is what writing the list needs.
 STEERED_DAG = "facescale_nightly"
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+
+
+@pass_context
+def _path_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
+    """A route's path (no scheme or host): links stay right behind a TLS proxy and under Airflow's base URL."""
+    return str(context["request"].url_for(name, **params).path)
+
+
+TEMPLATES.env.globals["url_for"] = _path_for
 
 # -- access ---------------------------------------------------------------------------------------
 
