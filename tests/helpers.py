@@ -7,6 +7,11 @@ relatively (``from .helpers import Result``, ``from ..helpers import Result``).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
@@ -70,3 +75,33 @@ def commit_manifest(root: Path, version_id: str, names: Sequence[str] = (), rows
     )
     location.makedirs(store.version_dir(version_id))
     location.write_bytes_atomic(store.manifest_path(version_id), manifest.to_json())
+
+
+def stop_group(process: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """Stop a server started with ``start_new_session=True`` and its children: SIGTERM, then SIGKILL."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def moto_bucket() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A fresh bucket on a local moto S3 server: yields (``s3://bucket``, the fsspec storage options)."""
+    pytest.importorskip("s3fs")
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        bucket = f"facescale-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+        yield f"s3://{bucket}", {"key": "testing", "secret": "testing",
+                                 "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    finally:
+        server.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -20,6 +19,8 @@ from typing import Any
 
 import pytest
 import requests
+
+from ..helpers import stop_group
 
 pytestmark = [pytest.mark.airflow, pytest.mark.browser, pytest.mark.ray, pytest.mark.slow]
 
@@ -100,12 +101,7 @@ def standalone(tmp_path: Path, airflow_tools: Any, demo_web_url: str) -> Any:
         assert process.poll() is None, f"airflow standalone exited: {home / 'standalone.log'}"
         yield airflow, base, demo_web_url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
         log.close()
 
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +30,7 @@ import requests
 from facescale.storage import ExclusionList, Location
 from facescale.storage.exclusions import REVIEWED_KEEP
 
+from ...helpers import moto_bucket, stop_group
 from ...storage.erasure_store import ErasureStore, build
 from .test_pages import THRESHOLD, review_rows
 
@@ -101,12 +100,7 @@ def api_server(home: Path, facescale: dict[str, str], log_name: str) -> Iterator
             assert process.poll() is None, (home / log_name).read_text()[-3000:]
             yield base
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_group(process, timeout=30)
 
 
 def _up(base: str) -> bool:
@@ -276,21 +270,9 @@ def test_each_write_route_refuses_the_anonymous_and_a_reader_and_changes_nothing
 
 @pytest.mark.s3
 def test_the_same_pages_render_from_an_s3_root(airflow_home: Path, lfw_dev: Path, tmp_path: Path, driver: Any) -> None:
-    pytest.importorskip("s3fs")
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        bucket = f"facescale-{uuid.uuid4().hex[:12]}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(Bucket=bucket)
-        options = {"key": "testing", "secret": "testing",
-                   "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-        store = _store(Location.from_uri(f"s3://{bucket}/store", options), lfw_dev, tmp_path)
-        settings = {"FACESCALE_STORAGE__ROOT": f"s3://{bucket}/store",
+    with moto_bucket() as (bucket, options):
+        store = _store(Location.from_uri(f"{bucket}/store", options), lfw_dev, tmp_path)
+        settings = {"FACESCALE_STORAGE__ROOT": f"{bucket}/store",
                     "FACESCALE_STORAGE__STORAGE_OPTIONS": json.dumps(options)}
         with api_server(airflow_home, settings, "api-s3.log") as base:
             driver.get(f"{base}/api/v2/version")  # a page on the UI's origin, to set the login cookie on
@@ -299,5 +281,3 @@ def test_the_same_pages_render_from_an_s3_root(airflow_home: Path, lfw_dev: Path
             assert "Kept (4)" in _open(driver, f"{base}/facescale/identities/ada-lovelace", "Left out", "s3-identity")
             assert store.model_id in _open(driver, f"{base}/facescale/versions/v2", "The dataset card", "s3-version")
             assert "v2" in _open(driver, f"{base}/facescale/growth", "Published versions", "s3-growth")
-    finally:
-        server.stop()
