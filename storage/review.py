@@ -89,6 +89,7 @@ class ReviewTable:
 
     def signature(self) -> str | None:
         """Changes whenever the table is rewritten (size and modification time): a key for caches."""
+        self.location.fs.invalidate_cache(self.path)  # an object store's listing cache would hide a rewrite
         if not self.exists():
             return None
         info = self.location.fs.info(self.path)

@@ -216,16 +216,18 @@ def queue(root: StorageRoot, margin: float = QUEUE_MARGIN, limit: int = QUEUE_LI
     )
 
 
+def photo_chunks(root: StorageRoot, slug: str) -> dict[str, str | None]:
+    """Each photo of an identity in the last curation -> the crop-cache chunk holding its crop."""
+    table, _ = root.review.read(slug)
+    return dict(zip(table.column("image_id").to_pylist(), table.column("chunk").to_pylist(), strict=True))
+
+
 def photo_chunk(root: StorageRoot, slug: str, image_id: str) -> str:
     """The crop-cache chunk holding this photo's crop (as the review table names it)."""
-    table, _ = root.review.read(slug)
-    import pyarrow.compute as pc
-
-    rows = table.filter(pc.equal(table.column("image_id"), image_id))
-    chunk = rows.column("chunk")[0].as_py() if rows.num_rows else None
+    chunk = photo_chunks(root, slug).get(image_id)
     if chunk is None:
         raise NotFoundError(f"no photo {image_id} of {slug} in the last curation")
-    return str(chunk)
+    return chunk
 
 
 def run_versions(extras: list[dict[str, object]]) -> tuple[list[str], list[str]]:

@@ -112,28 +112,40 @@ def _root() -> Any:
 
 
 class _Crops:
-    """The crops of the identities looked at lately (chunk, identity) -> image id -> JPEG, keyed on the review table."""
+    """Crops of the identities looked at lately, read once per (chunk, identity) and kept while the review table is.
+
+    A page of an identity asks for each of its photos: the first request reads which chunk holds
+    each photo (the review table, filtered to the identity) and that chunk's crops of the
+    identity; the others are answered from memory. Everything is keyed on the review table's
+    signature, so a curation or an erasure that rewrites the table empties the cache.
+    """
 
     def __init__(self, size: int = 16) -> None:
         self.size, self.lock = size, Lock()
-        self.entries: OrderedDict[tuple[str | None, str, str], dict[str, bytes]] = OrderedDict()
+        self.entries: OrderedDict[tuple[str | None, str, str], dict[str, Any]] = OrderedDict()
 
-    def get(self, root: Any, slug: str, image_id: str) -> bytes:
-        chunk = pages.photo_chunk(root, slug, image_id)
-        key = (root.review.signature(), chunk, slug)  # a new table (a curation, an erasure) empties the cache
+    def _cached(self, key: tuple[str | None, str, str], load: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         with self.lock:
             found = self.entries.get(key)
             if found is not None:
                 self.entries.move_to_end(key)
-        if found is None:
-            found = root.crops.crops_of(chunk, slug)
-            with self.lock:
-                self.entries[key] = found
-                while len(self.entries) > self.size:
-                    self.entries.popitem(last=False)
-        if image_id not in found:
+                return found
+        found = load()
+        with self.lock:
+            self.entries[key] = found
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return found
+
+    def get(self, root: Any, slug: str, image_id: str) -> bytes:
+        signature = root.review.signature()
+        chunk = self._cached((signature, "", slug), lambda: pages.photo_chunks(root, slug)).get(image_id)
+        if chunk is None:
+            raise NotFoundError(f"no photo {image_id} of {slug} in the last curation")
+        crops = self._cached((signature, chunk, slug), lambda: root.crops.crops_of(chunk, slug))
+        if image_id not in crops:
             raise NotFoundError(f"no crop of photo {image_id}")
-        return found[image_id]
+        return bytes(crops[image_id])
 
 
 CROPS = _Crops()
