@@ -167,7 +167,7 @@ def demo_api(results: Sequence[Result], offset: int, page_size: int) -> dict[str
 _BING_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title} - Bing images</title>
 <style>li {{ display: block; height: 160px; }} .mm_seemore {{ display: none; }}
-#bnp_container {{ position: fixed; top: 0; left: 0; right: 0; height: 80px; background: #fff; }}</style></head>
+#bnp_container {{ position: fixed; top: 0; left: 0; right: 0; height: 80px; background: #fff; }}</style>{head}</head>
 <body>
 <div id="bnp_container"><button id="bnp_btn_accept">Accept</button></div>
 <div id="mmComponent_images_1"><ul class="dgControl_list">{items}</ul></div>
@@ -230,14 +230,15 @@ def bing_items(results: Sequence[Result]) -> str:
     return "".join(_bing_item(r) for r in results)
 
 
-def bing_page(query: str, results: Sequence[Result], page_size: int, *, tail: str = "") -> bytes:
-    """The Bing shape's search page: the first ``page_size`` of ``results``; ``tail`` is HTML
-    appended at the end of the body (a script, say)."""
+def bing_page(query: str, results: Sequence[Result], page_size: int, *, head: str = "", tail: str = "") -> bytes:
+    """The Bing shape's search page: the first ``page_size`` of ``results``; ``head`` and ``tail`` are
+    HTML put at the end of the head and of the body (a script, say)."""
     state = {"q": query, "next": page_size, "total": len(results), "page": page_size}
     return _BING_PAGE.format(
         title=html.escape(query),
         items=bing_items(results[:page_size]),
         isend="true" if len(results) <= page_size else "false",
         state=json.dumps(state),
+        head=head,
         tail=tail,
     ).encode()

@@ -91,6 +91,10 @@ class ScraperSettings(_Section):
         "busy (the hub's --session-request-timeout, 300 s by default); other calls use timeout_s",
     )
     politeness_delay_s: float = Field(1.0, ge=0)
+    block_third_party: bool = Field(
+        True, description="search browsers resolve only the engine's own hosts: third-party scripts and trackers "
+        "fail at once instead of holding a result page (off: e.g. for a browser that reaches a proxy by name)"
+    )
     download_concurrency: int = Field(16, ge=1, le=512)
     per_host_concurrency: int = Field(4, ge=1, le=128)
     timeout_s: float = Field(20.0, gt=0)

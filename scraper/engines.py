@@ -37,8 +37,15 @@ update the fixture page in ``tests/scraper/conftest.py`` to the new shape and ru
 local copy, never the live site. A new engine is a subclass of `ScrollingEngine` (or any class
 with the `SearchEngine` protocol) registered in `ENGINES`, with a fixture page and tests.
 
-A result page that is still loading when the page-load timeout strikes (its own scripts,
-ads or trackers left hanging by a slow or filtered network) is stopped and harvested if its
+Each engine's browser loads only what the engine needs: its browsers start with a Chromium
+host-resolver rule that resolves the engine's own hosts (its base URL's and ``page_hosts``) and
+nothing else (``--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE <host>...``), so a third-party
+script, tracker or ad host fails at once instead of holding the page: a parser-blocking
+script that never answers would otherwise keep the result list from being parsed at all
+(an empty page when the load times out, on every retry). IP literals are covered as well.
+``block_third_party=False`` (``scraper.block_third_party``) turns it off, for instance for a
+browser that must reach a proxy by name. A result page that is still loading when the
+page-load timeout strikes (its own scripts left hanging) is stopped and harvested if its
 result list is there, and the timeout is reported to the run (`ScrollingEngine._open`).
 
 Every adapter yields candidates in rank order, makes URLs absolute against the page URL,
@@ -52,8 +59,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -73,6 +80,7 @@ __all__ = [
     "ScrollingEngine",
     "SearchEngine",
     "get_engine",
+    "host_resolver_rules",
 ]
 
 
@@ -173,16 +181,31 @@ class ScrollingEngine:
     scroll_wait_s: float = 4.0  # longest wait for new results after one scroll / click
     dry_rounds: int = 3  # rounds in a row without a new candidate before giving up (>= 2 with a "more" button)
     poll_s: float = 0.1
+    block_third_party: bool = True  # resolve only the engine's own hosts (see the module docstring)
 
     name: ClassVar[str] = "scrolling"
     max_concurrency: ClassVar[int] = 4
-    browser_args: ClassVar[tuple[str, ...]] = ()
+    chromium_args: ClassVar[tuple[str, ...]] = ()  # flags this engine's pages work with
+    page_hosts: ClassVar[tuple[str, ...]] = ()  # hosts its pages need besides the base URL's (wildcards allowed)
     result_selector: ClassVar[str] = ""
     end_selector: ClassVar[str | None] = None
     more_selector: ClassVar[str | None] = None
     consent_selectors: ClassVar[tuple[str, ...]] = ()
     # A JS expression over `el` (one result element) evaluated in the page.
     extract_js: ClassVar[str] = "({full: el.getAttribute('data-full'), page: el.getAttribute('href')})"
+
+    @property
+    def browser_args(self) -> tuple[str, ...]:
+        """Chromium flags for this engine's browsers: its own, and the rule that resolves only its hosts."""
+        if not self.block_third_party:
+            return self.chromium_args
+        return (*self.chromium_args, host_resolver_rules(self.hosts))
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts this engine's pages may load from: the base URL's and ``page_hosts``."""
+        base = urlsplit(self.base_url).hostname
+        return tuple(dict.fromkeys([*([base] if base else []), *self.page_hosts]))
 
     def search_url(self, keyword: str) -> str:
         raise NotImplementedError
@@ -296,7 +319,7 @@ class DemoEngine(ScrollingEngine):
     # Results are read from data-full/href: thumbnails need not be fetched, decoded or drawn
     # (bench_search: 0.54 -> 0.22 CPU-s per keyword). Bing keeps images on until its
     # lazy loading has been checked without them.
-    browser_args: ClassVar[tuple[str, ...]] = ("--blink-settings=imagesEnabled=false",)
+    chromium_args: ClassVar[tuple[str, ...]] = ("--blink-settings=imagesEnabled=false",)
     result_selector: ClassVar[str] = "#results a.fs-result"
     end_selector: ClassVar[str | None] = "#fs-end"
     extract_js: ClassVar[str] = "({full: el.getAttribute('data-full'), page: el.getAttribute('href')})"
@@ -311,6 +334,8 @@ class BingEngine(ScrollingEngine):
 
     base_url: str = "https://www.bing.com"
     name: ClassVar[str] = "bing"
+    # its scripts (r.bing.com), thumbnails (th.bing.com, tse*.mm.bing.net) and consent banner
+    page_hosts: ClassVar[tuple[str, ...]] = ("bing.com", "*.bing.com", "*.bing.net")
     max_concurrency: ClassVar[int] = 4
     result_selector: ClassVar[str] = "a.iusc"
     end_selector: ClassVar[str | None] = "div.mm_seemore[data-isend='true']"
@@ -329,6 +354,12 @@ class BingEngine(ScrollingEngine):
         if not isinstance(meta, dict):
             return None, None
         return _text(meta.get("murl")), _text(meta.get("purl"))
+
+
+def host_resolver_rules(hosts: Iterable[str]) -> str:
+    """The Chromium flag that resolves ``hosts`` (wildcards allowed) as usual and every other host to nothing."""
+    excluded = "".join(f", EXCLUDE {host}" for host in hosts)
+    return f"--host-resolver-rules=MAP * ~NOTFOUND{excluded}"
 
 
 def _text(value: Any) -> str | None:
@@ -362,10 +393,16 @@ def _bing(base_url: str | None) -> SearchEngine:
 ENGINES: dict[str, Callable[[str | None], SearchEngine]] = {"demo": _demo, "bing": _bing}
 
 
-def get_engine(name: str, base_url: str | None = None) -> SearchEngine:
-    """The adapter called ``name`` (case-insensitive); ConfigError names the known ones."""
+def get_engine(name: str, base_url: str | None = None, *, block_third_party: bool = True) -> SearchEngine:
+    """The adapter called ``name`` (case-insensitive); ConfigError names the known ones.
+
+    ``block_third_party=False``: its browsers resolve every host (see the module docstring).
+    """
     factory = ENGINES.get(name.strip().lower())
     if factory is None:
         known = ", ".join(sorted(ENGINES))
         raise ConfigError(f"unknown search engine {name!r} (known: {known})")
-    return factory(base_url)
+    engine = factory(base_url)
+    if not block_third_party and isinstance(engine, ScrollingEngine):
+        engine = replace(engine, block_third_party=False)
+    return engine

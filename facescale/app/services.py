@@ -132,7 +132,8 @@ class Services:
         scraper = self.settings.scraper
         return scrape(
             names,
-            engine=get_engine(engine or scraper.engine, base_url or scraper.base_url),
+            engine=get_engine(engine or scraper.engine, base_url or scraper.base_url,
+                              block_third_party=scraper.block_third_party),
             store=self.raw(),
             registry=self.registry(),
             run_id=run_id,

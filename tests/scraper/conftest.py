@@ -67,6 +67,9 @@ class SearchSite:
     hang: set[str] = field(default_factory=set)  # keywords whose search page never comes
     no_end: set[str] = field(default_factory=set)  # keywords whose demo page never shows #fs-end
     stall: set[str] = field(default_factory=set)  # keywords whose Bing page loads a script that never comes
+    # keywords whose Bing page starts with a parser-blocking script from another host that never answers
+    third_party: set[str] = field(default_factory=set)
+    tracker_url: str = ""  # that host: the same server on another loopback address
     hits: list[Hit] = field(default_factory=list)
     api_calls: list[tuple[str, str, int]] = field(default_factory=list)  # (path, keyword, offset)
     consents: int = 0
@@ -77,6 +80,7 @@ class SearchSite:
         self.hang.clear()
         self.no_end.clear()
         self.stall.clear()
+        self.third_party.clear()
         self.hits.clear()
         self.api_calls.clear()
         self.on_hit.clear()
@@ -146,7 +150,9 @@ class SearchSite:
         # A parser-blocking script at the end that never comes (a tracker on a filtered
         # network): the results and the page's own script are there, DOMContentLoaded never is.
         stall = '<script src="/stall/tracker.js"></script>' if keyword in self.stall else ""
-        page = shapes.bing_page(keyword, self.results(keyword), PAGE_SIZE, tail=stall)
+        # A tracker in the head, on its own host: until it answers the parser reads no further (no result at all).
+        tracker = f'<script src="{self.tracker_url}/stall/tracker.js"></script>' if keyword in self.third_party else ""
+        page = shapes.bing_page(keyword, self.results(keyword), PAGE_SIZE, head=tracker, tail=stall)
         return web.Response(body=page, content_type="text/html")
 
     async def never(self, request: web.Request) -> web.Response:
@@ -206,6 +212,9 @@ class _Server:
         tcp = web.TCPSite(self.runner, "127.0.0.1", 0)
         await tcp.start()
         port = self.runner.addresses[0][1]
+        tracker = web.TCPSite(self.runner, "127.0.0.2", 0)  # another host, as a page's third-party tracker
+        await tracker.start()
+        self.site.tracker_url = f"http://127.0.0.2:{self.runner.addresses[1][1]}"
         return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 import pytest
+from selenium.common.exceptions import TimeoutException
 
 from facescale.demoweb import DemoWeb, truth
 from facescale.errors import ConfigError
@@ -60,6 +62,18 @@ def test_bing_parses_the_m_attribute_and_tolerates_junk() -> None:
     assert bing._candidate("k", {"m": '{"murl": "broken'}, 0, "https://x/", seen) is None
     c = bing._candidate("k", {"m": '{"murl": "/i.jpg", "purl": "javascript:void(0)"}'}, 4, "https://x/p", seen)
     assert c == Candidate("k", "https://x/i.jpg", None, 4)
+
+
+def test_an_engines_browsers_resolve_only_its_own_hosts() -> None:
+    bing = get_engine("bing")
+    assert bing.browser_args == (
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE www.bing.com, EXCLUDE bing.com, EXCLUDE *.bing.com, "
+        "EXCLUDE *.bing.net",)
+    demo = get_engine("demo", "http://10.77.0.1:28082")  # an IP literal is ruled like a name
+    assert demo.browser_args == ("--blink-settings=imagesEnabled=false",
+                                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 10.77.0.1")
+    assert get_engine("demo", "http://demo-web:8080", block_third_party=False).browser_args == (
+        "--blink-settings=imagesEnabled=false",)
 
 
 def test_zero_limit_yields_nothing_without_touching_the_browser() -> None:
@@ -190,6 +204,30 @@ def test_a_page_load_timeout_keeps_a_loaded_result_list(patient_driver: ManagedD
     found = list(engine.collect(patient_driver, "Ada Lovelace", 100, report=notes.append))
     assert _rows(found) == search_site.expected("Ada Lovelace")  # the first page, then scrolling and "more"
     assert len(notes) == 1 and notes[0].startswith("page_load_timeout: ") and "10 results" in notes[0]
+
+
+@pytest.mark.browser
+def test_a_third_party_script_that_never_answers_does_not_hold_the_result_list(search_site: SearchSite) -> None:
+    """A parser-blocking tracker from another host in the head: with every host resolved the page never parses
+    (an empty page at the timeout, on every retry); with the engine's own browser flags it fails at once."""
+    search_site.third_party.add("Ada Lovelace")
+    engine = BingEngine(search_site.base_url, scroll_wait_s=1.0, dry_rounds=2)
+    unblocked = make_driver(page_load_timeout_s=4, extra_args=replace(engine, block_third_party=False).browser_args)
+    try:
+        with pytest.raises(TimeoutException):
+            list(replace(engine, block_third_party=False).collect(unblocked, "Ada Lovelace", 100))
+        assert unblocked.execute_script("return document.querySelectorAll('a.iusc').length") == 0
+    finally:
+        unblocked.quit()
+    browser = make_driver(page_load_timeout_s=4, extra_args=engine.browser_args)  # as the browser pool starts it
+    try:
+        notes: list[str] = []
+        started = time.monotonic()
+        found = list(engine.collect(browser, "Ada Lovelace", 100, report=notes.append))
+        assert _rows(found) == search_site.expected("Ada Lovelace") and notes == []  # loaded, not harvested
+        assert time.monotonic() - started < 15
+    finally:
+        browser.quit()
 
 
 @pytest.mark.browser
