@@ -12,10 +12,11 @@ from __future__ import annotations
 import posixpath
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 from pydantic import BaseModel
 
 from facescale.errors import NotFoundError
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 QUEUE_MARGIN = 0.08
 #: The most photos the queue lists at once (nearest the threshold first).
 QUEUE_LIMIT = 60
+#: The statuses a person may want to turn around: kept ones (exclude) and the cleaner's removals (keep).
+_REVIEWABLE = ["kept", "wrong_person", "spare", "waiting"]
 
 
 class Decision(BaseModel):
@@ -200,10 +203,20 @@ def identity(root: StorageRoot, slug: str) -> IdentityPage:
 
 
 def queue(root: StorageRoot, margin: float = QUEUE_MARGIN, limit: int = QUEUE_LIMIT) -> Queue:
-    """The photos nearest the cleaning threshold on either side, ambiguous identities, waiting identities."""
-    photos, threshold, curated_at = _photos(root)
-    doubtful = [p for p in photos if p.distance is not None and abs(p.distance - threshold) <= margin
-                and p.status in ("kept", "wrong_person", "spare", "waiting")]
+    """The photos nearest the cleaning threshold on either side, ambiguous identities, waiting identities.
+
+    The rows are narrowed in Arrow first (near the threshold, or ambiguous), so a store of
+    hundreds of thousands of photos builds a few hundred `Photo` objects, not one per photo.
+    """
+    import pyarrow.compute as pc
+
+    def near(table: pa.Table, threshold: float) -> pa.Array:
+        gap = pc.abs(pc.subtract(table.column("distance"), threshold))
+        doubtful = pc.and_(pc.less_equal(gap, margin), pc.is_in(table.column("status"), pa.array(_REVIEWABLE)))
+        return pc.or_(pc.fill_null(doubtful, False), pc.equal(table.column("status"), "ambiguous"))
+
+    photos, threshold, curated_at = _photos(root, where=near)
+    doubtful = [p for p in photos if p.status in _REVIEWABLE]
     doubtful.sort(key=lambda p: (abs((p.distance or 0.0) - threshold), p.identity_slug, p.image_id))
     undecided = [p for p in doubtful if p.decision is None or p.decision.source == "auto"]
     decided = [p for p in doubtful if p.decision is not None and p.decision.source == "manual"]
@@ -270,8 +283,13 @@ def card_html(card: str) -> str:
     return str(MarkdownIt("commonmark", {"html": False}).enable("table").render(body))
 
 
-def _photos(root: StorageRoot, slug: str | None = None) -> tuple[list[Photo], float, datetime | None]:
+def _photos(
+    root: StorageRoot, slug: str | None = None, where: Callable[[pa.Table, float], pa.Array] | None = None
+) -> tuple[list[Photo], float, datetime | None]:
+    """The review table's photos (one identity's, or those ``where`` selects) with the decisions on them."""
     table, info = root.review.read(slug)
+    if where is not None and table.num_rows:
+        table = table.filter(where(table, info.threshold))
     decisions = {e.key: e for e in root.exclusions.load() if slug is None or e.identity_slug == slug}
     photos = []
     for row in table.to_pylist():
@@ -281,7 +299,7 @@ def _photos(root: StorageRoot, slug: str | None = None) -> tuple[list[Photo], fl
             status=row["status"], distance=row["distance"], group=row["group"], reviewed=row["reviewed"],
             has_crop=row["chunk"] is not None, decision=Decision.of(entry) if entry else None,
         ))
-    return photos, info.threshold, info.written_at if table.num_rows or root.review.exists() else None
+    return photos, info.threshold, info.written_at if root.review.exists() else None
 
 
 def _removed_order(photo: Photo) -> tuple[int, float, str]:
