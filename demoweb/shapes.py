@@ -8,6 +8,11 @@ is tested against the pages the demo shows:
   with ``data-full``, ``data-rank``); scrolling near the bottom loads the next pages as JSON
   from ``/api/results?q=&offset=`` (``{"results": [...], "next": offset | null}``); ``#fs-end``
   marks the end;
+- **duckduckgo** (`ddg_page`, `ddg_results`): ``/?q=&iax=images&ia=images`` is a page without
+  results whose script carries the query's ``vqd`` token and reads the results as JSON from
+  ``/i.js?l=&o=json&q=&vqd=&f=&p=`` (``results`` with ``image``, ``url``, ``thumbnail``,
+  ``title``; ``next`` is the following page's ``i.js?...&s=<offset>``); a bot check (the
+  "anomaly" modal) replaces the page when DuckDuckGo doubts the client;
 - **bing** (`bing_page`, `bing_items`): ``/images/search?q=&form=HDRSC2&first=1``, results as
   ``a.iusc`` whose ``m`` attribute holds JSON with every key a real result's has, a cookie
   banner (``#bnp_btn_accept``) that blocks loading until accepted (its click calls
@@ -27,6 +32,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 
 @dataclass(frozen=True)
@@ -242,3 +248,74 @@ def bing_page(query: str, results: Sequence[Result], page_size: int, *, head: st
         head=head,
         tail=tail,
     ).encode()
+
+
+# -- duckduckgo ------------------------------------------------------------------------------
+
+_DDG_PAGE = """<!doctype html>
+<html lang="en-US"><head><meta charset="utf-8"><title>{title} at DuckDuckGo</title></head>
+<body class="body--serp">
+<div id="react-layout"><div id="zci-images" class="zci"><div class="tile-wrap"></div></div></div>
+<script>
+window.DDG = window.DDG || {{deep: {{initialize() {{}}}}}};
+{token}
+(async () => {{
+  const wrap = document.querySelector(".tile-wrap");
+  const params = {{l: "us-en", o: "json", q: {query}, vqd: {vqd}, f: ",,,", p: "1"}};
+  const answer = await fetch("i.js?" + new URLSearchParams(params));
+  if (!answer.ok) return;
+  for (const r of (await answer.json()).results) {{
+    const tile = document.createElement("div");
+    tile.className = "tile tile--img";
+    tile.innerHTML = '<img class="tile--img__img" src="' + r.thumbnail + '">';
+    wrap.appendChild(tile);
+  }}
+}})();
+</script>
+</body></html>
+"""
+
+_DDG_ANOMALY = """<!doctype html>
+<html lang="en-US"><head><meta charset="utf-8"><title>DuckDuckGo</title></head>
+<body><div class="anomaly-modal__modal" data-testid="anomaly-modal">
+<div class="anomaly-modal__title">Unfortunately, bots use DuckDuckGo too.</div>
+<div class="anomaly-modal__description">Please complete the following challenge to confirm this search
+was made by a human.</div>
+</div></body></html>
+"""
+
+
+def ddg_token(query: str) -> str:
+    """The ``vqd`` token the DuckDuckGo shape gives a query (the real one: ``4-`` and digits, per query)."""
+    return "4-" + str(int(hashlib.sha256(query.encode()).hexdigest()[:24], 16))
+
+
+def ddg_page(query: str, *, challenge: bool = False) -> bytes:
+    """DuckDuckGo's image-search page (``/?q=&iax=images&ia=images``): no result in its HTML; its script
+    reads them from ``i.js`` with the page's ``vqd`` token. ``challenge``: the bot check it shows instead."""
+    if challenge:
+        return _DDG_ANOMALY.encode()
+    vqd = ddg_token(query)
+    # the token sits in the page's script as on the real page: vqd="4-...", beside its other settings
+    token = f'DDG.deep.initialize("/d.js?q={html.escape(query)}&l=us-en&s=0&dl=en&ct=US&vqd={vqd}&p_ent=&ex=-1");'
+    return _DDG_PAGE.format(title=html.escape(query), token=token, query=json.dumps(query),
+                            vqd=json.dumps(vqd)).encode()
+
+
+def ddg_results(query: str, results: Sequence[Result], offset: int, page_size: int) -> dict[str, Any]:
+    """``i.js``'s JSON: ``results`` with ``image`` (the full image), ``url`` (its page), ``thumbnail``,
+    ``title``, sizes and ``source``; ``next`` (``i.js?...&s=<offset>``) while more remain."""
+    chunk = results[offset : offset + page_size]
+    items = []
+    for r in chunk:
+        item: dict[str, Any] = {"height": 480, "width": 640, "thumbnail": r.thumb, "url": r.page,
+                                "title": r.title or f"{query} {r.rank}", "source": "Bing",
+                                "image_token": hashlib.sha256(f"{query}/{r.rank}".encode()).hexdigest()}
+        if r.full is not None:  # an unreadable result: no image
+            item["image"] = r.full
+        items.append(item)
+    more = offset + page_size < len(results)
+    following = "i.js?" + urlencode({"q": query, "o": "json", "p": "1", "s": offset + page_size, "u": "bing",
+                                     "f": ",,,", "l": "us-en", "vqd": ddg_token(query)})
+    return {"ads": None, "query": query, "queryEncoded": query.replace(" ", "+"), "response_type": "places",
+            "results": items, "vqd": {query: ddg_token(query)}, **({"next": following} if more else {})}

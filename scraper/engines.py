@@ -25,6 +25,17 @@ Engines
     social networks' "lookaside/crawler" endpoints that serve no image to a normal client: the
     downloader rejects them like any URL that yields no image.
 
+``duckduckgo``
+    DuckDuckGo Images, by the structure open-source clients rely on (the ``ddgs`` package,
+    duckduckgo-images-api, searx): the search page ``/?q=&iax=images&ia=images`` carries a
+    per-query ``vqd`` token in its script and holds no result in its HTML; the results come as
+    JSON from ``/i.js?l=&o=json&q=&vqd=&f=&p=``: ``results`` with ``image`` (the full image),
+    ``url`` (its page), ``thumbnail``, ``title``, sizes and ``source``, and ``next`` (the same
+    call with an ``s=`` offset) while more remain. The adapter opens the page in the browser
+    and fetches ``i.js`` from inside it (the page's origin and cookies). DuckDuckGo's bot check
+    (the "anomaly" modal instead of the page) and an ``i.js`` refusal end as ``blocked`` notes;
+    a page without a token, or an answer that is not its JSON, as ``unsupported_page``.
+
 When an engine changes its pages (it will)
 ------------------------------------------
 Symptoms: a keyword that obviously has images returns zero or very few candidates, or an
@@ -60,7 +71,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -76,7 +87,9 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ENGINES",
     "BingEngine",
+    "BrowserEngine",
     "DemoEngine",
+    "DuckDuckGoEngine",
     "ScrollingEngine",
     "SearchEngine",
     "get_engine",
@@ -169,30 +182,16 @@ return null;
 
 
 @dataclass(frozen=True)
-class ScrollingEngine:
-    """An engine whose result page grows as it is scrolled (optionally with a "more" button).
-
-    Subclasses set the selectors, ``search_url`` and, when a result's URLs are not in the
-    ``{full, page}`` object ``extract_js`` returns, ``parse``. The tunables are fields so
-    tests and callers can tighten them per instance.
-    """
+class BrowserEngine:
+    """What every adapter here shares: its address, and the browser flags its pages need (host rule included)."""
 
     base_url: str
-    scroll_wait_s: float = 4.0  # longest wait for new results after one scroll / click
-    dry_rounds: int = 3  # rounds in a row without a new candidate before giving up (>= 2 with a "more" button)
-    poll_s: float = 0.1
-    block_third_party: bool = True  # resolve only the engine's own hosts (see the module docstring)
+    block_third_party: bool = field(default=True, kw_only=True)  # resolve only its own hosts (module docstring)
 
-    name: ClassVar[str] = "scrolling"
+    name: ClassVar[str] = "browser"
     max_concurrency: ClassVar[int] = 4
     chromium_args: ClassVar[tuple[str, ...]] = ()  # flags this engine's pages work with
     page_hosts: ClassVar[tuple[str, ...]] = ()  # hosts its pages need besides the base URL's (wildcards allowed)
-    result_selector: ClassVar[str] = ""
-    end_selector: ClassVar[str | None] = None
-    more_selector: ClassVar[str | None] = None
-    consent_selectors: ClassVar[tuple[str, ...]] = ()
-    # A JS expression over `el` (one result element) evaluated in the page.
-    extract_js: ClassVar[str] = "({full: el.getAttribute('data-full'), page: el.getAttribute('href')})"
 
     @property
     def browser_args(self) -> tuple[str, ...]:
@@ -206,6 +205,28 @@ class ScrollingEngine:
         """The hosts this engine's pages may load from: the base URL's and ``page_hosts``."""
         base = urlsplit(self.base_url).hostname
         return tuple(dict.fromkeys([*([base] if base else []), *self.page_hosts]))
+
+
+@dataclass(frozen=True)
+class ScrollingEngine(BrowserEngine):
+    """An engine whose result page grows as it is scrolled (optionally with a "more" button).
+
+    Subclasses set the selectors, ``search_url`` and, when a result's URLs are not in the
+    ``{full, page}`` object ``extract_js`` returns, ``parse``. The tunables are fields so
+    tests and callers can tighten them per instance.
+    """
+
+    scroll_wait_s: float = 4.0  # longest wait for new results after one scroll / click
+    dry_rounds: int = 3  # rounds in a row without a new candidate before giving up (>= 2 with a "more" button)
+    poll_s: float = 0.1
+
+    name: ClassVar[str] = "scrolling"
+    result_selector: ClassVar[str] = ""
+    end_selector: ClassVar[str | None] = None
+    more_selector: ClassVar[str | None] = None
+    consent_selectors: ClassVar[tuple[str, ...]] = ()
+    # A JS expression over `el` (one result element) evaluated in the page.
+    extract_js: ClassVar[str] = "({full: el.getAttribute('data-full'), page: el.getAttribute('href')})"
 
     def search_url(self, keyword: str) -> str:
         raise NotImplementedError
@@ -356,6 +377,85 @@ class BingEngine(ScrollingEngine):
         return _text(meta.get("murl")), _text(meta.get("purl"))
 
 
+# The page's vqd token, as DuckDuckGo's own script carries it (vqd="4-...", vqd='...' or vqd=4-...&).
+_VQD_JS = r"""
+const m = document.documentElement.innerHTML.match(/vqd=["']?([\w-]+)/);
+return {vqd: m ? m[1] : null, anomaly: !!document.querySelector('.anomaly-modal__modal, #challenge-form'),
+        base: document.baseURI};
+"""
+
+# One i.js page, fetched by the page itself (its origin, its cookies): {status, text}.
+_FETCH_JS = """
+const [url, done] = [arguments[0], arguments[arguments.length - 1]];
+fetch(url, {credentials: 'same-origin', headers: {'Accept': 'application/json, text/javascript, */*; q=0.01'}})
+  .then(async (r) => done({status: r.status, text: await r.text()}))
+  .catch((e) => done({status: 0, text: String(e)}));
+"""
+
+
+@dataclass(frozen=True)
+class DuckDuckGoEngine(BrowserEngine):
+    """DuckDuckGo Images: the search page gives a ``vqd`` token; the results come as JSON from ``i.js``.
+
+    The browser opens the real search page (its cookies, its token), then asks ``i.js`` for each
+    page of results from inside it, following ``next`` (``s=`` offsets). A page without a token
+    (DuckDuckGo's bot check, or a page this adapter does not know) and an ``i.js`` that refuses or
+    answers something other than JSON end as engine notes (``blocked: ...``, ``unsupported_page: ...``),
+    never as an empty success.
+    """
+
+    base_url: str = "https://duckduckgo.com"
+    name: ClassVar[str] = "duckduckgo"
+    max_concurrency: ClassVar[int] = 2
+    page_hosts: ClassVar[tuple[str, ...]] = ("duckduckgo.com", "*.duckduckgo.com")
+
+    def search_url(self, keyword: str) -> str:
+        return f"{self.base_url.rstrip('/')}/?{urlencode({'q': keyword, 'iax': 'images', 'ia': 'images'})}"
+
+    def collect(
+        self, driver: WebDriver, keyword: str, limit: int, report: Callable[[str], None] | None = None
+    ) -> Iterator[Candidate]:
+        if limit <= 0:
+            return
+        note = report or (lambda _: None)
+        url = self.search_url(keyword)
+        driver.get(url)
+        page = driver.execute_script(_VQD_JS) or {}
+        if not page.get("vqd"):
+            why = "a bot check (the anomaly page)" if page.get("anomaly") else "no vqd token on the search page"
+            note(f"{'blocked' if page.get('anomaly') else 'unsupported_page'}: {why}")
+            return
+        base = page.get("base") or url
+        query = urlencode({"l": "us-en", "o": "json", "q": keyword, "vqd": page["vqd"], "f": ",,,", "p": "1"})
+        following: str | None = f"i.js?{query}"
+        seen: set[str] = set()
+        rank = yielded = 0
+        while following:
+            answer = driver.execute_async_script(_FETCH_JS, urljoin(base, following)) or {}
+            status = int(answer.get("status") or 0)
+            if status != 200:
+                note(f"blocked: i.js answered {status or 'nothing'}")
+                return
+            try:
+                data = json.loads(answer.get("text") or "")
+                results = data["results"]
+            except (ValueError, KeyError, TypeError):
+                note("unsupported_page: i.js answered something other than its JSON")
+                return
+            for item in results:
+                full = _text(item.get("image")) if isinstance(item, dict) else None
+                source = _absolute(base, full)
+                if source is not None and source not in seen:
+                    seen.add(source)
+                    page_url = _absolute(base, _text(item.get("url")))
+                    yield Candidate(keyword=keyword, source_url=source, page_url=page_url, rank=rank)
+                    yielded += 1
+                    if yielded >= limit:
+                        return
+                rank += 1
+            following = _text(data.get("next"))
+
+
 def host_resolver_rules(hosts: Iterable[str]) -> str:
     """The Chromium flag that resolves ``hosts`` (wildcards allowed) as usual and every other host to nothing."""
     excluded = "".join(f", EXCLUDE {host}" for host in hosts)
@@ -390,7 +490,11 @@ def _bing(base_url: str | None) -> SearchEngine:
 
 
 # name -> factory(base_url): base_url overrides the engine's address (tests, mirrors).
-ENGINES: dict[str, Callable[[str | None], SearchEngine]] = {"demo": _demo, "bing": _bing}
+def _duckduckgo(base_url: str | None) -> SearchEngine:
+    return DuckDuckGoEngine(base_url) if base_url else DuckDuckGoEngine()
+
+
+ENGINES: dict[str, Callable[[str | None], SearchEngine]] = {"demo": _demo, "bing": _bing, "duckduckgo": _duckduckgo}
 
 
 def get_engine(name: str, base_url: str | None = None, *, block_third_party: bool = True) -> SearchEngine:
@@ -403,6 +507,6 @@ def get_engine(name: str, base_url: str | None = None, *, block_third_party: boo
         known = ", ".join(sorted(ENGINES))
         raise ConfigError(f"unknown search engine {name!r} (known: {known})")
     engine = factory(base_url)
-    if not block_third_party and isinstance(engine, ScrollingEngine):
+    if not block_third_party and isinstance(engine, BrowserEngine):
         engine = replace(engine, block_third_party=False)
     return engine

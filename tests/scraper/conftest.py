@@ -70,6 +70,9 @@ class SearchSite:
     # keywords whose Bing page starts with a parser-blocking script from another host that never answers
     third_party: set[str] = field(default_factory=set)
     tracker_url: str = ""  # that host: the same server on another loopback address
+    ddg_challenge: set[str] = field(default_factory=set)  # keywords whose DuckDuckGo page is the bot check
+    ddg_refused: set[str] = field(default_factory=set)  # keywords whose i.js answers 403
+    ddg_shell: set[str] = field(default_factory=set)  # keywords whose DuckDuckGo page is a shell without a token
     hits: list[Hit] = field(default_factory=list)
     api_calls: list[tuple[str, str, int]] = field(default_factory=list)  # (path, keyword, offset)
     consents: int = 0
@@ -81,6 +84,9 @@ class SearchSite:
         self.no_end.clear()
         self.stall.clear()
         self.third_party.clear()
+        self.ddg_challenge.clear()
+        self.ddg_refused.clear()
+        self.ddg_shell.clear()
         self.hits.clear()
         self.api_calls.clear()
         self.on_hit.clear()
@@ -155,6 +161,22 @@ class SearchSite:
         page = shapes.bing_page(keyword, self.results(keyword), PAGE_SIZE, head=tracker, tail=stall)
         return web.Response(body=page, content_type="text/html")
 
+    async def ddg_search(self, request: web.Request) -> web.Response:
+        keyword = await self._search_gate(request)
+        page = shapes.ddg_page(keyword, challenge=keyword in self.ddg_challenge)
+        if keyword in self.ddg_shell:  # what a changed page looks like to the adapter: no token anywhere
+            page = shapes.html_page("DuckDuckGo", "<noscript>You are being redirected.</noscript>")
+        return web.Response(body=page, content_type="text/html")
+
+    async def ddg_api(self, request: web.Request) -> web.Response:
+        keyword = request.query.get("q", "")
+        offset = int(request.query.get("s", "0"))
+        self.api_calls.append((request.path, keyword, offset))
+        if keyword in self.ddg_refused or request.query.get("vqd") != shapes.ddg_token(keyword):
+            return web.Response(status=403, text="If this error persists, please let us know: error-lite@duckduckgo.")
+        # the real i.js pages by 100; here by PAGE_SIZE, so every keyword pages
+        return web.json_response(shapes.ddg_results(keyword, self.results(keyword), offset, PAGE_SIZE))
+
     async def never(self, request: web.Request) -> web.Response:
         await asyncio.sleep(3600)
         return web.Response(status=204)
@@ -184,6 +206,8 @@ class SearchSite:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/search", self.demo_search)
+        app.router.add_get("/", self.ddg_search)
+        app.router.add_get("/i.js", self.ddg_api)
         app.router.add_get("/api/results", self.demo_api)
         app.router.add_get("/images/search", self.bing_search)
         app.router.add_get("/images/async", self.bing_async)

@@ -16,7 +16,7 @@ from facescale.demoweb import DemoWeb, truth
 from facescale.errors import ConfigError
 from facescale.scraper.browser import ManagedDriver, make_driver
 from facescale.scraper.candidates import Candidate
-from facescale.scraper.engines import ENGINES, BingEngine, DemoEngine, SearchEngine, get_engine
+from facescale.scraper.engines import ENGINES, BingEngine, DemoEngine, DuckDuckGoEngine, SearchEngine, get_engine
 
 if TYPE_CHECKING:
     from conftest import SearchSite
@@ -34,7 +34,7 @@ def test_registry_and_unknown_engine() -> None:
     demo = get_engine("demo", "http://127.0.0.1:9")
     assert isinstance(demo, DemoEngine) and isinstance(demo, SearchEngine)
     assert get_engine(" Bing ").name == "bing"
-    with pytest.raises(ConfigError, match=r"unknown search engine 'gogle' \(known: bing, demo\)"):
+    with pytest.raises(ConfigError, match=r"unknown search engine 'gogle' \(known: bing, demo, duckduckgo\)"):
         get_engine("gogle")
     with pytest.raises(ConfigError, match="demo engine needs a base URL"):
         get_engine("demo")
@@ -204,6 +204,38 @@ def test_a_page_load_timeout_keeps_a_loaded_result_list(patient_driver: ManagedD
     found = list(engine.collect(patient_driver, "Ada Lovelace", 100, report=notes.append))
     assert _rows(found) == search_site.expected("Ada Lovelace")  # the first page, then scrolling and "more"
     assert len(notes) == 1 and notes[0].startswith("page_load_timeout: ") and "10 results" in notes[0]
+
+
+@pytest.mark.browser
+def test_duckduckgo_reads_every_page_of_i_js_with_the_pages_token(driver: ManagedDriver,
+                                                                   search_site: SearchSite) -> None:
+    engine = DuckDuckGoEngine(search_site.base_url)
+    notes: list[str] = []
+    found = list(engine.collect(driver, "Ada Lovelace", 100, report=notes.append))
+    assert _rows(found) == search_site.expected("Ada Lovelace") and notes == []  # ranks, URLs, repeats dropped
+    # the page's own script asks for the first page as well; the adapter asked for every page, following `next`
+    assert sorted(offset for _, _, offset in search_site.api_calls) == [0, 0, 10, 20]
+    assert search_site.hits[0].path == "/" and search_site.hits[0].keyword == "Ada Lovelace"
+    search_site.api_calls.clear()
+    assert _rows(list(engine.collect(driver, "Ada Lovelace", 12))) == search_site.expected("Ada Lovelace")[:12]
+    assert sorted(offset for _, _, offset in search_site.api_calls) == [0, 0, 10]  # no page past the limit
+    assert list(engine.collect(driver, "Nobody At All", 10, report=notes.append)) == [] and notes == []
+
+
+@pytest.mark.browser
+def test_duckduckgo_bot_check_and_refusal_are_notes_not_empty_successes(driver: ManagedDriver,
+                                                                         search_site: SearchSite) -> None:
+    engine = DuckDuckGoEngine(search_site.base_url)
+    search_site.ddg_challenge.add("Alan Turing")
+    search_site.ddg_refused.add("Grace Hopper")
+    notes: list[str] = []
+    assert list(engine.collect(driver, "Alan Turing", 10, report=notes.append)) == []
+    assert list(engine.collect(driver, "Grace Hopper", 10, report=notes.append)) == []
+    assert notes == ["blocked: a bot check (the anomaly page)", "blocked: i.js answered 403"]
+    search_site.ddg_shell.add("Katherine Johnson")  # the page changed: no token where the adapter looks
+    notes.clear()
+    assert list(engine.collect(driver, "Katherine Johnson", 5, report=notes.append)) == []
+    assert notes == ["unsupported_page: no vqd token on the search page"]
 
 
 @pytest.mark.browser
