@@ -75,7 +75,10 @@ def check_ray_address(value: str | None) -> str | None:
 class ScraperSettings(_Section):
     """Search workers and the downloader."""
 
-    engine: str = "demo"
+    engine: str = Field(
+        "demo", description="search engine, or several in order of preference, comma-separated "
+        "('duckduckgo,bing': the next is asked for a keyword the one before blocks or runs short on)"
+    )
     base_url: str | None = Field(None, description="engine base URL override (the demo web's URL for 'demo')")
     per_keyword: int = Field(100, ge=1, le=10_000, description="candidate images per keyword")
     workers: int = Field(4, ge=1, le=64, description="parallel browser workers")

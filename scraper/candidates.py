@@ -13,3 +13,4 @@ class Candidate:
     source_url: str  # the full-size image URL
     page_url: str | None  # the page the image belongs to, when the engine gives one
     rank: int  # 0-based position in the engine's result list for the keyword
+    engine: str | None = None  # the engine that found it, when several are asked (`engines.FallbackEngine`)

@@ -90,6 +90,7 @@ __all__ = [
     "BrowserEngine",
     "DemoEngine",
     "DuckDuckGoEngine",
+    "FallbackEngine",
     "ScrollingEngine",
     "SearchEngine",
     "get_engine",
@@ -456,6 +457,79 @@ class DuckDuckGoEngine(BrowserEngine):
             following = _text(data.get("next"))
 
 
+#: Note codes that say an engine gave up on a keyword (the next engine is asked).
+BLOCK_CODES = frozenset({"blocked", "unsupported_page", "consent", "captcha", "timeout"})
+
+
+@dataclass(frozen=True)
+class FallbackEngine:
+    """Several engines in order of preference: for each keyword, the next is asked when one blocks or runs short.
+
+    One browser serves them all (their flags, and one host rule resolving every engine's hosts).
+    An engine that ends with a block note (`BLOCK_CODES`: its bot check, a refusal, a page it
+    cannot read, a page that never came) or with fewer results than asked hands the keyword to
+    the next one, which is asked for the rest; an image URL one engine gave is not taken again
+    from the next. Each candidate names the engine that found it (the RAW row's ``engine``), and
+    each note the engine it is about (``"blocked: duckduckgo: ..."``).
+    """
+
+    engines: tuple[SearchEngine, ...]
+
+    @property
+    def name(self) -> str:
+        return ",".join(e.name for e in self.engines)
+
+    @property
+    def max_concurrency(self) -> int:
+        return min(e.max_concurrency for e in self.engines)
+
+    @property
+    def browser_args(self) -> tuple[str, ...]:
+        flags = [a for e in self.engines for a in e.browser_args if not a.startswith(_RULES)]
+        if all(any(a.startswith(_RULES) for a in e.browser_args) for e in self.engines):
+            hosts = [h for e in self.engines for h in getattr(e, "hosts", ())]
+            flags.append(host_resolver_rules(dict.fromkeys(hosts)))
+        return tuple(dict.fromkeys(flags))
+
+    def search_url(self, keyword: str) -> str:
+        return self.engines[0].search_url(keyword)
+
+    def collect(
+        self, driver: WebDriver, keyword: str, limit: int, report: Callable[[str], None] | None = None
+    ) -> Iterator[Candidate]:
+        from selenium.common.exceptions import TimeoutException
+
+        seen: set[str] = set()
+        for engine in self.engines:
+            wanted = limit - len(seen)
+            if wanted <= 0:
+                return
+            notes: list[str] = []
+
+            def note(text: str, engine: SearchEngine = engine, notes: list[str] = notes) -> None:
+                code, _, detail = text.partition(": ")
+                notes.append(code)
+                if report is not None:
+                    report(f"{code}: {engine.name}: {detail}")
+
+            try:
+                for candidate in engine.collect(driver, keyword, wanted + len(seen), report=note):
+                    if candidate.source_url in seen:
+                        continue
+                    seen.add(candidate.source_url)
+                    yield replace(candidate, engine=engine.name)
+                    if len(seen) >= limit:
+                        return
+            except TimeoutException as exc:  # its page never came: the next engine may answer
+                note(f"timeout: the result page did not load ({str(exc).strip()[:80]})")
+            if engine is not self.engines[-1]:
+                why = "blocked" if BLOCK_CODES & set(notes) else f"gave {len(seen)} of {limit}"
+                log.info("%s %s for %r: the next engine is asked", engine.name, why, keyword)
+
+
+_RULES = "--host-resolver-rules="
+
+
 def host_resolver_rules(hosts: Iterable[str]) -> str:
     """The Chromium flag that resolves ``hosts`` (wildcards allowed) as usual and every other host to nothing."""
     excluded = "".join(f", EXCLUDE {host}" for host in hosts)
@@ -500,9 +574,16 @@ ENGINES: dict[str, Callable[[str | None], SearchEngine]] = {"demo": _demo, "bing
 def get_engine(name: str, base_url: str | None = None, *, block_third_party: bool = True) -> SearchEngine:
     """The adapter called ``name`` (case-insensitive); ConfigError names the known ones.
 
-    ``block_third_party=False``: its browsers resolve every host (see the module docstring).
+    Several names separated by commas (``"duckduckgo,bing"``) give a `FallbackEngine` over them,
+    in that order; ``base_url`` then applies to each. ``block_third_party=False``: the browsers
+    resolve every host (see the module docstring).
     """
-    factory = ENGINES.get(name.strip().lower())
+    names = [n.strip().lower() for n in name.split(",") if n.strip()]
+    if len(names) > 1:
+        if len(set(names)) != len(names):
+            raise ConfigError(f"search engine {name!r} names an engine twice")
+        return FallbackEngine(tuple(get_engine(n, base_url, block_third_party=block_third_party) for n in names))
+    factory = ENGINES.get(names[0] if names else "")
     if factory is None:
         known = ", ".join(sorted(ENGINES))
         raise ConfigError(f"unknown search engine {name!r} (known: {known})")

@@ -231,7 +231,7 @@ def build_rows(
             "identity": identity.name,
             "identity_slug": identity.slug,
             "keyword": candidate.keyword,
-            "engine": engine,
+            "engine": candidate.engine or engine,
             "source_url": candidate.source_url,
             "page_url": candidate.page_url,
             "rank": candidate.rank,

@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk import Asset, Param, TriggerRule, get_current_context, task
 
 from facescale.app import orchestration as orch
+from facescale.scraper.engines import ENGINES
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,17 @@ NETWORK_RETRIES: dict[str, Any] = {
 }
 
 
+#: One engine name or several, comma-separated (`facescale.scraper.engines.ENGINES`: light to import).
+ENGINE_PATTERN = "^({0})(,({0}))*$".format("|".join(sorted(ENGINES)))
+
+
 def scrape_params() -> dict[str, Param]:
     """The Params of a DAG that scrapes: engine, its base URL, images per keyword, keywords per task."""
     return {
         "engine": Param(
-            None, type=["null", "string"], enum=[None, "demo", "bing"], description="default: scraper.engine"
+            None, type=["null", "string"], pattern=ENGINE_PATTERN,
+            description="default: scraper.engine; several in order of preference, comma-separated "
+            "(duckduckgo,bing: the next is asked for a keyword the one before blocks or runs short on)",
         ),
         "base_url": Param(None, type=["null", "string"], description="engine base URL (the demo web's URL)"),
         "images_per_keyword": Param(

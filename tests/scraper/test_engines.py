@@ -16,7 +16,15 @@ from facescale.demoweb import DemoWeb, truth
 from facescale.errors import ConfigError
 from facescale.scraper.browser import ManagedDriver, make_driver
 from facescale.scraper.candidates import Candidate
-from facescale.scraper.engines import ENGINES, BingEngine, DemoEngine, DuckDuckGoEngine, SearchEngine, get_engine
+from facescale.scraper.engines import (
+    ENGINES,
+    BingEngine,
+    DemoEngine,
+    DuckDuckGoEngine,
+    FallbackEngine,
+    SearchEngine,
+    get_engine,
+)
 
 if TYPE_CHECKING:
     from conftest import SearchSite
@@ -74,6 +82,21 @@ def test_an_engines_browsers_resolve_only_its_own_hosts() -> None:
                                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 10.77.0.1")
     assert get_engine("demo", "http://demo-web:8080", block_third_party=False).browser_args == (
         "--blink-settings=imagesEnabled=false",)
+
+
+def test_several_engines_make_one_fallback_engine_in_their_order() -> None:
+    both = get_engine(" DuckDuckGo , bing", "http://127.0.0.1:9")
+    assert isinstance(both, FallbackEngine) and isinstance(both, SearchEngine)
+    assert both.name == "duckduckgo,bing" and [e.name for e in both.engines] == ["duckduckgo", "bing"]
+    assert both.max_concurrency == 2 and both.search_url("x") == both.engines[0].search_url("x")
+    # one browser for both: one rule resolving every engine's hosts
+    assert both.browser_args == ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE duckduckgo.com, "
+                                 "EXCLUDE *.duckduckgo.com, EXCLUDE bing.com, EXCLUDE *.bing.com, EXCLUDE *.bing.net",)
+    assert get_engine("duckduckgo,bing", block_third_party=False).browser_args == ()
+    with pytest.raises(ConfigError, match="names an engine twice"):
+        get_engine("bing,Bing")
+    with pytest.raises(ConfigError, match="unknown search engine"):
+        get_engine("bing,gogle")
 
 
 def test_zero_limit_yields_nothing_without_touching_the_browser() -> None:

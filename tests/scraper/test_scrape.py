@@ -122,7 +122,7 @@ def test_hostile_results_are_all_rejected_with_their_reason(tmp_path: Path, lfw_
         assert (row["image"] is None) == (row["error"] is not None)
 
 
-def _cli(root: Path, base_url: str, run_id: str, names: list[str]) -> subprocess.Popen[bytes]:
+def _cli(root: Path, base_url: str, run_id: str, names: list[str], engine: str = "demo") -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "FACESCALE_STORAGE__ROOT": str(root),
@@ -130,7 +130,7 @@ def _cli(root: Path, base_url: str, run_id: str, names: list[str]) -> subprocess
         "FACESCALE_SCRAPER__TIMEOUT_S": "5",
         "FACESCALE_SCRAPER__COMMIT_ROWS": "1",  # commit after every keyword: many points to kill at
     }
-    args = [sys.executable, "-m", "facescale.app.cli", "scrape", "--engine", "demo", "--base-url", base_url,
+    args = [sys.executable, "-m", "facescale.app.cli", "scrape", "--engine", engine, "--base-url", base_url,
             "--per-keyword", str(PER_KEYWORD), "--workers", "1", "--run-id", run_id]  # fmt: skip
     for name in names:
         args += ["--identity", name]
@@ -169,6 +169,50 @@ def test_killed_run_resumes_to_the_same_rows(tmp_path: Path, demo: DemoWeb):
     assert store.get("r").finished
     assert len({(r["identity"], r["rank"]) for r in rows}) == len(rows), "duplicated rows"
     assert _comparable(rows) == reference
+
+
+def test_a_killed_run_with_engine_fallback_resumes_to_the_same_rows(tmp_path: Path, search_site) -> None:
+    """duckduckgo first, bing when it blocks: two people get DuckDuckGo's bot check and come from bing; the
+    run records each row's engine and the block notes, and a run killed twice resumes to the same rows."""
+    names = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Katherine Johnson"]
+    search_site.ddg_challenge.update({"Alan Turing", "Katherine Johnson"})
+    engine = "duckduckgo,bing"
+    settings = ScraperSettings(politeness_delay_s=0.0, timeout_s=5.0, commit_rows=1, workers=1)  # as _cli's
+    reference_store, reference_registry = _stores(tmp_path / "reference")
+    summary = scrape(names, engine=get_engine(engine, search_site.base_url), store=reference_store,
+                     registry=reference_registry, run_id="r", settings=settings, per_keyword=PER_KEYWORD)  # fmt: skip
+    rows = _rows(reference_store)
+    engines = {name: {r["engine"] for r in rows if r["identity"] == name} for name in names}
+    assert engines == {"Ada Lovelace": {"duckduckgo"}, "Alan Turing": {"bing"}, "Grace Hopper": {"duckduckgo"},
+                       "Katherine Johnson": {"bing"}}
+    for name in names:  # every result each engine's page holds (Grace Hopper has fewer than asked: bing adds none)
+        mine = sorted((r["source_url"], r["rank"]) for r in rows if r["identity"] == name)
+        assert mine == sorted((url, rank) for url, _, rank in search_site.expected(name)[:PER_KEYWORD])
+    assert summary.notes == {name: ["blocked: duckduckgo: a bot check (the anomaly page)"]
+                             for name in ("Alan Turing", "Katherine Johnson")}
+    assert reference_store.get("r").meta["engine"] == engine
+    reference = _comparable(rows)
+
+    root = tmp_path / "killed"
+    store, _ = _stores(root)
+    run_json = root / "raw" / "r" / "run.json"
+    proc = _cli(root, search_site.base_url, "r", names, engine)
+    deadline = time.monotonic() + 120
+    while not (run_json.exists() and store.get("r").completed) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.02)
+    _kill_group(proc)  # right after the first keyword is committed
+    assert len(store.get("r").completed) < len(names)
+    proc = _cli(root, search_site.base_url, "r", names, engine)
+    time.sleep(2.0)
+    _kill_group(proc)  # at an arbitrary moment
+    proc = _cli(root, search_site.base_url, "r", names, engine)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    resumed = _rows(store)
+    assert store.get("r").finished
+    assert _comparable(resumed) == reference
+    assert sorted((r["identity"], r["rank"], r["engine"]) for r in resumed) == sorted(
+        (r["identity"], r["rank"], r["engine"]) for r in rows)
 
 
 def test_odd_keyword_files_are_handled_safely(tmp_path: Path, demo: DemoWeb):

@@ -106,7 +106,9 @@ def scrape(
     ] = None,
     per_keyword: Annotated[int | None, typer.Option(min=1, help="candidate images per keyword")] = None,
     workers: Annotated[int | None, typer.Option(min=1, max=64, help="parallel browser workers")] = None,
-    engine: Annotated[str | None, typer.Option(help="search engine adapter: demo, bing")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="search engine: demo, bing, duckduckgo; or several in order of preference, comma-separated "
+        "(duckduckgo,bing: the next is asked for a keyword the one before blocks or runs short on)")] = None,
     base_url: Annotated[str | None, typer.Option(help="engine base URL (the demo web's URL for 'demo')")] = None,
     run_id: Annotated[
         str | None, typer.Option(help="RAW run id (default: scrape-<engine>-<UTC date>); rerun to resume")
@@ -132,7 +134,7 @@ def scrape(
     if not wanted.names:
         raise FacescaleError("no keywords: pass --keywords FILE or --identity NAME")
     engine_name = engine or settings.engine
-    run_id = run_id or f"scrape-{engine_name}-{datetime.now(UTC):%Y%m%d}"
+    run_id = run_id or f"scrape-{engine_name.replace(',', '-')}-{datetime.now(UTC):%Y%m%d}"
     rejected: Counter[str] = Counter()
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(f"scraping {len(wanted.names)} keywords", total=len(wanted.names))
