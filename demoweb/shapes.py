@@ -319,3 +319,70 @@ def ddg_results(query: str, results: Sequence[Result], offset: int, page_size: i
                                      "f": ",,,", "l": "us-en", "vqd": ddg_token(query)})
     return {"ads": None, "query": query, "queryEncoded": query.replace(" ", "+"), "response_type": "places",
             "results": items, "vqd": {query: ddg_token(query)}, **({"next": following} if more else {})}
+
+
+# -- google ----------------------------------------------------------------------------------
+
+_GOOGLE_PAGE = """<!doctype html>
+<html itemscope="" itemtype="http://schema.org/SearchResultsPage" lang="en"><head><meta charset="UTF-8">
+<title>{title} - Google Search</title></head>
+<body><div id="islrg"><div class="islrc"></div></div>
+<script nonce="fs">AF_initDataCallback({{key: 'ds:0', hash: '1', data:[null,null,[]], sideChannel: {{}}}});</script>
+<script nonce="fs">AF_initDataCallback({{key: 'ds:1', hash: '2', data:{data}, sideChannel: {{}}}});</script>
+</body></html>
+"""
+
+_GOOGLE_BASIC = """<!doctype html>
+<html><head><meta charset="UTF-8"><title>{title} - Google Search</title></head>
+<body><table class="images_table">{rows}</table>{more}</body></html>
+"""
+
+#: What Google answers instead of results: its EU consent page, its bot check, an old-browser page,
+#: and the shell a client without JavaScript gets when no basic-HTML page is offered.
+GOOGLE_BLOCKS = {
+    "consent": '<form action="https://consent.google.com/save" method="POST"><div class="uScs5d">Before you '
+               'continue to Google</div><button aria-label="Accept all">Accept all</button></form>',
+    "captcha": '<form id="captcha-form" action="index" method="post"><div id="recaptcha" '
+               'class="g-recaptcha"></div></form><div>Our systems have detected unusual traffic from your '
+               'computer network.</div>',
+    "update": '<div class="update-browser">Update your browser. Your browser isn\'t supported anymore. To '
+              'continue your search, upgrade to a recent version.</div>',
+    "shell": '<noscript><meta content="0;url=/httpservice/retry/enablejs" http-equiv="refresh"><div>Please '
+             'click <a href="/httpservice/retry/enablejs">here</a> if you are not redirected within a few '
+             'seconds.</div></noscript>',
+}
+
+
+def google_page(query: str, results: Sequence[Result], offset: int, page_size: int) -> bytes:
+    """Google Images' JavaScript page (``/search?q=&tbm=isch&start=``): its results in script data.
+
+    ``AF_initDataCallback({key: 'ds:1', ..., data: [...]})`` holds one entry per result,
+    ``[1, [0, id, [thumbnail, h, w], [image, h, w], ..., {"2003": [null, id, page, title]}]]``
+    (``img[1][3][0]`` is the full image, as open-source parsers read it); an unreadable result
+    has no image triple.
+    """
+    entries = []
+    for r in results[offset : offset + page_size]:
+        image = [r.full, 480, 640] if r.full is not None else None
+        meta = {"2003": [None, f"doc{r.rank}", r.page, r.title or f"{query} {r.rank}"]}
+        entries.append([1, [0, f"id{r.rank}", [r.thumb, 194, 259], image, None, 0, "rgb(96,80,64)", None, 0, meta]])
+    data = [None, None, [], None, None, None, None, None, None, None, None, None, [None, None, entries]]
+    return _GOOGLE_PAGE.format(title=html.escape(query), data=json.dumps(data)).encode()
+
+
+def google_basic_page(query: str, results: Sequence[Result], offset: int, page_size: int) -> bytes:
+    """The basic-HTML page Google gives a client without JavaScript: ``/imgres?imgurl=&imgrefurl=`` links."""
+    rows = []
+    for r in results[offset : offset + page_size]:
+        if r.full is None:
+            rows.append(f'<tr><td><img src="{html.escape(r.thumb)}"></td></tr>')
+            continue
+        link = "/imgres?" + urlencode({"imgurl": r.full, "imgrefurl": r.page, "docid": f"doc{r.rank}"})
+        rows.append(f'<tr><td><a href="{html.escape(link)}"><img src="{html.escape(r.thumb)}"></a></td></tr>')
+    more = "" if offset + page_size >= len(results) else '<a class="frGj1b" href="#">Next &gt;</a>'
+    return _GOOGLE_BASIC.format(title=html.escape(query), rows="".join(rows), more=more).encode()
+
+
+def google_block(kind: str) -> bytes:
+    """One of `GOOGLE_BLOCKS` as a whole page."""
+    return f"<!doctype html><html><head><title>Google</title></head><body>{GOOGLE_BLOCKS[kind]}</body></html>".encode()

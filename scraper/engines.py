@@ -25,6 +25,15 @@ Engines
     social networks' "lookaside/crawler" endpoints that serve no image to a normal client: the
     downloader rejects them like any URL that yields no image.
 
+``google``
+    Google Images, by the structure open-source parsers rely on (icrawler, searx): the
+    JavaScript page (``/search?q=&tbm=isch&start=``) keeps its results in
+    ``AF_initDataCallback`` script data (``img[1][3][0]`` the full image, the page in the
+    ``"2003"`` entry); a client served without JavaScript gets a basic-HTML page of
+    ``/imgres?imgurl=&imgrefurl=`` links. Either is read; pages come by ``start=``. Its EU
+    consent page is accepted once; its bot check (``/sorry/``, a captcha), an "update your
+    browser" page and a JavaScript shell without results end as notes (``consent``,
+    ``captcha``, ``unsupported_page``).
 ``duckduckgo``
     DuckDuckGo Images, by the structure open-source clients rely on (the ``ddgs`` package,
     duckduckgo-images-api, searx): the search page ``/?q=&iax=images&ia=images`` carries a
@@ -69,11 +78,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 from facescale.errors import ConfigError
 
@@ -91,6 +101,7 @@ __all__ = [
     "DemoEngine",
     "DuckDuckGoEngine",
     "FallbackEngine",
+    "GoogleEngine",
     "ScrollingEngine",
     "SearchEngine",
     "get_engine",
@@ -378,6 +389,134 @@ class BingEngine(ScrollingEngine):
         return _text(meta.get("murl")), _text(meta.get("purl"))
 
 
+# What a Google result page holds: its script data, basic-HTML result links, and what it is instead.
+_GOOGLE_JS = r"""
+const text = (document.body && document.body.innerText) || '';
+const scripts = [...document.scripts].map((s) => s.textContent).filter((t) => t.includes('AF_initDataCallback'));
+// one per result cell (a result without its /imgres link still takes its rank)
+const basic = [...document.querySelectorAll('td img')].map((img) => {
+  const a = img.closest('a[href*="/imgres?"]'); return a ? a.href : null; });
+let block = null;
+if (location.pathname.startsWith('/sorry/') || document.querySelector('#captcha-form, .g-recaptcha')) {
+  block = 'captcha';
+} else if (location.hostname.startsWith('consent.') || document.querySelector('form[action*="consent.google"]')) {
+  block = 'consent';
+} else if (/update your browser|browser isn.t supported/i.test(text)) {
+  block = 'update';
+} else if (!scripts.length && !basic.some((b) => b) && (document.querySelector('noscript meta[http-equiv="refresh"]')
+           || /not redirected/i.test(document.documentElement.innerHTML))) {
+  block = 'shell';
+}
+return {scripts: scripts, basic: basic, block: block, base: document.baseURI};
+"""
+
+_GOOGLE_ACCEPT_JS = """
+const b = document.querySelector('form[action*="consent.google"] button[aria-label^="Accept"], '
+                                 + 'form[action*="consent.google"] button');
+if (b) { b.click(); return true; } return false;
+"""
+
+_GOOGLE_NOTES = {
+    "captcha": "captcha: Google's bot check (its sorry page)",
+    "consent": "consent: Google's consent page stayed after accepting it",
+    "update": "unsupported_page: Google's 'update your browser' page",
+    "shell": "unsupported_page: a page that needs JavaScript and holds no result",
+}
+
+
+@dataclass(frozen=True)
+class GoogleEngine(BrowserEngine):
+    """Google Images: results from the page's script data, or from the basic-HTML page when that came back.
+
+    The JavaScript page keeps its results in ``AF_initDataCallback({key: 'ds:1', ..., data: [...]})``
+    blocks: each result an entry ``[1, [0, id, [thumbnail, h, w], [image, h, w], ..., {"2003":
+    [null, id, page, title]}]]`` (``img[1][3][0]``, as icrawler and other open-source parsers
+    read it). A client Google serves without JavaScript gets ``/imgres?imgurl=&imgrefurl=`` links.
+    Pages come 100 at a time by ``start=``. Its consent page is accepted once (``consent`` note when
+    it stays); its bot check (``/sorry/``), an "update your browser" page and a JavaScript shell
+    without results end as notes (``captcha``, ``unsupported_page``), never as an empty success.
+    """
+
+    base_url: str = "https://www.google.com"
+    name: ClassVar[str] = "google"
+    max_concurrency: ClassVar[int] = 2
+    page_hosts: ClassVar[tuple[str, ...]] = (
+        "google.com", "*.google.com", "*.gstatic.com", "*.googleusercontent.com", "consent.google.com",
+    )
+
+    def search_url(self, keyword: str, start: int = 0) -> str:
+        query = {"q": keyword, "tbm": "isch", "hl": "en", **({"start": start} if start else {})}
+        return f"{self.base_url.rstrip('/')}/search?{urlencode(query)}"
+
+    def collect(
+        self, driver: WebDriver, keyword: str, limit: int, report: Callable[[str], None] | None = None
+    ) -> Iterator[Candidate]:
+        note = report or (lambda _: None)
+        seen: set[str] = set()
+        rank = 0
+        while len(seen) < limit:
+            driver.get(self.search_url(keyword, rank))
+            page = driver.execute_script(_GOOGLE_JS) or {}
+            if page.get("block") == "consent" and driver.execute_script(_GOOGLE_ACCEPT_JS):
+                log.info("%s: accepted the consent page", self.name)
+                driver.get(self.search_url(keyword, rank))
+                page = driver.execute_script(_GOOGLE_JS) or {}
+            if page.get("block"):
+                note(_GOOGLE_NOTES[page["block"]])
+                return
+            base = page.get("base") or self.base_url
+            found = [*google_results(page.get("scripts") or []), *_imgres(page.get("basic") or [])]
+            fresh = 0
+            for full, page_url in found:
+                source = _absolute(base, full)
+                if source is not None and source not in seen:
+                    seen.add(source)
+                    fresh += 1
+                    yield Candidate(keyword=keyword, source_url=source, page_url=_absolute(base, page_url), rank=rank)
+                    if len(seen) >= limit:
+                        return
+                rank += 1
+            if not fresh:
+                return
+
+
+def google_results(scripts: Iterable[str]) -> list[tuple[str | None, str | None]]:
+    """(image URL, page URL) of each result in Google's ``AF_initDataCallback`` script data, in order."""
+    found: list[tuple[str | None, str | None]] = []
+    for text in scripts:
+        for match in re.finditer(r"AF_initDataCallback\((\{.*?data:(\[.*\]), sideChannel.*?\})\);", text, re.S):
+            try:
+                data = json.loads(match.group(2))
+            except ValueError:
+                continue
+            found.extend(_google_entries(data))
+    return found
+
+
+def _google_entries(node: Any) -> Iterator[tuple[str | None, str | None]]:
+    if not isinstance(node, list):
+        return
+    if len(node) == 2 and node[0] == 1 and isinstance(node[1], list) and len(node[1]) > 3:
+        entry = node[1]
+        image = entry[3] if isinstance(entry[3], list) and entry[3] and isinstance(entry[3][0], str) else None
+        meta = next((e for e in entry if isinstance(e, dict) and "2003" in e), {}).get("2003") or []
+        page = meta[2] if len(meta) > 2 and isinstance(meta[2], str) else None
+        yield (image[0] if image else None), page
+        return
+    for child in node:
+        yield from _google_entries(child)
+
+
+def _imgres(links: Iterable[str | None]) -> list[tuple[str | None, str | None]]:
+    """(image URL, page URL) of basic-HTML ``/imgres?imgurl=&imgrefurl=`` links (None: a result without one)."""
+    out: list[tuple[str | None, str | None]] = []
+    for link in links:
+        query = parse_qs(urlsplit(link or "").query)
+        image, page = query.get("imgurl", []), query.get("imgrefurl", [])
+        out.append((image[0] if image else None, page[0] if page else None))
+    return out
+
+
 # The page's vqd token, as DuckDuckGo's own script carries it (vqd="4-...", vqd='...' or vqd=4-...&).
 _VQD_JS = r"""
 const m = document.documentElement.innerHTML.match(/vqd=["']?([\w-]+)/);
@@ -564,11 +703,17 @@ def _bing(base_url: str | None) -> SearchEngine:
 
 
 # name -> factory(base_url): base_url overrides the engine's address (tests, mirrors).
+def _google(base_url: str | None) -> SearchEngine:
+    return GoogleEngine(base_url) if base_url else GoogleEngine()
+
+
 def _duckduckgo(base_url: str | None) -> SearchEngine:
     return DuckDuckGoEngine(base_url) if base_url else DuckDuckGoEngine()
 
 
-ENGINES: dict[str, Callable[[str | None], SearchEngine]] = {"demo": _demo, "bing": _bing, "duckduckgo": _duckduckgo}
+ENGINES: dict[str, Callable[[str | None], SearchEngine]] = {
+    "demo": _demo, "bing": _bing, "duckduckgo": _duckduckgo, "google": _google,
+}
 
 
 def get_engine(name: str, base_url: str | None = None, *, block_third_party: bool = True) -> SearchEngine:

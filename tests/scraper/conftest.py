@@ -73,6 +73,9 @@ class SearchSite:
     ddg_challenge: set[str] = field(default_factory=set)  # keywords whose DuckDuckGo page is the bot check
     ddg_refused: set[str] = field(default_factory=set)  # keywords whose i.js answers 403
     ddg_shell: set[str] = field(default_factory=set)  # keywords whose DuckDuckGo page is a shell without a token
+    # keyword -> what Google answers instead of results (shapes.GOOGLE_BLOCKS)
+    google_blocks: dict[str, str] = field(default_factory=dict)
+    google_basic: set[str] = field(default_factory=set)  # keywords Google answers with its basic-HTML page
     hits: list[Hit] = field(default_factory=list)
     api_calls: list[tuple[str, str, int]] = field(default_factory=list)  # (path, keyword, offset)
     consents: int = 0
@@ -87,6 +90,8 @@ class SearchSite:
         self.ddg_challenge.clear()
         self.ddg_refused.clear()
         self.ddg_shell.clear()
+        self.google_blocks.clear()
+        self.google_basic.clear()
         self.hits.clear()
         self.api_calls.clear()
         self.on_hit.clear()
@@ -141,6 +146,8 @@ class SearchSite:
         return keyword
 
     async def demo_search(self, request: web.Request) -> web.Response:
+        if request.query.get("tbm") == "isch":  # Google's image search shares the path
+            return await self.google_search(request)
         keyword = await self._search_gate(request)
         page = shapes.demo_page(keyword, self.results(keyword), PAGE_SIZE, marks_end=keyword not in self.no_end)
         return web.Response(body=page, content_type="text/html")
@@ -159,6 +166,18 @@ class SearchSite:
         # A tracker in the head, on its own host: until it answers the parser reads no further (no result at all).
         tracker = f'<script src="{self.tracker_url}/stall/tracker.js"></script>' if keyword in self.third_party else ""
         page = shapes.bing_page(keyword, self.results(keyword), PAGE_SIZE, head=tracker, tail=stall)
+        return web.Response(body=page, content_type="text/html")
+
+    async def google_search(self, request: web.Request) -> web.Response:
+        keyword = await self._search_gate(request)
+        start = int(request.query.get("start", "0"))
+        self.api_calls.append((request.path, keyword, start))
+        if keyword in self.google_blocks:
+            page = shapes.google_block(self.google_blocks[keyword])
+        elif keyword in self.google_basic:
+            page = shapes.google_basic_page(keyword, self.results(keyword), start, PAGE_SIZE)
+        else:
+            page = shapes.google_page(keyword, self.results(keyword), start, PAGE_SIZE)
         return web.Response(body=page, content_type="text/html")
 
     async def ddg_search(self, request: web.Request) -> web.Response:

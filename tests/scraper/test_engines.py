@@ -22,6 +22,7 @@ from facescale.scraper.engines import (
     DemoEngine,
     DuckDuckGoEngine,
     FallbackEngine,
+    GoogleEngine,
     SearchEngine,
     get_engine,
 )
@@ -42,7 +43,7 @@ def test_registry_and_unknown_engine() -> None:
     demo = get_engine("demo", "http://127.0.0.1:9")
     assert isinstance(demo, DemoEngine) and isinstance(demo, SearchEngine)
     assert get_engine(" Bing ").name == "bing"
-    with pytest.raises(ConfigError, match=r"unknown search engine 'gogle' \(known: bing, demo, duckduckgo\)"):
+    with pytest.raises(ConfigError, match=r"unknown search engine 'gogle' \(known: bing, demo, duckduckgo, google\)"):
         get_engine("gogle")
     with pytest.raises(ConfigError, match="demo engine needs a base URL"):
         get_engine("demo")
@@ -227,6 +228,38 @@ def test_a_page_load_timeout_keeps_a_loaded_result_list(patient_driver: ManagedD
     found = list(engine.collect(patient_driver, "Ada Lovelace", 100, report=notes.append))
     assert _rows(found) == search_site.expected("Ada Lovelace")  # the first page, then scrolling and "more"
     assert len(notes) == 1 and notes[0].startswith("page_load_timeout: ") and "10 results" in notes[0]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("shape", ["script data", "basic html"])
+def test_google_reads_every_result_of_its_pages(driver: ManagedDriver, search_site: SearchSite, shape: str) -> None:
+    if shape == "basic html":
+        search_site.google_basic.update({"Ada Lovelace", "Grace Hopper"})
+    engine = GoogleEngine(search_site.base_url)
+    notes: list[str] = []
+    found = list(engine.collect(driver, "Ada Lovelace", 100, report=notes.append))
+    assert _rows(found) == search_site.expected("Ada Lovelace") and notes == []  # ranks, URLs, pages
+    # page by page (start= the results seen so far), until a page brings nothing new
+    assert [start for _, _, start in search_site.api_calls] == [0, 10, 20, 23]
+    search_site.api_calls.clear()
+    assert _rows(list(engine.collect(driver, "Ada Lovelace", 12))) == search_site.expected("Ada Lovelace")[:12]
+    assert [start for _, _, start in search_site.api_calls] == [0, 10]
+    assert _rows(list(engine.collect(driver, "Grace Hopper", 100))) == search_site.expected("Grace Hopper")
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("kind", "note"), [
+    ("consent", "consent: Google's consent page stayed after accepting it"),
+    ("captcha", "captcha: Google's bot check (its sorry page)"),
+    ("update", "unsupported_page: Google's 'update your browser' page"),
+    ("shell", "unsupported_page: a page that needs JavaScript and holds no result"),
+])
+def test_google_blocks_are_notes_not_empty_successes(driver: ManagedDriver, search_site: SearchSite, kind: str,
+                                                     note: str) -> None:
+    search_site.google_blocks["Alan Turing"] = kind
+    notes: list[str] = []
+    assert list(GoogleEngine(search_site.base_url).collect(driver, "Alan Turing", 10, report=notes.append)) == []
+    assert notes == [note]
 
 
 @pytest.mark.browser

@@ -107,7 +107,7 @@ def scrape(
     per_keyword: Annotated[int | None, typer.Option(min=1, help="candidate images per keyword")] = None,
     workers: Annotated[int | None, typer.Option(min=1, max=64, help="parallel browser workers")] = None,
     engine: Annotated[str | None, typer.Option(
-        help="search engine: demo, bing, duckduckgo; or several in order of preference, comma-separated "
+        help="search engine: demo, google, bing, duckduckgo; or several in order of preference, comma-separated "
         "(duckduckgo,bing: the next is asked for a keyword the one before blocks or runs short on)")] = None,
     base_url: Annotated[str | None, typer.Option(help="engine base URL (the demo web's URL for 'demo')")] = None,
     run_id: Annotated[
