@@ -8,7 +8,7 @@ by the client timeout, so a hung browser surfaces as an exception instead of a s
 `BrowserPool` runs N worker threads, each owning one browser, started on its first keyword
 and reused for the next ones (restarted every ``restart_every`` keywords to bound Chromium's
 memory). ``pool.search(keywords, limit)`` yields one `SearchResult` per keyword as keywords
-finish, in any order. Politeness: one `RateLimiter` spaces the search-page loads of all
+finish, in any order. Politeness: one `RateLimiter` (`pacing.py`) spaces the search-page loads of all
 workers at least ``politeness_delay_s`` apart, and the pool never runs more browsers than
 the engine's ``max_concurrency``. Robustness: a browser that crashes (chromedriver or
 Chromium died) or hangs (a page load or command past its timeout, or the whole keyword past
@@ -48,6 +48,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from .candidates import Candidate
 from .engines import SearchEngine
+from .pacing import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -413,35 +414,6 @@ class SearchResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-class RateLimiter:
-    """Spaces events (page loads) at least ``interval_s`` apart across all threads using it.
-
-    Each caller reserves the next free slot and sleeps until it, so waiting holds no lock.
-    Share one instance between pools that hit the same engine.
-    """
-
-    def __init__(self, interval_s: float) -> None:
-        if interval_s < 0:
-            raise ValueError("interval_s must be >= 0")
-        self.interval_s = interval_s
-        self._lock = threading.Lock()
-        self._next = 0.0
-
-    def wait(self, cancel: threading.Event | None = None) -> bool:
-        """Block until this caller's slot; False if ``cancel`` was set while waiting."""
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self.interval_s
-        delay = slot - now
-        if delay <= 0:
-            return True
-        if cancel is None:
-            time.sleep(delay)
-            return True
-        return not cancel.wait(delay)
 
 
 class _KeywordTimeout(Exception):

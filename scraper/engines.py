@@ -88,6 +88,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 from facescale.errors import ConfigError
 
 from .candidates import Candidate
+from .pacing import engine_pacer
 
 if TYPE_CHECKING:  # selenium is imported only by code that drives a browser
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -106,6 +107,7 @@ __all__ = [
     "SearchEngine",
     "get_engine",
     "host_resolver_rules",
+    "paced",
 ]
 
 
@@ -199,6 +201,8 @@ class BrowserEngine:
 
     base_url: str
     block_third_party: bool = field(default=True, kw_only=True)  # resolve only its own hosts (module docstring)
+    # least time between two of this engine's page loads in this process, whichever worker loads them
+    page_interval_s: float = field(default=0.0, kw_only=True)
 
     name: ClassVar[str] = "browser"
     max_concurrency: ClassVar[int] = 4
@@ -217,6 +221,15 @@ class BrowserEngine:
         """The hosts this engine's pages may load from: the base URL's and ``page_hosts``."""
         base = urlsplit(self.base_url).hostname
         return tuple(dict.fromkeys([*([base] if base else []), *self.page_hosts]))
+
+    def _load(self, driver: WebDriver, url: str) -> None:
+        """Load one of this engine's pages, after its turn (`page_interval_s`, shared by the process)."""
+        self._pace()
+        driver.get(url)
+
+    def _pace(self) -> None:
+        if self.page_interval_s > 0:
+            engine_pacer(self.name, self.page_interval_s).wait()
 
 
 @dataclass(frozen=True)
@@ -301,7 +314,7 @@ class ScrollingEngine(BrowserEngine):
         from selenium.common.exceptions import TimeoutException
 
         try:
-            driver.get(url)
+            self._load(driver, url)
         except TimeoutException:
             driver.execute_script("window.stop();")
             page = driver.execute_script(read_js, 0, self.result_selector, self.end_selector) or {}
@@ -455,11 +468,11 @@ class GoogleEngine(BrowserEngine):
         seen: set[str] = set()
         rank = 0
         while len(seen) < limit:
-            driver.get(self.search_url(keyword, rank))
+            self._load(driver, self.search_url(keyword, rank))
             page = driver.execute_script(_GOOGLE_JS) or {}
             if page.get("block") == "consent" and driver.execute_script(_GOOGLE_ACCEPT_JS):
                 log.info("%s: accepted the consent page", self.name)
-                driver.get(self.search_url(keyword, rank))
+                self._load(driver, self.search_url(keyword, rank))
                 page = driver.execute_script(_GOOGLE_JS) or {}
             if page.get("block"):
                 note(_GOOGLE_NOTES[page["block"]])
@@ -559,7 +572,7 @@ class DuckDuckGoEngine(BrowserEngine):
             return
         note = report or (lambda _: None)
         url = self.search_url(keyword)
-        driver.get(url)
+        self._load(driver, url)
         page = driver.execute_script(_VQD_JS) or {}
         if not page.get("vqd"):
             why = "a bot check (the anomaly page)" if page.get("anomaly") else "no vqd token on the search page"
@@ -571,6 +584,7 @@ class DuckDuckGoEngine(BrowserEngine):
         seen: set[str] = set()
         rank = yielded = 0
         while following:
+            self._pace()
             answer = driver.execute_async_script(_FETCH_JS, urljoin(base, following)) or {}
             status = int(answer.get("status") or 0)
             if status != 200:
@@ -667,6 +681,16 @@ class FallbackEngine:
 
 
 _RULES = "--host-resolver-rules="
+
+
+def paced(engine: SearchEngine, interval_s: float) -> SearchEngine:
+    """``engine`` with every one of its page loads spaced ``interval_s`` apart in this process (each engine of a
+    `FallbackEngine` on its own)."""
+    if isinstance(engine, FallbackEngine):
+        return replace(engine, engines=tuple(paced(e, interval_s) for e in engine.engines))
+    if isinstance(engine, BrowserEngine):
+        return replace(engine, page_interval_s=interval_s)
+    return engine
 
 
 def host_resolver_rules(hosts: Iterable[str]) -> str:

@@ -33,7 +33,7 @@ from facescale.storage.raw import EXHAUSTED
 from .browser import BrowserPool, SearchResult, make_driver
 from .candidates import Candidate
 from .downloader import Downloader, DownloadLimits, FetchResult
-from .engines import SearchEngine
+from .engines import SearchEngine, paced
 from .history import History
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def scrape(
     if store.exists(run_id) and store.get(run_id).finished:
         log.info("run %s already finished", run_id)
         return _count(store, summary, finished=True)
+    engine = paced(engine, settings.politeness_delay_s)  # every page an engine loads, not only a keyword's first
     identities = [identity for identity, _ in registry.add(names)]
     history = History.load(store, erased=erased)
     driver_factory = partial(

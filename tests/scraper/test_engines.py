@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,6 +26,7 @@ from facescale.scraper.engines import (
     GoogleEngine,
     SearchEngine,
     get_engine,
+    paced,
 )
 
 if TYPE_CHECKING:
@@ -245,6 +247,25 @@ def test_google_reads_every_result_of_its_pages(driver: ManagedDriver, search_si
     assert _rows(list(engine.collect(driver, "Ada Lovelace", 12))) == search_site.expected("Ada Lovelace")[:12]
     assert [start for _, _, start in search_site.api_calls] == [0, 10]
     assert _rows(list(engine.collect(driver, "Grace Hopper", 100))) == search_site.expected("Grace Hopper")
+
+
+@pytest.mark.browser
+def test_every_page_an_engine_loads_waits_its_turn(driver: ManagedDriver, search_site: SearchSite) -> None:
+    """Politeness per engine: Google's four pages of one keyword, and DuckDuckGo's page and i.js pages, come
+    at least the interval apart (a lower bound: a busy machine only spaces them more)."""
+    google = paced(GoogleEngine(search_site.base_url), 0.4)
+    assert len(list(google.collect(driver, "Ada Lovelace", 100))) == len(search_site.expected("Ada Lovelace"))
+    loads = [hit.at for hit in search_site.hits]  # when each request reached the site
+    # the first navigation of a browser reaches the site late (its own start-up), so its gap says nothing;
+    # the later ones leave on their turn: unpaced, they follow each other within about 0.1 s
+    assert len(loads) == 4 and all(b - a >= 0.35 for a, b in itertools.pairwise(loads[1:]))
+    both = paced(get_engine("duckduckgo,bing", search_site.base_url), 0.4)
+    assert isinstance(both, FallbackEngine) and {e.page_interval_s for e in both.engines} == {0.4}
+    search_site.api_calls.clear()
+    started = time.monotonic()
+    assert len(list(both.collect(driver, "Ada Lovelace", 100))) == len(search_site.expected("Ada Lovelace"))
+    # DuckDuckGo's search page and its three i.js pages: four turns, three intervals at least; bing adds none
+    assert time.monotonic() - started >= 3 * 0.39
 
 
 @pytest.mark.browser
