@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from threading import Lock
@@ -76,14 +76,14 @@ def _auth_manager() -> Any:
     return get_auth_manager()
 
 
-async def reader(user: Annotated[Any, Depends(_user)]) -> str:
+def reader(user: Annotated[Any, Depends(_user)]) -> str:
     """Allow a caller who may look at the facescale view; returns their name."""
     if not _auth_manager().is_authorized_custom_view(method="GET", resource_name=RESOURCE, user=user):
         raise HTTPException(403, "not allowed to look at the facescale view")
     return str(user.get_name())
 
 
-async def editor(user: Annotated[Any, Depends(_user)]) -> str:
+def editor(user: Annotated[Any, Depends(_user)]) -> str:
     """Allow a caller who may steer the nightly DAG (edit it) and post to the facescale view; returns their name."""
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
 
@@ -179,33 +179,33 @@ def create_app() -> FastAPI:
             log.error("facescale review view: %s", exc)
         return Response(str(exc), status, media_type="text/plain")
 
-    def page(name: str) -> Callable[..., Awaitable[HTMLResponse]]:
-        async def render(request: Request, user: str, **context: Any) -> HTMLResponse:
-            return TEMPLATES.TemplateResponse(request, f"{name}.html", {"user": user, **context})
-        return render
+    # The routes below are plain functions: FastAPI runs them in its thread pool, so reading the store
+    # (an object store, a review table of a big store) never holds up the api-server's event loop.
+    def page(name: str, request: Request, user: str, **context: Any) -> HTMLResponse:
+        return TEMPLATES.TemplateResponse(request, f"{name}.html", {"user": user, **context})
 
     @app.get("/", include_in_schema=False)
-    async def home(request: Request, user: Reader) -> RedirectResponse:
+    def home(request: Request, user: Reader) -> RedirectResponse:
         return RedirectResponse(request.url_for("growth_page"), status_code=303)
 
     @app.get("/growth", response_class=HTMLResponse)
-    async def growth_page(request: Request, user: Reader) -> HTMLResponse:
-        return await page("growth")(request, user, growth=pages.growth(_root()))
+    def growth_page(request: Request, user: Reader) -> HTMLResponse:
+        return page("growth", request, user, growth=pages.growth(_root()))
 
     @app.get("/versions/{version_id}", response_class=HTMLResponse)
-    async def version_page(request: Request, version_id: str, user: Reader) -> HTMLResponse:
-        return await page("version")(request, user, version=pages.version(_root(), version_id))
+    def version_page(request: Request, version_id: str, user: Reader) -> HTMLResponse:
+        return page("version", request, user, version=pages.version(_root(), version_id))
 
     @app.get("/identities/{slug}", response_class=HTMLResponse)
-    async def identity_page(request: Request, slug: str, user: Reader) -> HTMLResponse:
-        return await page("identity")(request, user, identity=pages.identity(_root(), slug))
+    def identity_page(request: Request, slug: str, user: Reader) -> HTMLResponse:
+        return page("identity", request, user, identity=pages.identity(_root(), slug))
 
     @app.get("/queue", response_class=HTMLResponse)
-    async def queue_page(request: Request, user: Reader) -> HTMLResponse:
-        return await page("queue")(request, user, queue=pages.queue(_root()))
+    def queue_page(request: Request, user: Reader) -> HTMLResponse:
+        return page("queue", request, user, queue=pages.queue(_root()))
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
-    async def run_page(
+    def run_page(
         request: Request, dag_id: str, run_id: str, user: Reader, caller: Annotated[Any, Depends(_user)]
     ) -> Response:
         from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
@@ -215,16 +215,16 @@ def create_app() -> FastAPI:
         versions, models = pages.run_versions(_asset_extras(dag_id, run_id))
         if len(versions) == 1 and not models:
             return RedirectResponse(request.url_for("version_page", version_id=versions[0]), status_code=303)
-        return await page("run")(request, user, dag_id=dag_id, run_id=run_id, versions=versions, models=models,
+        return page("run", request, user, dag_id=dag_id, run_id=run_id, versions=versions, models=models,
                                  model_versions={m: _root().models.get(m).version_id for m in models})
 
     @app.get("/photos/{slug}/{image_id}.jpg")
-    async def photo(slug: str, image_id: str, user: Reader) -> Response:
+    def photo(slug: str, image_id: str, user: Reader) -> Response:
         data = CROPS.get(_root(), slug, image_id)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/store/{path:path}")
-    async def stored(path: str, user: Reader) -> Response:
+    def stored(path: str, user: Reader) -> Response:
         clean = pages.servable(path)
         location = _root().location
         full = location.path(clean)
@@ -234,21 +234,21 @@ def create_app() -> FastAPI:
         return Response(location.read_bytes(full), media_type=kind, headers={"Cache-Control": "private, max-age=60"})
 
     @app.post("/api/keep")
-    async def keep(ref: PhotoRef, user: Editor) -> dict[str, Any]:
+    def keep(ref: PhotoRef, user: Editor) -> dict[str, Any]:
         """A person keeps this photo: the cleaner never removes it again (`ExclusionList.keep`)."""
         _known(ref)
         changed = _root().exclusions.keep(ref.identity_slug, [ref.image_id], by=user)
         return _answer(ref, "keep", bool(changed))
 
     @app.post("/api/exclude")
-    async def exclude(ref: PhotoRef, user: Editor) -> dict[str, Any]:
+    def exclude(ref: PhotoRef, user: Editor) -> dict[str, Any]:
         """A person excludes this photo: every later version leaves it out (`ExclusionList.exclude`)."""
         _known(ref)
         changed = _root().exclusions.exclude(ref.identity_slug, [ref.image_id], reason="reviewed_exclude", by=user)
         return _answer(ref, "exclude", bool(changed))
 
     @app.post("/api/undo")
-    async def undo(ref: PhotoRef, user: Editor) -> dict[str, Any]:
+    def undo(ref: PhotoRef, user: Editor) -> dict[str, Any]:
         """Take back the manual decision on this photo (`ExclusionList.undo`)."""
         _root().exclusions.undo(ref.identity_slug, ref.image_id)
         return _answer(ref, "undo", True)
