@@ -15,6 +15,9 @@ No credentials: 401 (a page redirects to the login page); not allowed: 403; eith
 nothing is written. The write routes take JSON bodies only, which a cross-site form cannot
 send. What the pages show comes from `pages`; the store is the configured one
 (`facescale.config`: ``FACESCALE_STORAGE__ROOT`` and the rest, as for the CLI), read per request.
+
+`pages` (and with it the storage layer and pyarrow) is imported by the routes, not here: Airflow
+loads its plugins in every process, each task's included, and only the api-server serves pages.
 """
 
 from __future__ import annotations
@@ -36,8 +39,6 @@ from pydantic import BaseModel, Field
 
 from facescale.config import load_settings
 from facescale.errors import FacescaleError, NotFoundError
-
-from . import pages
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class _Crops:
         return found
 
     def get(self, root: Any, slug: str, image_id: str) -> bytes:
+        from . import pages
         signature = root.review.signature()
         chunk = self._cached((signature, "", slug), lambda: pages.photo_chunks(root, slug)).get(image_id)
         if chunk is None:
@@ -190,18 +192,22 @@ def create_app() -> FastAPI:
 
     @app.get("/growth", response_class=HTMLResponse)
     def growth_page(request: Request, user: Reader) -> HTMLResponse:
+        from . import pages
         return page("growth", request, user, growth=pages.growth(_root()))
 
     @app.get("/versions/{version_id}", response_class=HTMLResponse)
     def version_page(request: Request, version_id: str, user: Reader) -> HTMLResponse:
+        from . import pages
         return page("version", request, user, version=pages.version(_root(), version_id))
 
     @app.get("/identities/{slug}", response_class=HTMLResponse)
     def identity_page(request: Request, slug: str, user: Reader) -> HTMLResponse:
+        from . import pages
         return page("identity", request, user, identity=pages.identity(_root(), slug))
 
     @app.get("/queue", response_class=HTMLResponse)
     def queue_page(request: Request, user: Reader) -> HTMLResponse:
+        from . import pages
         return page("queue", request, user, queue=pages.queue(_root()))
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
@@ -209,6 +215,8 @@ def create_app() -> FastAPI:
         request: Request, dag_id: str, run_id: str, user: Reader, caller: Annotated[Any, Depends(_user)]
     ) -> Response:
         from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+        from . import pages
 
         if not _auth_manager().is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=caller):
             raise HTTPException(403, f"not allowed to read DAG {dag_id}")
@@ -225,6 +233,7 @@ def create_app() -> FastAPI:
 
     @app.get("/store/{path:path}")
     def stored(path: str, user: Reader) -> Response:
+        from . import pages
         clean = pages.servable(path)
         location = _root().location
         full = location.path(clean)
@@ -258,10 +267,13 @@ def create_app() -> FastAPI:
 
 def _known(ref: PhotoRef) -> None:
     """Refuse a photo the last curation did not decide about (a typo must not land on the list)."""
+    from . import pages
+
     pages.photo_chunk(_root(), ref.identity_slug, ref.image_id)
 
 
 def _answer(ref: PhotoRef, action: str, changed: bool) -> dict[str, Any]:
+    from . import pages
     entry = next((e for e in _root().exclusions.entries(ref.identity_slug) if e.source_image_id == ref.image_id), None)
     decision = pages.Decision.of(entry).model_dump(mode="json") if entry else None
     return {"action": action, "changed": changed, "identity_slug": ref.identity_slug, "image_id": ref.image_id,
