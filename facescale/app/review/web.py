@@ -33,6 +33,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from pydantic import BaseModel, Field
@@ -60,14 +61,12 @@ TEMPLATES.env.globals["url_for"] = _path_for
 # -- access ---------------------------------------------------------------------------------------
 
 
-async def _user(request: Request) -> Any:
+async def _user(
+    request: Request, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+) -> Any:
     """The caller as Airflow's auth manager knows them (401 without a valid session cookie or token)."""
     from airflow.api_fastapi.core_api.security import get_user
-    from fastapi.security import HTTPAuthorizationCredentials
 
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if token else None
     return await get_user(request, None, bearer)
 
 
@@ -245,36 +244,43 @@ def create_app() -> FastAPI:
     @app.post("/api/keep")
     def keep(ref: PhotoRef, user: Editor) -> dict[str, Any]:
         """A person keeps this photo: the cleaner never removes it again (`ExclusionList.keep`)."""
-        _known(ref)
-        changed = _root().exclusions.keep(ref.identity_slug, [ref.image_id], by=user)
-        return _answer(ref, "keep", bool(changed))
+        root = _known(ref)
+        changed = root.exclusions.keep(ref.identity_slug, [ref.image_id], by=user)
+        return _answer(ref, "keep", bool(changed), changed[0] if changed else _entry(root, ref))
 
     @app.post("/api/exclude")
     def exclude(ref: PhotoRef, user: Editor) -> dict[str, Any]:
         """A person excludes this photo: every later version leaves it out (`ExclusionList.exclude`)."""
-        _known(ref)
-        changed = _root().exclusions.exclude(ref.identity_slug, [ref.image_id], reason="reviewed_exclude", by=user)
-        return _answer(ref, "exclude", bool(changed))
+        root = _known(ref)
+        changed = root.exclusions.exclude(ref.identity_slug, [ref.image_id], reason="reviewed_exclude", by=user)
+        return _answer(ref, "exclude", bool(changed), changed[0] if changed else _entry(root, ref))
 
     @app.post("/api/undo")
     def undo(ref: PhotoRef, user: Editor) -> dict[str, Any]:
         """Take back the manual decision on this photo (`ExclusionList.undo`)."""
-        _root().exclusions.undo(ref.identity_slug, ref.image_id)
-        return _answer(ref, "undo", True)
+        return _answer(ref, "undo", True, _root().exclusions.undo(ref.identity_slug, ref.image_id))
 
     return app
 
 
-def _known(ref: PhotoRef) -> None:
-    """Refuse a photo the last curation did not decide about (a typo must not land on the list)."""
+def _known(ref: PhotoRef) -> Any:
+    """The store, once it holds the photo: one the last curation did not decide about (a typo) is refused."""
     from . import pages
 
-    pages.photo_chunk(_root(), ref.identity_slug, ref.image_id)
+    root = _root()
+    pages.photo_chunk(root, ref.identity_slug, ref.image_id)
+    return root
 
 
-def _answer(ref: PhotoRef, action: str, changed: bool) -> dict[str, Any]:
+def _entry(root: Any, ref: PhotoRef) -> Any:
+    """The photo's entry on the exclusion list (None when it has none)."""
+    return next((e for e in root.exclusions.entries(ref.identity_slug) if e.source_image_id == ref.image_id), None)
+
+
+def _answer(ref: PhotoRef, action: str, changed: bool, entry: Any) -> dict[str, Any]:
+    """A write route's answer: what it did, and the photo's entry on the list now."""
     from . import pages
-    entry = next((e for e in _root().exclusions.entries(ref.identity_slug) if e.source_image_id == ref.image_id), None)
+
     decision = pages.Decision.of(entry).model_dump(mode="json") if entry else None
     return {"action": action, "changed": changed, "identity_slug": ref.identity_slug, "image_id": ref.image_id,
             "decision": decision}
