@@ -51,7 +51,7 @@ KEPT = "kept"
 class ReviewInfo:
     """What the schema's metadata says about the run that wrote the table."""
 
-    written_at: datetime
+    written_at: datetime | None  # None: no curation has written the table yet
     threshold: float
     version_id: str | None
 
@@ -74,11 +74,11 @@ class ReviewTable:
     def read(self, slug: str | None = None) -> tuple[pa.Table, ReviewInfo]:
         """Every row (or one identity's) and the run's info; an empty table before the first curation."""
         if not self.exists():
-            return REVIEW_SCHEMA.empty_table(), ReviewInfo(utcnow(), float("nan"), None)
+            return REVIEW_SCHEMA.empty_table(), ReviewInfo(None, float("nan"), None)
         table = self._load(slug)
         info = _info(table.schema)
         return table.cast(REVIEW_SCHEMA), ReviewInfo(
-            written_at=datetime.fromisoformat(info["written_at"]) if info.get("written_at") else utcnow(),
+            written_at=datetime.fromisoformat(info["written_at"]) if info.get("written_at") else None,
             threshold=float(info.get("threshold", float("nan"))),
             version_id=info.get("version_id"),
         )

@@ -20,7 +20,9 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from facescale.errors import NotFoundError
+from facescale.pipeline.reasons import CLEANING_REASONS, Reason
 from facescale.storage.diff import VersionDiff  # a field of VersionPage: pydantic needs it at run time
+from facescale.storage.review import KEPT
 
 if TYPE_CHECKING:
     from facescale.storage import Exclusion, Manifest, ModelRecord, StorageRoot
@@ -30,7 +32,7 @@ QUEUE_MARGIN = 0.08
 #: The most photos the queue lists at once (nearest the threshold first).
 QUEUE_LIMIT = 60
 #: The statuses a person may want to turn around: kept ones (exclude) and the cleaner's removals (keep).
-_REVIEWABLE = ["kept", "wrong_person", "spare", "waiting"]
+_REVIEWABLE = [KEPT, Reason.WRONG_PERSON.value, Reason.SPARE.value, Reason.WAITING.value]
 
 
 class Decision(BaseModel):
@@ -64,7 +66,7 @@ class Photo(BaseModel):
 
     @property
     def kept(self) -> bool:
-        return self.status == "kept"
+        return self.status == KEPT
 
 
 class GrowthRow(BaseModel):
@@ -213,14 +215,14 @@ def queue(root: StorageRoot, margin: float = QUEUE_MARGIN, limit: int = QUEUE_LI
     def near(table: pa.Table, threshold: float) -> pa.Array:
         gap = pc.abs(pc.subtract(table.column("distance"), threshold))
         doubtful = pc.and_(pc.less_equal(gap, margin), pc.is_in(table.column("status"), pa.array(_REVIEWABLE)))
-        return pc.or_(pc.fill_null(doubtful, False), pc.equal(table.column("status"), "ambiguous"))
+        return pc.or_(pc.fill_null(doubtful, False), pc.equal(table.column("status"), Reason.AMBIGUOUS.value))
 
     photos, threshold, curated_at = _photos(root, where=near)
     doubtful = [p for p in photos if p.status in _REVIEWABLE]
     doubtful.sort(key=lambda p: (abs((p.distance or 0.0) - threshold), p.identity_slug, p.image_id))
     undecided = [p for p in doubtful if p.decision is None or p.decision.source == "auto"]
     decided = [p for p in doubtful if p.decision is not None and p.decision.source == "manual"]
-    ambiguous = Counter((p.identity_slug, p.identity) for p in photos if p.status == "ambiguous")
+    ambiguous = Counter((p.identity_slug, p.identity) for p in photos if p.status == Reason.AMBIGUOUS)
     latest = root.datasets.latest(published_only=False)
     return Queue(
         threshold=threshold, margin=margin, curated_at=curated_at, doubtful=undecided[:limit], decided=decided,
@@ -299,11 +301,11 @@ def _photos(
             status=row["status"], distance=row["distance"], group=row["group"], reviewed=row["reviewed"],
             has_crop=row["chunk"] is not None, decision=Decision.of(entry) if entry else None,
         ))
-    return photos, info.threshold, info.written_at if root.review.exists() else None
+    return photos, info.threshold, info.written_at
 
 
 def _removed_order(photo: Photo) -> tuple[int, float, str]:
-    order = ("wrong_person", "ambiguous", "excluded", "no_embedding")
+    order = [r.value for r in CLEANING_REASONS]  # the contact sheets' order: the likeliest mistakes first
     rank = order.index(photo.status) if photo.status in order else len(order)
     return (rank, photo.distance if photo.distance is not None else float("inf"), photo.image_id)
 
