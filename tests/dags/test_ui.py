@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,27 +18,13 @@ from typing import Any
 import pytest
 import requests
 
-from ..helpers import stop_group
+from ..helpers import free_port, page_text, stop_group, wait_for
 
 pytestmark = [pytest.mark.airflow, pytest.mark.browser, pytest.mark.ray, pytest.mark.slow]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "airflow-ui"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(what: str, check: Any, timeout: float, every: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Api:
@@ -49,8 +33,8 @@ class Api:
     def __init__(self, base: str, home: Path) -> None:
         self.base = base
         password_file = home / "simple_auth_manager_passwords.json.generated"
-        password = _wait("the generated admin password", lambda: password_file.is_file()
-                         and json.loads(password_file.read_text()).get("admin"), 120)
+        password = wait_for("the generated admin password", lambda: password_file.is_file()
+                            and json.loads(password_file.read_text()).get("admin"), 120, every=2.0)
         response = requests.post(f"{base}/auth/token", json={"username": "admin", "password": password}, timeout=30)
         response.raise_for_status()
         self.token = response.json()["access_token"]
@@ -81,7 +65,7 @@ def standalone(tmp_path: Path, airflow_tools: Any, demo_web_url: str) -> Any:
         home, orchestration__keywords_file=str(keywords), orchestration__new_per_night="2",
         scraper__base_url=demo_web_url,
     )
-    port = _free_port()
+    port = free_port()
     # Paused at creation: the scheduler would otherwise start the latest night on its own
     # (catchup=False still runs the most recent interval); the test triggers that night itself.
     env = dict(airflow.env, AIRFLOW__API__PORT=str(port), AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
@@ -97,7 +81,7 @@ def standalone(tmp_path: Path, airflow_tools: Any, demo_web_url: str) -> Any:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait("the api-server", lambda: _healthy(base) or process.poll() is not None, 240)
+        wait_for("the api-server", lambda: _healthy(base) or process.poll() is not None, 240, every=2.0)
         assert process.poll() is None, f"airflow standalone exited: {home / 'standalone.log'}"
         yield airflow, base, demo_web_url
     finally:
@@ -118,8 +102,8 @@ def test_nightly_run_shows_as_successful_in_the_ui(standalone: Any) -> None:
 
     airflow, base, demo_web_url = standalone
     api = Api(base, airflow.home)
-    _wait("the DAGs to be parsed", lambda: api.get("/dags/facescale_nightly") and api.get("/dags/facescale_retrain"),
-          240)
+    wait_for("the DAGs to be parsed", lambda: api.get("/dags/facescale_nightly") and api.get("/dags/facescale_retrain"),
+             240, every=2.0)
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     run = api.post("/dags/facescale_nightly/dagRuns", {
         "logical_date": midnight.isoformat(),
@@ -129,16 +113,16 @@ def test_nightly_run_shows_as_successful_in_the_ui(standalone: Any) -> None:
     for dag_id in ("facescale_nightly", "facescale_retrain"):  # the scheduler finds the night's run taken
         api.patch(f"/dags/{dag_id}", {"is_paused": False})
     path = f"/dags/facescale_nightly/dagRuns/{run_id}"
-    final = _wait("the nightly run to finish",
-                  lambda: (r := api.get(path)) and r["state"] in ("success", "failed") and r, 900, every=5)
+    final = wait_for("the nightly run to finish",
+                     lambda: (r := api.get(path)) and r["state"] in ("success", "failed") and r, 900, every=5)
     tasks = api.get(f"{path}/taskInstances")["task_instances"]
     assert final["state"] == "success", {t["task_id"]: t["state"] for t in tasks}
     assert sorted((t["task_id"], t["map_index"]) for t in tasks if t["task_id"] == "scrape") == [
         ("scrape", 0), ("scrape", 1)]
     events = api.get("/assets/events?source_dag_id=facescale_nightly")["asset_events"]
     assert [e["extra"]["version_id"] for e in events] == [f"nightly-{midnight:%Y%m%d}"]
-    retrain = _wait("the asset-triggered retraining run",
-                    lambda: api.get("/dags/facescale_retrain/dagRuns")["dag_runs"], 120)
+    retrain = wait_for("the asset-triggered retraining run",
+                       lambda: api.get("/dags/facescale_retrain/dagRuns")["dag_runs"], 120, every=2.0)
     assert retrain[0]["run_type"] == "asset_triggered"
     # the review view's "Dataset version" tab on this run: the run's asset event leads to the version it made
     view = api.session.get(f"{base}/facescale/runs/facescale_nightly/{run_id}", allow_redirects=False, timeout=30)
@@ -151,22 +135,16 @@ def test_nightly_run_shows_as_successful_in_the_ui(standalone: Any) -> None:
         driver.get(f"{base}/api/v2/version")  # a page on the UI's origin, to set the login cookie on
         driver.add_cookie({"name": "_token", "value": api.token, "path": "/"})
         driver.get(f"{base}/dags/facescale_nightly")
-        _wait("the grid to show the run", lambda: run_id in driver.page_source or "Success" in _text(driver), 60, 1)
+        wait_for("the grid to show the run",
+                 lambda: run_id in driver.page_source or "Success" in page_text(driver), 60, 1)
         driver.save_screenshot(str(ARTIFACTS / "facescale_nightly-grid.png"))
         driver.get(f"{base}/dags/facescale_nightly/runs/{run_id}")
         # the run's page: its state badge, its grid column and the table of its task instances
-        text = _wait("the run page to list the task instances",
-                     lambda: f"{len(tasks)} Task Instances" in (t := _text(driver)) and t, 60, 1)
+        text = wait_for("the run page to list the task instances",
+                        lambda: f"{len(tasks)} Task Instances" in (t := page_text(driver)) and t, 60, 1)
         driver.save_screenshot(str(ARTIFACTS / "facescale_nightly-run.png"))
         assert run_id in text and "Success" in text
         assert "Failed" not in text and "Running" not in text
     finally:
         driver.quit()
     assert (ARTIFACTS / "facescale_nightly-grid.png").stat().st_size > 10_000
-
-
-def _text(driver: Any) -> str:
-    try:
-        return str(driver.execute_script("return document.body ? document.body.innerText : ''"))
-    except Exception:  # the page is loading
-        return ""

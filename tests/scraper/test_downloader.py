@@ -34,6 +34,8 @@ from facescale.scraper.downloader import (
     parse_url,
 )
 
+from ..helpers import free_port
+
 PEOPLE = ("Aaron_Sorkin", "Abdullah_Gul", "Adam_Sandler", "Al_Gore", "Alec_Baldwin", "Alan_Greenspan")
 
 
@@ -281,11 +283,6 @@ def fetch_one(url: str, **limits: Any) -> FetchResult:
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 # ----- accepted images ----------------------------------------------------------------------
 
@@ -370,7 +367,7 @@ def test_invalid_urls_make_no_request(server: ImageServer) -> None:
 
 
 def test_connection_refused_is_retried_then_reported(server: ImageServer) -> None:
-    result = fetch_one(f"http://127.0.0.1:{_free_port()}/a.jpg", retries=1)
+    result = fetch_one(f"http://127.0.0.1:{free_port()}/a.jpg", retries=1)
     assert result.error == "connection_error" and result.http_status is None and result.attempts == 2
 
 

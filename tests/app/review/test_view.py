@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import requests
 from facescale.storage import ExclusionList, Location
 from facescale.storage.exclusions import REVIEWED_KEEP
 
-from ...helpers import moto_bucket, stop_group
+from ...helpers import free_port, moto_bucket, page_text, stop_group, wait_for
 from ...storage.erasure_store import ErasureStore, build
 from .test_pages import THRESHOLD, review_rows
 
@@ -42,19 +40,6 @@ PASSWORDS = {"admin": "admin-pw", "reader": "reader-pw"}
 WRITES = ("keep", "exclude", "undo")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _store(location: Location, lfw_dev: Path, work: Path) -> ErasureStore:
@@ -88,7 +73,7 @@ def _env(home: Path, facescale: dict[str, str]) -> dict[str, str]:
 @contextmanager
 def api_server(home: Path, facescale: dict[str, str], log_name: str) -> Iterator[str]:
     """``airflow api-server`` on a free loopback port with these facescale settings; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     with (home / log_name).open("w") as log:
         process = subprocess.Popen(
             [str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port)],
@@ -96,7 +81,7 @@ def api_server(home: Path, facescale: dict[str, str], log_name: str) -> Iterator
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait("the api-server", lambda: _up(base) or process.poll() is not None, 180)
+            wait_for("the api-server", lambda: _up(base) or process.poll() is not None, 180)
             assert process.poll() is None, (home / log_name).read_text()[-3000:]
             yield base
         finally:
@@ -151,12 +136,6 @@ def driver() -> Iterator[Any]:
         chromium.quit()
 
 
-def _text(driver: Any) -> str:
-    try:
-        return str(driver.execute_script("return document.body ? document.body.innerText : ''"))
-    except Exception:  # the page is loading
-        return ""
-
 
 def _images_loaded(driver: Any) -> bool:
     return bool(driver.execute_script(
@@ -166,8 +145,8 @@ def _images_loaded(driver: Any) -> bool:
 
 def _open(driver: Any, url: str, expect: str, shot: str) -> str:
     driver.get(url)
-    text = _wait(f"{expect!r} on {url}", lambda: expect in (t := _text(driver)) and t, 30)
-    _wait(f"the images of {url}", lambda: _images_loaded(driver) or not driver.find_elements("tag name", "img"), 30)
+    text = wait_for(f"{expect!r} on {url}", lambda: expect in (t := page_text(driver)) and t, 30)
+    wait_for(f"the images of {url}", lambda: _images_loaded(driver) or not driver.find_elements("tag name", "img"), 30)
     driver.save_screenshot(str(ARTIFACTS / f"{shot}.png"))
     return str(text)
 
@@ -182,20 +161,20 @@ def test_a_reviewer_logs_in_opens_every_page_keeps_one_photo_and_excludes_anothe
     exclusions = ExclusionList(store.root.location)
     # log in through Airflow's own login page: the view sends an anonymous visitor there
     driver.get(f"{base}/facescale/queue")
-    _wait("the login form", lambda: driver.find_elements(By.NAME, "password"), 30)
+    wait_for("the login form", lambda: driver.find_elements(By.NAME, "password"), 30)
     assert "/auth/login" in driver.current_url
     driver.find_element(By.NAME, "username").send_keys("admin")
     driver.find_element(By.NAME, "password").send_keys(PASSWORDS["admin"])
     driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    _wait("the queue after logging in", lambda: "To review (2)" in _text(driver), 30)
+    wait_for("the queue after logging in", lambda: "To review (2)" in page_text(driver), 30)
     assert driver.current_url == f"{base}/facescale/queue"
     _open(driver, f"{base}/facescale/queue", "To review (2)", "queue")
-    assert "signed in as admin" in _text(driver) and "Grace Hopper: 6 photos held back" in _text(driver)
+    assert "signed in as admin" in page_text(driver) and "Grace Hopper: 6 photos held back" in page_text(driver)
 
     def press(image_id: str, action: str, expect: str) -> None:
         card = driver.find_element(By.CSS_SELECTOR, f"figure[data-image='{image_id}']")
         card.find_element(By.CSS_SELECTOR, f"button.{action}").click()
-        _wait(f"{action} on {image_id[:8]}", lambda: expect in card.find_element(By.CLASS_NAME, "decision").text, 15)
+        wait_for(f"{action} on {image_id[:8]}", lambda: expect in card.find_element(By.CLASS_NAME, "decision").text, 15)
 
     press(ada[4], "keep", "kept by admin")  # the cleaner removed it (wrong_person at 0.63): a person keeps it
     press(ada[3], "exclude", "excluded by admin")  # the cleaner kept it (0.56): a person excludes it
@@ -226,11 +205,11 @@ def test_a_reviewer_logs_in_opens_every_page_keeps_one_photo_and_excludes_anothe
     assert driver.current_url == f"{base}/facescale/versions/v2"
     # the view inside Airflow's UI: its navigation entry renders the page in the UI's frame
     driver.get(f"{base}/plugin/facescale")
-    _wait("the view in the UI's frame", lambda: driver.find_elements(By.TAG_NAME, "iframe"), 30)
+    wait_for("the view in the UI's frame", lambda: driver.find_elements(By.TAG_NAME, "iframe"), 30)
     frame = driver.find_element(By.TAG_NAME, "iframe")
     assert frame.get_attribute("src").endswith("/facescale/growth")
     driver.switch_to.frame(frame)
-    _wait("the growth page in the frame", lambda: "Dataset growth" in _text(driver), 30)
+    wait_for("the growth page in the frame", lambda: "Dataset growth" in page_text(driver), 30)
     driver.switch_to.default_content()
     driver.save_screenshot(str(ARTIFACTS / "in-airflow-ui.png"))
 
