@@ -90,9 +90,10 @@ class ReviewTable:
     def signature(self) -> str | None:
         """Changes whenever the table is rewritten (size and modification time): a key for caches."""
         self.location.fs.invalidate_cache(self.path)  # an object store's listing cache would hide a rewrite
-        if not self.exists():
+        try:
+            info = self.location.fs.info(self.path)  # one call (a HEAD on S3), asked for every photo shown
+        except FileNotFoundError:
             return None
-        info = self.location.fs.info(self.path)
         return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('last_modified')}"
 
     def drop(self, image_ids: Collection[str], slug: str | None = None) -> int:
