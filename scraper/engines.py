@@ -454,7 +454,7 @@ class GoogleEngine(BrowserEngine):
     name: ClassVar[str] = "google"
     max_concurrency: ClassVar[int] = 2
     page_hosts: ClassVar[tuple[str, ...]] = (
-        "google.com", "*.google.com", "*.gstatic.com", "*.googleusercontent.com", "consent.google.com",
+        "google.com", "*.google.com", "*.gstatic.com", "*.googleusercontent.com",  # consent.google.com included
     )
 
     def search_url(self, keyword: str, start: int = 0) -> str:
