@@ -10,7 +10,10 @@ the true face the crop was taken from (the truth box with the highest IoU with t
   it is labelled with; baseline: the same share among the RAW photos the scraper accepted
   (taking, as a careless pipeline would, the largest face of each), measured in the same run;
 - what the kept photos are (the demo web's kinds: originals, scenes, re-encodes, pairs...)
-  and what the wrong ones are.
+  and what the wrong ones are;
+- near-duplicates left: kept photos made from the same lfw photo as another kept photo of the
+  version (the demo web's other sizes, scenes and re-encodes of a photo, and each engine's
+  copies of it when several engines were scraped).
 
 Run after ``make demo`` (or any demo-web scrape + ``facescale curate``):
     .venv/bin/python bench/bench_curation_quality.py [--root var/demo] [--photos ../shared/data/lfw-dev]
@@ -25,6 +28,8 @@ from urllib.parse import urlparse
 
 from facescale.demoweb import truth
 from facescale.storage import DatasetStore, Location, RawStore, read_table
+
+ENGINES = ("demo", "google", "duckduckgo")  # the demo web's result lists (bing's pages show the demo's)
 
 
 def iou(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> float:
@@ -89,10 +94,11 @@ def main() -> None:
             url_of[(identity, image_id)] = urlparse(url).path
         if error is None and identity in names.values():
             accepted.append((identity, urlparse(url).path))
-    truth_of: dict[str, dict] = {}
+    truth_of: dict[str, dict] = {}  # every engine's list: their URLs differ (bing shows the demo's)
     for name in names.values():
-        for row in truth(Path(args.photos), name, max_results=120):
-            truth_of[row["full"]] = row
+        for engine in ENGINES:
+            for row in truth(Path(args.photos), name, max_results=120, engine=engine):
+                truth_of[row["full"]] = row
 
     # baseline: every accepted RAW photo, labelled with its keyword, largest face taken
     # (a row whose face boxes the demo web could not locate, ``known`` false, is left out: its truth is unknown)

@@ -16,8 +16,12 @@ detector crops (a copy with uneven borders has its box moved by up to 5% of its 
 detector jitter). Printed for facescale's rule (192-bit key + window keys), for the key
 without windows, and for 64-bit luma phash alone (``--compare`` adds imagehash's dhash,
 whash and average hash); ``--grey`` turns every photo grey first (the key's fallback for
-colourless images). Pair precision falls as a collection grows (false pairs grow with the
-square of its size, true ones linearly): the figures hold for lfw-dev's 4,420 photos.
+colourless images). ``--same-face`` embeds every face crop with dlib (as curation does) and adds
+facescale's second rule on crops (`dedup.SameFace`: one identity; the aligned faces' keys within
+24 bits, or embeddings within 0.18 and keys within 56 bits) to the first: the table "192-bit
+key + windows + same face". Pair precision
+falls as a collection grows (false pairs grow with the square of its size, true ones
+linearly): the figures hold for lfw-dev's 4,420 photos.
 
 (2) Speed. 100k keys with 5 window keys each: the real keys of (1) tiled with random bit
 flips, and uniform random keys with 5% planted near-duplicates. `near_duplicate_pairs` runs
@@ -25,7 +29,7 @@ on all of them; `brute_force_pairs` on a 10k subsample, extrapolated quadratical
 when the full run would take over a minute (said so in the output). Both must agree on the
 subsample.
 
-Run:  .venv/bin/python bench/bench_dedup.py [--limit N] [--compare] [--grey] [--n 100000] [--skip-speed]
+Run:  .venv/bin/python bench/bench_dedup.py [--limit N] [--compare] [--grey] [--same-face] [--n 100000] [--skip-speed]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import imagehash
 import numpy as np
@@ -60,6 +65,7 @@ class Family:
     identity: str
     mods: list[tuple[str, ...]]  # per copy
     keys: dict[str, list[list[int]]]  # representation -> per image: [key, *windows, *other hashes]
+    faces: list[tuple[np.ndarray | None, int | None]]  # per face crop with --same-face: (embedding, aligned key)
 
 
 def _encode(image: Image.Image, quality: int) -> bytes:
@@ -120,8 +126,24 @@ def _hashes(data: bytes, compare: bool) -> list[int]:
     return [keys.key, *keys.windows, *other]
 
 
-def make_family(args: tuple[int, Path, int, int, bool, bool]) -> Family:
-    index, path, copies, seed, compare, grey = args
+_EMBEDDER: list[Any] = []  # one FaceEmbedder per worker process, made on first use
+
+
+def _face(data: bytes) -> tuple[np.ndarray | None, int | None]:
+    """The crop's embedding and its aligned face's key, as curation's prepare step makes them."""
+    if not _EMBEDDER:
+        from facescale.pipeline.embeddings import FaceEmbedder
+
+        _EMBEDDER.append(FaceEmbedder())
+    from facescale.pipeline.embeddings import decode_rgb
+
+    rgb = decode_rgb(data)
+    vector, chip = _EMBEDDER[0].embed_and_align(rgb) if rgb is not None else (None, None)
+    return vector, None if chip is None else dedup.image_key(Image.fromarray(chip))
+
+
+def make_family(args: tuple[int, Path, int, int, bool, bool, bool]) -> Family:
+    index, path, copies, seed, compare, grey, same_face = args
     rng = random.Random(seed * 1_000_003 + index)
     data = path.read_bytes()
     image = Image.open(io.BytesIO(data)).convert("RGB")
@@ -139,6 +161,7 @@ def make_family(args: tuple[int, Path, int, int, bool, bool]) -> Family:
         path.parent.name,
         mods,
         {"whole": [_hashes(d, compare) for d in whole], "crop": [_hashes(d, compare) for d in crops]},
+        [_face(d) for d in crops] if same_face else [],
     )
 
 
@@ -157,11 +180,8 @@ class Scores:
 
 def _distance(keys: np.ndarray, windows: np.ndarray | None, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """The distance that makes i and j near-duplicates: keys, or a window of one and the key of the other."""
-    dist = np.bitwise_count(keys[i] ^ keys[j]).sum(axis=-1)
-    if windows is not None:
-        dist = np.minimum(dist, np.bitwise_count(windows[i] ^ keys[j][:, None]).sum(axis=-1).min(axis=1))
-        dist = np.minimum(dist, np.bitwise_count(windows[j] ^ keys[i][:, None]).sum(axis=-1).min(axis=1))
-    return dist
+    none = np.empty((len(keys), 0, keys.shape[1]), dtype=np.uint64)
+    return dedup.key_distances(keys, none if windows is None else windows, i, j)
 
 
 def score(
@@ -171,11 +191,21 @@ def score(
     identity: np.ndarray,
     mods: list[tuple[str, ...]],
     ks: list[int],
+    extra: np.ndarray | None = None,
 ) -> list[Scores]:
-    """Pair metrics at every k in ks (one search at the largest k, thresholded for the rest)."""
+    """Pair metrics at every k in ks (one search at the largest k, thresholded for the rest).
+
+    ``extra``: pairs (i < j) another rule finds whatever k is (`dedup.same_face_pairs`), added at every k.
+    """
     pairs = dedup.near_duplicate_pairs(keys, max(ks), windows=windows)
+    dist = _distance(keys, windows, pairs[:, 0], pairs[:, 1])
+    if extra is not None and len(extra):
+        n = len(keys)
+        codes = pairs[:, 0] * n + pairs[:, 1]
+        added = extra[~np.isin(extra[:, 0] * n + extra[:, 1], codes)]
+        pairs = np.concatenate([pairs, added])
+        dist = np.concatenate([dist, np.zeros(len(added), dtype=dist.dtype)])  # found at every k
     i, j = pairs[:, 0], pairs[:, 1]
-    dist = _distance(keys, windows, i, j)
     true = family[i] == family[j]
     same_identity = identity[i] == identity[j]
     sizes = np.bincount(family)
@@ -185,6 +215,9 @@ def score(
     copy_rows = np.flatnonzero(np.r_[False, family[1:] == family[:-1]])
     originals = first[family[copy_rows]]
     copy_dist = _distance(keys, windows, originals, copy_rows)
+    if extra is not None and len(extra):  # an original-copy pair the other rule finds is found at every k
+        found = np.isin(originals * len(keys) + copy_rows, extra[:, 0] * len(keys) + extra[:, 1])
+        copy_dist = np.where(found, 0, copy_dist)
     cropped = np.array(["crop" in c for c in mods])
     out = []
     for k in ks:
@@ -226,7 +259,7 @@ def quality(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
         paths = random.Random(args.seed).sample(paths, min(args.limit, len(paths)))
         paths.sort()
     start = time.perf_counter()
-    jobs = [(i, p, args.copies, args.seed, args.compare, args.grey) for i, p in enumerate(paths)]
+    jobs = [(i, p, args.copies, args.seed, args.compare, args.grey, args.same_face) for i, p in enumerate(paths)]
     with ProcessPoolExecutor(args.workers) as pool:
         families = list(pool.map(make_family, jobs, chunksize=32))
     images = len(families) * (args.copies + 1)
@@ -251,6 +284,29 @@ def quality(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
         chosen = next((s for s in table if s.k == args.k), None)
         if chosen is not None:
             print(f"  at k={args.k}: recall {chosen.recall:.4f} precision {chosen.precision:.4f}")
+        if rep == "crop" and args.same_face:
+            faces = [face for f in families for face in f.faces]
+            records = [
+                dedup.Record(
+                    str(n), str(who), row[0], windows=tuple(row[1 : 1 + WINDOWS]), embedding=vector, face_key=aligned
+                )
+                for n, (who, row, (vector, aligned)) in enumerate(zip(identity, rows, faces, strict=True))
+            ]
+            rule = dedup.SameFace()
+            extra = dedup.same_face_pairs(records, rule, keys, windows)
+            table = score(keys, windows, family, identity, mods, list(range(10, 31, 2)), extra)
+            missing = sum(vector is None for vector, _ in faces)
+            print_table(
+                f"[{label}] 192-bit key + {WINDOWS} window keys + same face (aligned faces' keys within "
+                f"{rule.max_aligned_bits}, or embeddings within {rule.max_distance} and keys within {rule.max_bits}; "
+                f"{missing} crops without a face), distance k:",
+                table,
+                args.k,
+            )
+            print("  " + best_at_precision(table))
+            chosen = next((s for s in table if s.k == args.k), None)
+            if chosen is not None:
+                print(f"  at k={args.k}: recall {chosen.recall:.4f} precision {chosen.precision:.4f}")
         table = score(keys, None, family, identity, mods, list(range(16, 41, 4)))
         print_table(f"[{label}] 192-bit key alone, no windows, distance k:", table, None)
         print("  " + best_at_precision(table))
@@ -349,6 +405,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=dedup.DEFAULT_MAX_DISTANCE, help="distance to report and time")
     parser.add_argument("--compare", action="store_true", help="also score imagehash's dhash, whash, average_hash")
     parser.add_argument("--grey", action="store_true", help="turn every photo grey first")
+    parser.add_argument("--same-face", action="store_true", help="embed the face crops and add the same-face rule")
     parser.add_argument("--n", type=int, default=100_000, help="keys for the speed test")
     parser.add_argument("--sample", type=int, default=10_000, help="keys the brute force always runs on")
     parser.add_argument("--brute-budget", type=float, default=60.0, help="seconds above which it is extrapolated")

@@ -96,6 +96,82 @@ def truncate_at(variant: int, length: int) -> int:
     return max(16, int(length * rng.uniform(0.35, 0.7)))
 
 
+COPY_ENGINES = ("google", "duckduckgo")
+"""The engines whose results are copies of the photos on other sites (index + 1 is the copy style)."""
+
+
+@dataclass(frozen=True)
+class CopyLayout:
+    """How another site's copy of an image differs: a border cut off, another size, a watermark, a re-encode.
+
+    ``box`` is the part of the image kept (left, top, right, bottom, in its pixels), ``scale``
+    the resize of that part; a face at (x, y, w, h) lands at ``map_box(box, scale, -left*scale,
+    -top*scale)`` (`copy_face`).
+    """
+
+    box: tuple[int, int, int, int]
+    scale: float
+    quality: int
+    watermark: bool
+
+
+def copy_layout(style: int, variant: int, size: tuple[int, int]) -> CopyLayout:
+    """The copy of an image of ``size`` that engine style ``style`` (1: google, 2: duckduckgo) serves.
+
+    Google's copies are other sizes (0.55-0.85x, a third of them with 1-4% of the borders cut
+    off) at JPEG quality 60-85; DuckDuckGo's have 2-7% of the borders cut off (unevenly), half
+    are resized (0.7-0.95x), a stock-photo watermark sits in a corner of most, quality 70-90.
+    """
+    rng = np.random.default_rng([variant, 6, style])
+    w, h = size
+    if style == 1:
+        cut = rng.uniform(0.01, 0.04, 4) if rng.random() < 1 / 3 else np.zeros(4)
+        scale = float(rng.uniform(0.55, 0.85))
+        quality, watermark = int(rng.integers(60, 86)), False
+    elif style == 2:
+        cut = rng.uniform(0.02, 0.07, 4)
+        scale = float(rng.uniform(0.7, 0.95)) if rng.random() < 0.5 else 1.0
+        quality, watermark = int(rng.integers(70, 91)), bool(rng.random() < 0.8)
+    else:
+        raise ValueError(f"no copy style {style}")
+    left, top = round(w * cut[0]), round(h * cut[1])
+    right, bottom = w - round(w * cut[2]), h - round(h * cut[3])
+    return CopyLayout((left, top, right, bottom), scale, quality, watermark)
+
+
+def copy_face(box: Box, layout: CopyLayout) -> Box:
+    """Where a face box of the image lies in its copy."""
+    left, top = layout.box[:2]
+    return map_box(box, layout.scale, -round(left * layout.scale), -round(top * layout.scale))
+
+
+def render_copy(data: bytes, style: int, variant: int) -> bytes:
+    """Another site's copy of an encoded image (`copy_layout`)."""
+    img = _open_rgb(data)
+    layout = copy_layout(style, variant, img.size)
+    out = img.crop(layout.box)
+    if layout.scale != 1.0:
+        out = out.resize((round(out.width * layout.scale), round(out.height * layout.scale)), Image.Resampling.BICUBIC)
+    if layout.watermark:
+        out = _watermark(out, variant)
+    return _encode(out, layout.quality)
+
+
+def _watermark(img: Image.Image, variant: int) -> Image.Image:
+    """A stock site's mark: a translucent band with its name in the bottom-right corner."""
+    rng = np.random.default_rng([variant, 7])
+    name = ("stockfaces", "pressimages", "photoarchive", "newswire")[int(rng.integers(4))]
+    overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    text = f"(c) {name}.example"
+    left, top, right, bottom = draw.textbbox((0, 0), text)
+    tw, th = right - left + 8, bottom - top + 6
+    x, y = max(0, img.width - tw - 4), max(0, img.height - th - 4)
+    draw.rectangle((x, y, x + tw, y + th), fill=(0, 0, 0, 110))
+    draw.text((x + 4, y + 3 - top), text, fill=(255, 255, 255, 200))
+    return Image.alpha_composite(img.convert("RGBA"), overlay).convert("RGB")
+
+
 def _encode(img: Image.Image, quality: int = 85) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)

@@ -143,9 +143,10 @@ class _Entry:
     other: int = 0  # another person (pair, other)
     other_photo: int = 0
     variant: int = 0  # seeds the synthesis (geometry, quality, background)
+    engine: int = 0  # whose result list: 0 the demo's (and Bing's), else 1 + index in scenes.COPY_ENGINES
 
     def token(self, seed: int) -> str:
-        code = _KIND_CODES["hostile" if self.kind.startswith("hostile-") else self.kind]
+        code = _KIND_CODES["hostile" if self.kind.startswith("hostile-") else self.kind] | self.engine << 4
         payload = _TOKEN_PAYLOAD.pack(code, self.person, self.photo, self.other, self.other_photo, self.variant)
         tag = _tag(payload, seed)
         return base64.b32encode(tag + _mask(payload, tag, seed)).decode("ascii").lower()
@@ -153,6 +154,16 @@ class _Entry:
     @property
     def hostile_name(self) -> str:
         return self.kind.removeprefix("hostile-")
+
+    @property
+    def copied(self) -> bool:
+        """Whether the image is another site's copy (`scenes.render_copy`): a copy engine's image that decodes."""
+        return self.engine > 0 and self.kind != "corrupt" and not self.kind.startswith("hostile-")
+
+    @property
+    def copy_variant(self) -> int:
+        """Seeds the copy's geometry, from everything the entry is."""
+        return int.from_bytes(hashlib.blake2b(repr(self).encode(), digest_size=4).digest(), "big")
 
 
 def _tag(payload: bytes, seed: int) -> bytes:
@@ -178,18 +189,35 @@ def _decode_token(token: str, seed: int, catalog: _Catalog) -> _Entry | None:
     if not hmac.compare_digest(tag, _tag(payload, seed)):
         return None
     code, person, photo, other, other_photo, variant = _TOKEN_PAYLOAD.unpack(payload)
-    kind = _KINDS_BY_CODE.get(code)
-    if kind is None or person >= len(catalog.folders) or other >= len(catalog.folders):
+    kind, engine = _KINDS_BY_CODE.get(code & 15), code >> 4
+    if kind is None or engine > len(scenes.COPY_ENGINES) or person >= len(catalog.folders):
+        return None
+    if other >= len(catalog.folders):
         return None
     if kind == "hostile":
-        return _Entry(f"hostile-{HOSTILE_NAMES[photo]}", person, photo) if photo < len(HOSTILE_NAMES) else None
+        found = HOSTILE_NAMES[photo] if photo < len(HOSTILE_NAMES) else None
+        return _Entry(f"hostile-{found}", person, photo, engine=engine) if found else None
     if photo >= len(catalog.photos[person]) or other_photo >= len(catalog.photos[other]):
         return None
-    return _Entry(kind, person, photo, other, other_photo, variant)
+    return _Entry(kind, person, photo, other, other_photo, variant, engine)
 
 
-def _plan(catalog: _Catalog, person: int, seed: int, max_results: int, hostile: bool) -> list[_Entry]:
-    """The result list for one person: deterministic from (folder name, seed).
+def engine_index(engine: str) -> int:
+    """Which result list an engine's pages show: 0 the demo's (Bing's pages show it too), else its own."""
+    if engine in ("demo", "bing"):
+        return 0
+    if engine in scenes.COPY_ENGINES:
+        return 1 + scenes.COPY_ENGINES.index(engine)
+    raise ValueError(f"the demo web has no {engine!r} pages (it has demo, bing, {', '.join(scenes.COPY_ENGINES)})")
+
+
+def _plan(catalog: _Catalog, person: int, seed: int, max_results: int, hostile: bool, engine: int = 0) -> list[_Entry]:
+    """The result list for one person: deterministic from (folder name, seed, engine).
+
+    Each engine of `scenes.COPY_ENGINES` has a list of its own: the same photos in another
+    order, each served as that engine's copy (`scenes.render_copy`: another size, a border cut
+    off, a watermark, a re-encode), so scraping several engines brings the same photo several
+    times, as the web does.
 
     Every ``ORIGS_PER_CYCLE`` real photos come with one of each trouble kind, shuffled, and
     the list stops when the real photos run out (no repeats); the first result is a real
@@ -198,7 +226,9 @@ def _plan(catalog: _Catalog, person: int, seed: int, max_results: int, hostile: 
     (never rank 0) by a separate generator: the other results keep their order.
     """
     folder = catalog.folders[person]
-    rng = random.Random(f"facescale-demoweb/{seed}/{folder}")
+    rng = random.Random(
+        f"facescale-demoweb/{seed}/{folder}" + (f"/{scenes.COPY_ENGINES[engine - 1]}" if engine else "")
+    )
     photos = list(range(len(catalog.photos[person])))
     rng.shuffle(photos)
     troubles = [k for k in TROUBLE_KINDS if len(catalog.folders) > 1 or k not in ("pair", "other")]
@@ -221,7 +251,7 @@ def _plan(catalog: _Catalog, person: int, seed: int, max_results: int, hostile: 
         if kind == "orig":
             photo = next(unused)
             listed.append(photo)
-            entries.append(_Entry("orig", person, photo))
+            entries.append(_Entry("orig", person, photo, engine=engine))
             continue
         variant = rng.getrandbits(32)
         photo = rng.choice(listed)
@@ -230,7 +260,7 @@ def _plan(catalog: _Catalog, person: int, seed: int, max_results: int, hostile: 
             other = rng.randrange(len(catalog.folders) - 1)
             other += other >= person
             other_photo = rng.randrange(len(catalog.photos[other]))
-        entries.append(_Entry(kind, person, photo, other, other_photo, variant))
+        entries.append(_Entry(kind, person, photo, other, other_photo, variant, engine))
 
     if hostile_names:
         hrng = random.Random(f"facescale-demoweb/{seed}/{folder}/hostile")
@@ -243,7 +273,7 @@ def _plan(catalog: _Catalog, person: int, seed: int, max_results: int, hostile: 
         for rank in range(total):
             if rank in ranks:
                 name = next(extra)
-                merged.append(_Entry(f"hostile-{name}", person, HOSTILE_NAMES.index(name)))
+                merged.append(_Entry(f"hostile-{name}", person, HOSTILE_NAMES.index(name), engine=engine))
             else:
                 merged.append(next(base))
         entries = merged
@@ -272,10 +302,12 @@ def _hostile_url(catalog: _Catalog, entry: _Entry) -> str:
     return f"/hostile/{name}.{'png' if name == 'bomb' else 'jpg'}?q={quote(catalog.folders[entry.person], safe='')}"
 
 
-def _results(catalog: _Catalog, person: int, seed: int, max_results: int, hostile: bool) -> list[_Result]:
+def _results(
+    catalog: _Catalog, person: int, seed: int, max_results: int, hostile: bool, engine: int = 0
+) -> list[_Result]:
     display = catalog.display(person)
     out = []
-    for rank, entry in enumerate(_plan(catalog, person, seed, max_results, hostile)):
+    for rank, entry in enumerate(_plan(catalog, person, seed, max_results, hostile, engine)):
         token = entry.token(seed)
         full = _hostile_url(catalog, entry) if entry.kind.startswith("hostile-") else f"/img/{token}.jpg"
         shown = shapes.Result(rank, full, f"/page/{token}", f"/thumb/{token}.jpg", f"{display} - image {rank + 1}")
@@ -334,6 +366,10 @@ def _truth_row(catalog: _Catalog, result: _Result) -> dict[str, Any]:
         else:
             add(box, person)
         sources = [catalog.relpath(e.person, e.photo)]
+    if e.copied and faces:
+        size = _base_size(catalog, e)
+        copy = scenes.copy_layout(e.engine, e.copy_variant, size)
+        faces = [scenes.copy_face(face, copy) for face in faces]
     return {
         "rank": result.rank,
         "full": result.full,
@@ -348,10 +384,31 @@ def _truth_row(catalog: _Catalog, result: _Result) -> dict[str, Any]:
     }
 
 
+def _base_size(catalog: _Catalog, e: _Entry) -> tuple[int, int]:
+    """The size of an entry's image before an engine copied it (kinds with faces only)."""
+    if e.kind == "other":
+        return catalog.size(e.other, e.other_photo)
+    size = catalog.size(e.person, e.photo)
+    if e.kind == "resized":
+        scale = scenes.resize_params(e.variant)[0]
+        return round(size[0] * scale), round(size[1] * scale)
+    if e.kind == "scene":
+        return scenes.scene_layout(e.variant, size).canvas
+    if e.kind == "pair":
+        mine, theirs = catalog.size(e.person, e.photo), catalog.size(e.other, e.other_photo)
+        return scenes.pair_layout(*((mine, theirs) if e.variant & 1 == 0 else (theirs, mine))).canvas
+    return size
+
+
 def truth(
-    photos_root: Path, name: str, seed: int = 0, max_results: int = 120, hostile: bool = False
+    photos_root: Path,
+    name: str,
+    seed: int = 0,
+    max_results: int = 120,
+    hostile: bool = False,
+    engine: str = "demo",
 ) -> list[dict[str, Any]]:
-    """The ground truth of ``/search?q=name`` in rank order (no server needed).
+    """The ground truth of ``/search?q=name`` (or of ``engine``'s pages for the name) in rank order (no server needed).
 
     Each row: ``rank`` (0-based), ``full``/``page``/``thumb`` (absolute paths, as on the
     results page), ``kind``, ``identity`` (who the image shows; None for face-free and
@@ -361,13 +418,15 @@ def truth(
     face box is unknown: `faces.FaceTruth`; its faces are then left out of ``faces``, and a
     benchmark must leave the row out). Join with a scraper's absolute URLs
     by ``urljoin(base_url, full)``; expected downloader verdicts: `HOSTILE_EXPECTED`, and
-    ``corrupt`` for kind ``corrupt``.
+    ``corrupt`` for kind ``corrupt``. ``engine``: ``demo`` and ``bing`` show one list,
+    ``google`` and ``duckduckgo`` each their own copies of the same photos (`engine_index`).
     """
+    index = engine_index(engine)
     catalog = _catalog(str(Path(photos_root).resolve()))
     person = catalog.find(name)
     if person is None:
         return []
-    return [_truth_row(catalog, r) for r in _results(catalog, person, seed, max_results, hostile)]
+    return [_truth_row(catalog, r) for r in _results(catalog, person, seed, max_results, hostile, index)]
 
 
 class _ByteCache:
@@ -424,7 +483,7 @@ class _Site:
         self.slow_seconds = slow_seconds
         self.cache = _ByteCache(CACHE_BYTES)
         self._pending: dict[Hashable, asyncio.Future[bytes]] = {}
-        self._results: dict[int, list[_Result]] = {}
+        self._results: dict[tuple[int, int], list[_Result]] = {}
         self._flaky_seen: set[str] = set()
         self._popular = sorted(range(len(catalog.folders)), key=lambda p: (-len(catalog.photos[p]), p))[:8]
         self._hostile: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
@@ -444,14 +503,14 @@ class _Site:
         }
 
     # -- data --------------------------------------------------------------------------------
-    def results(self, query: str) -> list[_Result]:
+    def results(self, query: str, engine: int = 0) -> list[_Result]:
         person = self.catalog.find(query)
         if person is None:
             return []
-        found = self._results.get(person)
+        found = self._results.get((person, engine))
         if found is None:
-            found = _results(self.catalog, person, self.seed, self.max_results, self.hostile)
-            self._results[person] = found
+            found = _results(self.catalog, person, self.seed, self.max_results, self.hostile, engine)
+            self._results[(person, engine)] = found
         return found
 
     def photo(self, person: int, photo: int) -> bytes:
@@ -483,6 +542,11 @@ class _Site:
             return scenes.render_pair(mine, theirs) if e.variant & 1 == 0 else scenes.render_pair(theirs, mine)
         raise ValueError(f"no image for {e.kind}")
 
+    def render_served(self, e: _Entry) -> bytes:
+        """The image an entry's URL serves: `render`, or an engine's copy of it."""
+        data = self.render(e)
+        return scenes.render_copy(data, e.engine, e.copy_variant) if e.copied else data
+
     def render_thumb(self, e: _Entry) -> bytes:
         if e.kind.startswith("hostile-"):
             return scenes.placeholder_thumbnail()
@@ -493,7 +557,7 @@ class _Site:
         key = ("img", e)
         data = self.cache.get(key)
         if data is None:
-            data = self.render(e)
+            data = self.render_served(e)
             self.cache.put(key, data)
         return data
 
@@ -527,6 +591,8 @@ class _Site:
 
     # -- pages -------------------------------------------------------------------------------
     async def home(self, request: web.Request) -> web.Response:
+        if "q" in request.query:  # DuckDuckGo's search page is its home page with a query
+            return await self.ddg_search(request)
         links = " &middot; ".join(
             f'<a href="/search?q={quote(self.catalog.display(p))}">{html.escape(self.catalog.display(p))}</a>'
             for p in self._popular
@@ -534,10 +600,12 @@ class _Site:
         body = f"<h1>FaceScale demo image search</h1><p>{len(self.catalog.folders)} people. Try: {links}</p>"
         return web.Response(body=shapes.html_page("FaceScale demo image search", body), content_type="text/html")
 
-    def shown(self, query: str) -> list[shapes.Result]:
-        return [r.shown for r in self.results(query)]
+    def shown(self, query: str, engine: int = 0) -> list[shapes.Result]:
+        return [r.shown for r in self.results(query, engine)]
 
     async def search(self, request: web.Request) -> web.Response:
+        if request.query.get("tbm") == "isch":  # Google's image search shares the path
+            return await self.google_search(request)
         query = request.query.get("q", "").strip()
         return web.Response(body=shapes.demo_page(query, self.shown(query), self.page_size), content_type="text/html")
 
@@ -558,11 +626,34 @@ class _Site:
         shown = self.shown(request.query.get("q", "").strip())[max(0, first) : max(0, first) + self.page_size]
         return web.Response(text=shapes.bing_items(shown), content_type="text/html")
 
+    # -- Google's and DuckDuckGo's shapes, each with its own copies of the photos (`engine_index`)
+    async def google_search(self, request: web.Request) -> web.Response:
+        query = request.query.get("q", "").strip()
+        start = max(0, _int_param(request, "start"))
+        shown = self.shown(query, engine_index("google"))
+        return web.Response(body=shapes.google_page(query, shown, start, self.page_size), content_type="text/html")
+
+    async def ddg_search(self, request: web.Request) -> web.Response:
+        query = request.query.get("q", "").strip()
+        return web.Response(body=shapes.ddg_page(query), content_type="text/html")
+
+    async def ddg_api(self, request: web.Request) -> web.Response:
+        query = request.query.get("q", "").strip()
+        if request.query.get("vqd") != shapes.ddg_token(query):
+            raise web.HTTPForbidden(text="If this error persists, please let us know: error-lite@duckduckgo.")
+        offset = max(0, _int_param(request, "s"))
+        shown = self.shown(query, engine_index("duckduckgo"))
+        return web.json_response(shapes.ddg_results(query, shown, offset, self.page_size))
+
     async def consent(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
 
     async def api_truth(self, request: web.Request) -> web.Response:
-        results = self.results(request.query.get("q", "").strip())
+        try:
+            engine = engine_index(request.query.get("engine", "demo"))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        results = self.results(request.query.get("q", "").strip(), engine)
         return web.json_response([_truth_row(self.catalog, r) for r in results])
 
     async def api_people(self, request: web.Request) -> web.Response:
@@ -577,7 +668,7 @@ class _Site:
         e = self.entry(request)
         if e.kind.startswith("hostile-"):
             raise web.HTTPNotFound(text="no such image")
-        data = await self.cached(("img", e), lambda: self.render(e))
+        data = await self.cached(("img", e), lambda: self.render_served(e))
         return _image_response(data)
 
     async def thumb(self, request: web.Request) -> web.Response:
@@ -738,6 +829,7 @@ def build_app(
     app.router.add_get("/hostile/{name}", site.hostile_endpoint)
     app.router.add_get("/images/search", site.bing_search)
     app.router.add_get("/images/async", site.bing_async)
+    app.router.add_get("/i.js", site.ddg_api)
     app.router.add_get("/consent", site.consent)
     return app
 
@@ -953,4 +1045,3 @@ def main(argv: list[str] | None = None) -> None:
     except FacescaleError as exc:
         log.error("%s", exc)
         raise SystemExit(exc.exit_code) from None
-

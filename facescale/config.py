@@ -157,6 +157,22 @@ class CurationSettings(_Section):
     near_duplicate_distance: int = Field(
         22, ge=0, le=96, description="Hamming distance of 192-bit keys under which photos are near-duplicates"
     )
+    near_duplicate_same_face: bool = Field(
+        True, description="also join two photos of one identity that show one face the same way (the "
+        "near_duplicate_aligned_distance and near_duplicate_face_* tests); false: the keys alone decide",
+    )  # fmt: skip
+    near_duplicate_aligned_distance: int = Field(
+        24, ge=0, le=192, description="Hamming distance of the aligned faces' keys under which two photos of one "
+        "identity are near-duplicates",
+    )  # fmt: skip
+    near_duplicate_face_distance: float = Field(
+        0.18, ge=0, le=2,
+        description="face-embedding distance under which two photos of one identity whose keys are within "
+        "near_duplicate_face_bits are near-duplicates",
+    )  # fmt: skip
+    near_duplicate_face_bits: int = Field(
+        56, ge=0, le=192, description="key distance within which the face-embedding rule applies"
+    )
     cleaning_threshold: float = Field(
         0.6, gt=0, le=2, description="face-embedding distance above which a crop is another person"
     )

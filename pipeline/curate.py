@@ -88,7 +88,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Bumped when the prepare step's output changes meaning (cascades, keys, embedder).
-PREPARE_VERSION = "prepare/1: haar crop, phash192 + 5 windows, dlib resnet v1 (crop margin 0.1)"
+PREPARE_VERSION = "prepare/2: haar crop, phash192 + 5 windows, dlib resnet v1 (crop margin 0.1), aligned-face phash192"
 #: Bumped when sample generation changes (augmentation, encoding).
 SAMPLES_VERSION = "samples/2: augment.augmented_copy, JPEG q95, identities mixed within a shard's split"
 JPEG_QUALITY = 95

@@ -37,7 +37,7 @@ from facescale.storage.schemas import SPLITS, Split
 from .augment import PlannedSample, extra_train_samples, plan_samples
 from .balance import BalanceParams, Candidate, Selection, balance_identity
 from .cleaning import clean_identity
-from .dedup import Record, resolve
+from .dedup import Record, SameFace, resolve
 from .embeddings import EMBEDDING_DIM
 from .reasons import Reason
 from .split import SplitParams, split_sources
@@ -54,6 +54,7 @@ META_COLUMNS = [
     "phash",
     "phash_windows",
     "embedding",
+    "face_key",
 ]
 
 
@@ -124,6 +125,7 @@ def decide(
     phash = meta.column("phash").to_pylist()
     windows = meta.column("phash_windows").to_pylist()
     embeddings = meta.column("embedding")
+    face_keys = meta.column("face_key").to_pylist()
     chunk_of = meta.column("chunk").to_pylist()
     rejected: Counter[str] = Counter()
 
@@ -160,13 +162,24 @@ def decide(
             quality=float(sharpness[i] or 0.0),
             sha256=image_ids[i],
             windows=window_ints(windows[i]),
+            embedding=embeddings[i].values.to_numpy(zero_copy_only=False) if embeddings[i].is_valid else None,
+            face_key=None if face_keys[i] is None else key_int(face_keys[i]),
         )
         for i in rows
     ]
+    same_face = (
+        SameFace(
+            settings.near_duplicate_face_distance,
+            settings.near_duplicate_face_bits,
+            settings.near_duplicate_aligned_distance,
+        )
+        if settings.near_duplicate_same_face
+        else None
+    )
     watch = Stopwatch()
     by_identity: dict[str, list[int]] = defaultdict(list)
     with watch.step("dedup"):
-        resolved = resolve(records, settings.near_duplicate_distance) if records else []
+        resolved = resolve(records, settings.near_duplicate_distance, same_face) if records else []
     for i, d in zip(rows, resolved, strict=True):
         if d.keep:
             by_identity[slugs[i]].append(i)

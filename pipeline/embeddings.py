@@ -112,9 +112,20 @@ class FaceEmbedder:
             tiny image or box, or a box overlapping the image by less than ``MIN_FACE_SIDE`` px.
         """
         found = self._landmarks(image, box)
+        return None if found is None else self._descriptor(*found)
+
+    def embed_and_align(
+        self, image: np.ndarray, box: Box | None = None, *, size: int = 128, padding: float = 0.25
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """`embed` and `align` from one landmark pass: (embedding, aligned chip), both None without a usable face."""
+        found = self._landmarks(image, box)
         if found is None:
-            return None
+            return None, None
         rgb, shape = found
+        chip = np.asarray(self._dlib.get_face_chip(rgb, shape, size=size, padding=padding), np.uint8)
+        return self._descriptor(rgb, shape), chip
+
+    def _descriptor(self, rgb: np.ndarray, shape: Any) -> np.ndarray | None:
         vector = self._recognizer.compute_face_descriptor(rgb, shape, self.num_jitters)
         out = np.asarray(vector, dtype=np.float32)
         if out.shape != (EMBEDDING_DIM,) or not np.all(np.isfinite(out)):

@@ -30,7 +30,7 @@ from PIL import Image
 
 from facescale.storage.schemas import CROP_SCHEMA, HASH_BYTES
 
-from .dedup import image_keys
+from .dedup import image_key, image_keys
 from .embeddings import FaceEmbedder, decode_rgb
 from .faces import CropParams, CropResult, FaceCropper
 from .reasons import Reason
@@ -80,7 +80,7 @@ class CropPreparer:
             rows[key] += claims.column(key).to_pylist()
         results += [CropResult(STORED_DUPLICATE)] * claims.num_rows
         for result in results:
-            error, phash, windows, embedding = result.error, None, None, None
+            error, phash, windows, embedding, face_key = result.error, None, None, None, None
             if result.ok and result.image is not None:
                 rgb = decode_rgb(result.image)
                 if rgb is None:  # pragma: no cover - our own JPEG always decodes
@@ -89,8 +89,9 @@ class CropPreparer:
                     keys = image_keys(Image.fromarray(rgb))
                     phash = key_bytes(keys.key)
                     windows = b"".join(key_bytes(k) for k in keys.windows)
-                    vector = self.embedder.embed(rgb)
+                    vector, chip = self.embedder.embed_and_align(rgb)
                     embedding = None if vector is None else vector.tolist()
+                    face_key = None if chip is None else key_bytes(image_key(Image.fromarray(chip)))
             rows["error"].append(error)
             rows["crop"].append(result.image if error is None else None)
             rows["face_box"].append(
@@ -103,4 +104,5 @@ class CropPreparer:
             rows["phash"].append(phash)
             rows["phash_windows"].append(windows)
             rows["embedding"].append(embedding)
+            rows["face_key"].append(face_key)
         return pa.Table.from_pydict(rows, schema=CROP_SCHEMA)

@@ -92,8 +92,14 @@ CROP_SCHEMA = pa.schema(
         _f("phash", pa.binary(HASH_BYTES), True, "192-bit perceptual key of the crop"),
         _f("phash_windows", pa.binary(HASH_BYTES * HASH_WINDOWS), True, "the keys of its inner windows"),
         _f("embedding", pa.list_(pa.float32(), EMBEDDING_DIM), True, "128-d face embedding (dlib)"),
+        _f(
+            "face_key",
+            pa.binary(HASH_BYTES),
+            True,
+            "192-bit perceptual key of the face aligned on dlib's five landmarks (128 px chip, padding 0.25)",
+        ),
     ],
-    metadata={"facescale.schema": "crops/1"},
+    metadata={"facescale.schema": "crops/2"},
 )
 
 SCHEMAS: dict[str, pa.Schema] = {"raw": RAW_SCHEMA, "curated": CURATED_SCHEMA, "crops": CROP_SCHEMA}

@@ -486,3 +486,53 @@ def test_demoweb_leaves_no_process_behind(lfw_dev: Path) -> None:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+# -- other engines' pages: copies of the same photos ------------------------------------------
+
+
+def test_google_and_duckduckgo_list_other_sites_copies_of_the_same_photos(plain: DemoWeb, lfw_dev: Path) -> None:
+    """Each copy engine lists the person's photos in an order of its own, at URLs of its own, as copies (another
+    size, a border cut off, a watermark, a re-encode) whose faces are where its truth says."""
+    demo = truth(lfw_dev, MEDIUM)
+    demo_sources = Counter(r["sources"][0] for r in demo if r["kind"] == "orig")
+    for engine in ("google", "duckduckgo"):
+        rows = truth(lfw_dev, MEDIUM, engine=engine)
+        assert {r["full"] for r in rows}.isdisjoint(r["full"] for r in demo)
+        assert Counter(r["sources"][0] for r in rows if r["kind"] == "orig") == demo_sources  # the same photos
+        assert [r["sources"] for r in rows] != [r["sources"] for r in demo]  # in another order
+        assert _json(f"{plain.url}/api/truth?q={MEDIUM.replace(' ', '+')}&engine={engine}") == rows
+        for row in rows:
+            if row["kind"] not in ("orig", "scene", "resized") or not row["known"]:
+                continue
+            body = _fetch(plain.url + row["full"])
+            source = (lfw_dev / row["sources"][0]).read_bytes()
+            assert body != source
+            img = _decode(body)
+            assert img is not None
+            height, width = img.shape[:2]
+            for box in row["faces"]:
+                x, y, w, h = box
+                assert x >= 0 and y >= 0 and x + w <= width and y + h <= height
+                assert np.abs(_crop(img, box) - _crop(_decode(source), [68, 67, 116, 116])).mean() < 14, engine
+    assert _get(f"{plain.url}/api/truth?q=x&engine=yahoo")[0] == 400
+    with pytest.raises(ValueError, match="yahoo"):
+        truth(lfw_dev, MEDIUM, engine="yahoo")
+
+
+def test_google_and_duckduckgo_pages_carry_their_lists(plain: DemoWeb, lfw_dev: Path) -> None:
+    """Google's script data and DuckDuckGo's i.js (with the page's vqd token, 403 without) hold each engine's list."""
+    q = MEDIUM.replace(" ", "+")
+    google = truth(lfw_dev, MEDIUM, engine="google")
+    status, _, body = _get(f"{plain.url}/search?q={q}&tbm=isch&start=20")
+    assert status == 200 and b"AF_initDataCallback" in body
+    assert all(json.dumps(r["full"]).encode()[1:-1] in body for r in google[20:40])
+    assert json.dumps(google[0]["full"]).encode()[1:-1] not in body  # page 2 only
+
+    ddg = truth(lfw_dev, MEDIUM, engine="duckduckgo")
+    status, _, page = _get(f"{plain.url}/?q={q}&iax=images&ia=images")
+    token = re.search(rb"vqd=['\"]?([\w-]+)", page)
+    assert status == 200 and token is not None
+    answer = _json(f"{plain.url}/i.js?l=us-en&o=json&q={q}&vqd={token.group(1).decode()}&s=0")
+    assert [r["image"] for r in answer["results"]] == [r["full"] for r in ddg[: len(answer["results"])]]
+    assert _get(f"{plain.url}/i.js?q={q}&vqd=wrong&s=0")[0] == 403

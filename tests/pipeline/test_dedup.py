@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from facescale.pipeline.dedup import (
     Decision,
     Hasher,
     Record,
+    SameFace,
     as_hashes,
     brute_force_pairs,
     connected_components,
@@ -30,6 +32,7 @@ from facescale.pipeline.dedup import (
     hash_image_keys,
     near_duplicate_pairs,
     resolve,
+    same_face_pairs,
 )
 
 K = DEFAULT_MAX_DISTANCE
@@ -483,3 +486,115 @@ def test_real_photo_copies_end_to_end(photos: list[tuple[str, bytes]]) -> None:
     assert out["b"].reason == out["b-as-carol"].reason == "cross_identity_duplicate"
     assert out["b"].identities == tuple(sorted((bob, carol)))
     assert out["c"].keep
+
+
+# --- the same-face rule ----------------------------------------------------------------------------------
+
+
+def _vector(seed: int, offset: float = 0.0) -> np.ndarray:
+    """A 128-d vector; ``offset`` moves it that far (Euclidean) along the first axis."""
+    vector = np.random.default_rng(seed).normal(0, 0.1, 128)
+    vector[0] += offset
+    return vector
+
+
+def _far(key: int, bits: int, at: int = 0) -> int:
+    """``key`` with ``bits`` bits flipped from bit ``at`` up: that far away (flips in disjoint ranges add up)."""
+    return key ^ (((1 << bits) - 1) << at)
+
+
+def test_same_face_joins_one_identitys_copies_whose_keys_are_beyond_the_key_rule() -> None:
+    base, face = _key(1), _vector(1)
+    records = [
+        Record("a", "alice", base, 0.9, embedding=face),
+        Record("a-jitter", "alice", _far(base, 40), 0.5, embedding=_vector(1, 0.1)),  # keys alone: apart
+        Record("a-burst", "alice", _far(base, 70, 40), 0.5, embedding=_vector(1, 0.1)),  # keys beyond max_bits
+        Record("a-other", "alice", _far(base, 30, 110), 0.5, embedding=_vector(1, 0.3)),  # another photo of her
+        Record("a-no-face", "alice", _far(base, 24, 140), 0.5),  # no embedding: the keys alone decide
+        Record("b", "bob", _far(base, 24, 164), 0.5, embedding=_vector(1, 0.05)),  # another name: the keys decide
+        # far keys, no embedding, but the aligned faces agree (within 24 bits): one face drawn another way
+        Record("c", "carol", _key(2), 0.9, face_key=_key(7)),
+        Record("c-scene", "carol", _key(3), 0.5, face_key=_far(_key(7), 20)),
+        Record("c-other", "carol", _key(4), 0.5, face_key=_far(_key(7), 30, 100)),  # aligned keys too far apart
+        Record("d", "dave", _key(5), 0.5, face_key=_far(_key(7), 10)),  # another name
+    ]
+    out = _by_key(resolve(records, K, SameFace(0.18, 56, 24)))
+    assert (out["a-jitter"].keep, out["a-jitter"].reason, out["a-jitter"].kept) == (False, "near_duplicate", "a")
+    assert out["a"].keep and out["a"].cluster == ("a", "a-jitter")
+    assert (out["c-scene"].keep, out["c-scene"].kept) == (False, "c") and out["c"].cluster == ("c", "c-scene")
+    assert all(out[k].keep and not out[k].cluster for k in ("a-burst", "a-other", "a-no-face", "b", "c-other", "d"))
+    assert all(d.keep for d in resolve(records, K))  # without the rule, every key is more than K apart
+
+
+def test_same_face_pairs_equal_the_naive_all_pairs() -> None:
+    rng = random.Random(3)
+    rule = SameFace(0.2, 48, 20)
+    records = []
+    for i in range(60):
+        person = rng.randrange(4)
+        photo = rng.randrange(6)
+        key = _far(_key(100 * person + photo), rng.randrange(0, 80))
+        vector = _vector(100 * person + photo, rng.uniform(0, 0.35)) if rng.random() < 0.9 else None
+        windows = tuple(_key(1000 + i + w) for w in range(rng.choice((0, 5))))
+        face = _far(_key(500 + 100 * person + photo), rng.randrange(0, 40)) if rng.random() < 0.8 else None
+        phash = key if rng.random() < 0.95 else None
+        records.append(Record(f"r{i}", f"p{person}", phash, windows=windows, embedding=vector, face_key=face))
+
+    def close(a: Record, b: Record) -> bool:
+        faces = (a.face_key, b.face_key)
+        if a.identity == b.identity and None not in faces and hamming(*faces) <= rule.max_aligned_bits:  # type: ignore[arg-type]
+            return True
+        if a.identity != b.identity or a.phash is None or b.phash is None or a.embedding is None or b.embedding is None:
+            return False
+        bits = min(
+            [hamming(a.phash, b.phash)]
+            + [hamming(w, b.phash) for w in a.windows]
+            + [hamming(a.phash, w) for w in b.windows]
+        )
+        return (
+            bool(np.linalg.norm(np.asarray(a.embedding) - np.asarray(b.embedding)) <= rule.max_distance)
+            and bits <= rule.max_bits
+        )
+
+    expected = {(i, j) for i in range(60) for j in range(i + 1, 60) if close(records[i], records[j])}
+    assert expected, "the oracle found no pair: the test would not test anything"
+    assert {tuple(p) for p in same_face_pairs(records, rule).tolist()} == expected
+
+
+def test_same_face_finds_a_real_crop_drawn_differently_and_not_another_photo(lfw_dev: Path) -> None:
+    """A real face cropped twice, the second box shifted 6% and 10% larger (detector jitter), against another
+    photo of the same person: the keys are beyond the key rule; the embeddings (with the keys) tell the copy from
+    the other photo, and so do the aligned faces' keys, each test on its own."""
+    from facescale.pipeline.embeddings import FaceEmbedder, decode_rgb
+
+    embedder = FaceEmbedder()
+
+    def crop(path: Path, cx: float, cy: float, side: float) -> bytes:
+        image = Image.open(path).convert("RGB")
+        box = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+        return _jpeg(image.crop(box).resize((128, 128), Image.BILINEAR), 90)
+
+    people = sorted(d for d in lfw_dev.iterdir() if d.is_dir() and len(list(d.glob("*.jpg"))) >= 5)[:6]
+    joined, apart, beyond_keys = Counter[str](), Counter[str](), 0
+    for person in people:
+        first, second = sorted(person.glob("*.jpg"))[:2]
+        crops = {
+            "a": crop(first, 125, 125, 150),
+            "a-jitter": crop(first, 134, 131, 165),
+            "other": crop(second, 125, 125, 150),
+        }
+        records = []
+        for key, data in crops.items():
+            keys = hash_image_keys(data)
+            vector, chip = embedder.embed_and_align(decode_rgb(data))
+            assert keys is not None and vector is not None and chip is not None
+            face = dedup.image_key(Image.fromarray(chip))
+            records.append(Record(key, person.name, keys.key, windows=keys.windows, embedding=vector, face_key=face))
+        beyond_keys += all(d.keep for d in resolve(records, K))
+        for test, only in (("embeddings", {"face_key": None}), ("aligned", {"embedding": None})):
+            out = _by_key(resolve([replace(r, **only) for r in records], K, SameFace()))
+            joined[test] += out["a-jitter"].cluster == ("a", "a-jitter")
+            apart[test] += out["other"].keep and not out["other"].cluster
+    assert beyond_keys >= 4  # the keys alone miss most of these copies
+    assert joined == {"embeddings": len(people), "aligned": len(people)}
+    assert apart == {"embeddings": len(people), "aligned": len(people)}

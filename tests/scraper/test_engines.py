@@ -168,15 +168,25 @@ def test_demo_without_end_marker_stops_when_dry(driver: ManagedDriver, search_si
 
 
 @pytest.mark.browser
-def test_the_demo_web_serves_its_results_to_both_adapters(driver: ManagedDriver, lfw_dev: Path) -> None:
-    """The demo web in Bing's shape (`demoweb.shapes`): the bing adapter reads the same results,
-    in the same order, as the demo adapter reads from its own shape."""
+def test_the_demo_web_serves_its_results_to_every_adapter(driver: ManagedDriver, lfw_dev: Path) -> None:
+    """The demo web in each engine's shape (`demoweb.shapes`): the bing adapter reads the same results, in the
+    same order, as the demo adapter reads from its own shape; google and duckduckgo read their own lists (the same
+    photos, copied), each as the demo web's truth for that engine says."""
+    name = "Abdullah Gul"
     with DemoWeb(lfw_dev, page_size=10) as web:
-        demo = list(DemoEngine(web.url).collect(driver, "Abdullah Gul", 25))
-        bing = list(BingEngine(web.url, scroll_wait_s=0.5, dry_rounds=2).collect(driver, "Abdullah Gul", 25))
-        shown = [urljoin(web.url + "/", r["full"]) for r in truth(lfw_dev, "Abdullah Gul")]
-    assert len(demo) == 25 and _rows(bing) == _rows(demo)
-    assert [c.source_url for c in demo] == shown[:25]
+        demo = list(DemoEngine(web.url).collect(driver, name, 25))
+        bing = list(BingEngine(web.url, scroll_wait_s=0.5, dry_rounds=2).collect(driver, name, 25))
+        google = list(GoogleEngine(web.url).collect(driver, name, 25))
+        ddg = list(DuckDuckGoEngine(web.url).collect(driver, name, 25))
+
+        def shown(engine: str) -> list[str]:
+            return [urljoin(web.url + "/", r["full"]) for r in truth(lfw_dev, name, engine=engine)][:25]
+
+        assert len(demo) == 25 and _rows(bing) == _rows(demo)
+        assert [c.source_url for c in demo] == shown("demo")
+        assert [c.source_url for c in google] == shown("google")
+        assert [c.source_url for c in ddg] == shown("duckduckgo")
+    assert len({c.source_url for c in demo + google + ddg}) == 75  # three lists, no URL in two
 
 
 @pytest.mark.browser
