@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -70,18 +71,56 @@ def who(row: dict, box: tuple[int, ...] | None) -> str | None:
     return people[best[1]] if best[0] >= 0.3 and best[1] < len(people) else None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="var/demo", help="storage root of the demo run")
-    parser.add_argument("--photos", default=str(Path(__file__).resolve().parents[2] / "shared/data/lfw-dev"))
-    parser.add_argument("--version", default=None, help="dataset version (default: the newest published)")
-    args = parser.parse_args()
+@dataclass
+class Report:
+    """What `measure` found in one version."""
 
-    location = Location.from_uri(args.root)
+    version: str
+    identities: int
+    base: Counter  # RAW accepted photos: right person (True) or not (False)
+    ours: Counter  # the version's source photos: True, False, or "unknown"
+    kinds: Counter  # the demo-web kind of each kept photo
+    wrong: Counter  # what the wrong ones are
+    repeats: int  # kept photos sharing an underlying lfw photo with another kept photo
+
+    @property
+    def kept(self) -> int:
+        return sum(self.ours.values())
+
+    def precision(self) -> float:
+        return share(self.ours)
+
+    def lines(self) -> list[str]:
+        return [
+            f"version {self.version}: {self.identities} identities, {self.kept} source photos"
+            f" ({self.ours['unknown']} whose true face box the demo web does not know, left out)",
+            f"{'':34}{'photos':>8}{'right person':>14}",
+            f"{'RAW accepted (largest face)':34}{sum(self.base.values()):>8}{share(self.base):>14.3f}",
+            f"{'curated version (cropped face)':34}{self.kept:>8}{share(self.ours):>14.3f}",
+            wrong_labels_line(
+                self.base[False],
+                self.base[True] + self.base[False],
+                self.ours[False],
+                self.ours[True] + self.ours[False],
+            ),
+            f"near-duplicates left: {self.repeats} of {self.kept} kept photos share an underlying lfw photo"
+            f" ({self.repeats / max(1, self.kept):.2%})",
+            f"kept photos by demo-web kind: {dict(self.kinds.most_common())}",
+            f"wrong ones: {dict(self.wrong.most_common()) or 'none'}",
+        ]
+
+
+def share(c: Counter) -> float:
+    return c[True] / max(1, c[True] + c[False])
+
+
+def measure(root: str, photos: Path, version: str | None = None) -> Report:
+    """The label quality and the near-duplicates left of a version (default: the newest published) under ``root``."""
+    location = Location.from_uri(root)
     store = DatasetStore(location)
-    manifest = store.get(args.version) if args.version else store.latest()
+    manifest = store.get(version) if version else store.latest()
     if manifest is None:
-        raise SystemExit(f"no published version under {args.root}: run make demo first")
+        raise SystemExit(f"no published version under {root}: run make demo first")
     names = {e.slug: e.name for e in manifest.identities}
 
     raw = read_table(
@@ -97,7 +136,7 @@ def main() -> None:
     truth_of: dict[str, dict] = {}  # every engine's list: their URLs differ (bing shows the demo's)
     for name in names.values():
         for engine in ENGINES:
-            for row in truth(Path(args.photos), name, max_results=120, engine=engine):
+            for row in truth(photos, name, max_results=120, engine=engine):
                 truth_of[row["full"]] = row
 
     # baseline: every accepted RAW photo, labelled with its keyword, largest face taken
@@ -107,7 +146,9 @@ def main() -> None:
     )
 
     table = read_table(location, store.shard_paths(manifest), ["identity", "source_image_id", "aug_index", "face_box"])
-    ours, kinds, wrong = Counter(), Counter(), Counter()
+    ours: Counter = Counter()
+    kinds: Counter = Counter()
+    wrong: Counter = Counter()
     underlying: Counter[tuple[str, ...]] = Counter()  # the lfw photo(s) each kept crop was made from
     for name, source, k, box in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
         if k != 0:
@@ -123,20 +164,17 @@ def main() -> None:
         kinds[row["kind"]] += 1
         if person != name:
             wrong[f"{row['kind']}: {'no face' if person is None else 'someone else'}"] += 1
-
-    def share(c: Counter) -> float:
-        return c[True] / max(1, c[True] + c[False])
-
-    print(f"version {manifest.version_id}: {len(names)} identities, {sum(ours.values())} source photos"
-          f" ({ours['unknown']} whose true face box the demo web does not know, left out)")
-    print(f"{'':34}{'photos':>8}{'right person':>14}")
-    print(f"{'RAW accepted (largest face)':34}{sum(base.values()):>8}{share(base):>14.3f}")
-    print(f"{'curated version (cropped face)':34}{sum(ours.values()):>8}{share(ours):>14.3f}")
-    print(wrong_labels_line(base[False], base[True] + base[False], ours[False], ours[True] + ours[False]))
     repeats = sum(n - 1 for key, n in underlying.items() if key and n > 1)
-    print(f"near-duplicates left: {repeats} of {sum(underlying.values())} kept photos share an underlying lfw photo")
-    print("kept photos by demo-web kind:", dict(kinds.most_common()))
-    print("wrong ones:", dict(wrong.most_common()) or "none")
+    return Report(manifest.version_id, len(names), base, ours, kinds, wrong, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="var/demo", help="storage root of the demo run")
+    parser.add_argument("--photos", default=str(Path(__file__).resolve().parents[2] / "shared/data/lfw-dev"))
+    parser.add_argument("--version", default=None, help="dataset version (default: the newest published)")
+    args = parser.parse_args()
+    print("\n".join(measure(args.root, Path(args.photos), args.version).lines()))
 
 
 if __name__ == "__main__":
