@@ -30,9 +30,11 @@ Three layers, each usable on its own:
   with 5 windows each, k = 22, the search takes 5-10 s against ~400 s for the brute force.
   `connected_components` and `duplicate_clusters` group pairs with a vectorised union-find.
 * Decisions. `resolve` takes one `Record` per image (key, identity, quality, sha256, window
-  keys) and returns one `Decision` each: within one identity a cluster of exact or near
-  copies keeps its best-quality member; a cluster spanning several identities is label noise
-  and loses every member. Reason codes are in `REASONS`.
+  keys, and for face crops the embedding and the aligned face's key) and returns one
+  `Decision` each: within one identity a cluster of exact or near copies keeps its
+  best-quality member; a cluster spanning several identities is label noise and loses every
+  member. `SameFace` adds, within one identity, copies whose crops the detector drew
+  differently. Reason codes are in `REASONS`.
 
 Keys are arrays of shape ``(n, words)`` of uint64, most significant word first (a 1-D array
 is one word per key), or Python ints. Clusters are single-linkage (connected components of
