@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 # of the levers measured on the demo's version, bench/README.md "The recipe", though inside
 # their noise). The teacher over the crop cache's other photos (training.teacher_extra: 8), which
 # won at 16 epochs, lost here: 11 epochs with it (about this CPU) gave test top-1 0.3647 from a
-# fresh clone, against 0.4353 for these settings. Its quality bar, test top-1 0.25, is 8x chance over the 31 identities and
+# fresh clone, against 0.4353 for these settings (both before the same-face dedup; 0.3529 since). Its quality bar, test top-1 0.25, is 8x chance over the 31 identities and
 # above what the demo's earlier 4-epoch recipe reached (0.15).
 export FACESCALE_TRAINING__MAX_EPOCHS=${FACESCALE_TRAINING__MAX_EPOCHS:-12}
 export FACESCALE_TRAINING__TEACHER=${FACESCALE_TRAINING__TEACHER:-dlib}
