@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_curation_quality.py"
@@ -12,6 +13,7 @@ def _bench():  # bench/ holds scripts, not a package: load the file itself
     spec = importlib.util.spec_from_file_location("bench_curation_quality", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
