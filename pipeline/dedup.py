@@ -682,8 +682,9 @@ class SameFace:
 
     Measured on the demo web's crops, several engines' copies of each photo among them (3,243
     crops; pairs of one identity made from one photo against pairs that are not): the keys
-    alone find 94% of the first; adding the embedding test, 97.6% (12 false pairs of 110,418);
-    adding the aligned keys too, 98.7% (13 false pairs).
+    alone find 96.0% of the first (8 false pairs of 110,418); adding the embedding test, 97.6%
+    (12 false pairs); adding the aligned keys too, 98.7% (13 false pairs). The thresholds were
+    read off these pairs and the single-engine demo's.
     """
 
     max_distance: float = 0.18
@@ -720,8 +721,8 @@ def resolve(
 
     Records are joined when their sha256 digests are equal or they are near-duplicates (see
     `near_duplicate_pairs`: keys, or a window key and a key, within ``max_distance``; with
-    ``same_face``, also two records of one identity whose embeddings and keys are that close,
-    `same_face_pairs`); each connected cluster is decided as a whole:
+    ``same_face``, also the records of one identity that rule joins, `same_face_pairs`); each
+    connected cluster is decided as a whole:
 
     * all in one identity: the member with the highest quality (ties: the smallest key) is
       kept, the others are dropped as ``duplicate`` (same sha256 as the kept one) or
