@@ -4,8 +4,11 @@
 # from (name, seed): real photos mixed with scenes, pairs, wrong people, face-free images,
 # near and exact duplicates, corrupt files and, in hostile mode, misbehaving URLs. JavaScript
 # appends the next pages from /api/results as the page is scrolled, then adds #fs-end.
-# /api/truth (and truth()) say what every result really is. DemoWeb runs the site in a
-# subprocess for tests and benchmarks; serve() runs it in the foreground.
+# The same lists in Bing's shape (/images/search, /images/async); Google's (/search?tbm=isch)
+# and DuckDuckGo's (/?q=, /i.js) pages show lists of their own: each engine's copies of the
+# same photos (scenes.render_copy). /api/truth (and truth()) say what every result really is.
+# DemoWeb runs the site in a subprocess for tests and benchmarks; serve() runs it in the
+# foreground.
 
 from __future__ import annotations
 
