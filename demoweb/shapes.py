@@ -285,6 +285,10 @@ was made by a human.</div>
 """
 
 
+#: What DuckDuckGo's ``i.js`` answers (with 403) to a request it refuses: a missing or wrong token, a bot.
+DDG_REFUSED = "If this error persists, please let us know: error-lite@duckduckgo."
+
+
 def ddg_token(query: str) -> str:
     """The ``vqd`` token the DuckDuckGo shape gives a query (the real one: ``4-`` and digits, per query)."""
     return "4-" + str(int(hashlib.sha256(query.encode()).hexdigest()[:24], 16))

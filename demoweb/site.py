@@ -643,7 +643,7 @@ class _Site:
     async def ddg_api(self, request: web.Request) -> web.Response:
         query = request.query.get("q", "").strip()
         if request.query.get("vqd") != shapes.ddg_token(query):
-            raise web.HTTPForbidden(text="If this error persists, please let us know: error-lite@duckduckgo.")
+            raise web.HTTPForbidden(text=shapes.DDG_REFUSED)
         offset = max(0, _int_param(request, "s"))
         shown = self.shown(query, engine_index("duckduckgo"))
         return web.json_response(shapes.ddg_results(query, shown, offset, self.page_size))

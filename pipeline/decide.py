@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from facescale.config import CurationSettings
 from facescale.storage.exclusions import Exclusion
@@ -125,6 +126,7 @@ def decide(
     phash = meta.column("phash").to_pylist()
     windows = meta.column("phash_windows").to_pylist()
     embeddings = meta.column("embedding")
+    vectors_of, has_vector = _embedding_rows(embeddings)
     face_keys = meta.column("face_key").to_pylist()
     chunk_of = meta.column("chunk").to_pylist()
     rejected: Counter[str] = Counter()
@@ -162,7 +164,7 @@ def decide(
             quality=float(sharpness[i] or 0.0),
             sha256=image_ids[i],
             windows=window_ints(windows[i]),
-            embedding=embeddings[i].values.to_numpy(zero_copy_only=False) if embeddings[i].is_valid else None,
+            embedding=vectors_of[i] if has_vector[i] else None,
             face_key=None if face_keys[i] is None else key_int(face_keys[i]),
         )
         for i in rows
@@ -198,11 +200,7 @@ def decide(
     identities: dict[str, IdentityDecision] = {}
     for slug in sorted(set(by_identity) | set(dropped)):
         members = by_identity.get(slug, [])
-        vectors = np.full((len(members), EMBEDDING_DIM), np.nan, dtype=np.float64)
-        for row, i in enumerate(members):
-            value = embeddings[i].as_py()
-            if value is not None:
-                vectors[row] = value
+        vectors = vectors_of[members]
         with watch.step("cleaning"):
             cleaned = (
                 clean_identity(
@@ -245,6 +243,17 @@ def decide(
             slug, name, label, selection, plan, verdicts, removed, chunks={image_ids[i]: chunk_of[i] for i in members}
         )
     return Decisions(identities, rejected, watch.seconds)
+
+
+def _embedding_rows(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """The embedding column as a ``(rows, EMBEDDING_DIM)`` float64 matrix (NaN where a photo has none) and
+    which rows have one."""
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    matrix = np.full((len(column), EMBEDDING_DIM), np.nan, dtype=np.float64)
+    if valid.any():
+        values = pc.list_flatten(pc.filter(column, pa.array(valid)))
+        matrix[valid] = np.asarray(values, dtype=np.float64).reshape(-1, EMBEDDING_DIM)
+    return matrix, valid
 
 
 def attribute(

@@ -748,12 +748,12 @@ def resolve(
         width = max(len(items[i].windows) for i in hashed)
         # records with fewer windows are padded with their own key, which adds nothing
         padded = [[*items[i].windows, *[items[i].phash] * (width - len(items[i].windows))] for i in hashed]
-        labels = duplicate_clusters(keys, max_distance, windows=padded if width else None)
+        window_keys = _as_windows(padded if width else None, len(hashed), HASH_WORDS)
+        labels = duplicate_clusters(keys, max_distance, windows=window_keys)
         order = np.argsort(labels, kind="stable")  # chain each cluster's members
         same = labels[order[1:]] == labels[order[:-1]]
         pairs.append(hashed[np.stack([order[:-1][same], order[1:][same]], axis=1)])
         if same_face is not None:
-            window_keys = _as_windows(padded if width else None, len(hashed), HASH_WORDS)
             pairs.append(hashed[same_face_pairs([items[i] for i in hashed], same_face, keys, window_keys)])
     first_with: dict[str, int] = {}
     for i in hashed.tolist():
@@ -793,10 +793,11 @@ def same_face_pairs(
     """Pairs of records of one identity that `SameFace` joins: ``(pairs, 2)`` int64, rows sorted, i < j.
 
     A record takes part in each test it has the data for (an aligned-face key; an embedding
-    and a key). Each identity's records are compared all against all (blocks of 1024 rows: a
-    few MB), so the cost grows with the square of the largest identity, not of the whole
-    collection. ``keys`` and ``windows`` (``(n, words)`` and ``(n, j, words)`` uint64, as
-    `resolve` has them) save building them again from the records.
+    and a key). Each identity is searched on its own: its aligned keys with
+    `near_duplicate_pairs`, its embeddings all against all (blocks of 1024 rows: a few MB), so
+    the cost grows with the square of the largest identity, not of the whole collection.
+    ``keys`` and ``windows`` (``(n, words)`` and ``(n, j, words)`` uint64, as `resolve` has
+    them) save building them again from the records.
     """
     if keys is None:
         keys = as_hashes([r.phash or 0 for r in records], HASH_WORDS)
@@ -812,18 +813,10 @@ def same_face_pairs(
         if r.face_key is not None:
             aligned.setdefault(r.identity, []).append((i, r.face_key))
     out = [_empty_pairs()]
-    for faces_of in aligned.values():
+    for faces_of in aligned.values():  # the search picks multi-index or all pairs by the identity's size
         rows = np.asarray([i for i, _ in faces_of], dtype=np.int64)
         faces = as_hashes([face for _, face in faces_of], HASH_WORDS)
-        for start in range(0, len(rows), 1024):
-            block = faces[start : start + 1024]
-            bits = np.zeros((len(block), len(rows)), dtype=np.uint16)
-            for w in range(HASH_WORDS):
-                bits += np.bitwise_count(block[:, w, None] ^ faces[None, :, w])
-            a, b = np.nonzero(bits <= rule.max_aligned_bits)
-            a += start
-            keep = a < b
-            out.append(np.stack([rows[a[keep]], rows[b[keep]]], axis=1))
+        out.append(rows[near_duplicate_pairs(faces, rule.max_aligned_bits)])
     found = [_empty_pairs()]
     for members in groups.values():
         if len(members) < 2:

@@ -121,9 +121,7 @@ class FaceEmbedder:
         found = self._landmarks(image, box)
         if found is None:
             return None, None
-        rgb, shape = found
-        chip = np.asarray(self._dlib.get_face_chip(rgb, shape, size=size, padding=padding), np.uint8)
-        return self._descriptor(rgb, shape), chip
+        return self._descriptor(*found), self._chip(*found, size, padding)
 
     def _descriptor(self, rgb: np.ndarray, shape: Any) -> np.ndarray | None:
         vector = self._recognizer.compute_face_descriptor(rgb, shape, self.num_jitters)
@@ -149,9 +147,9 @@ class FaceEmbedder:
             A ``(size, size, 3)`` RGB ``uint8`` chip, or None when there is no usable face.
         """
         found = self._landmarks(image, box)
-        if found is None:
-            return None
-        rgb, shape = found
+        return None if found is None else self._chip(*found, size, padding)
+
+    def _chip(self, rgb: np.ndarray, shape: Any, size: int, padding: float) -> np.ndarray:
         return np.asarray(self._dlib.get_face_chip(rgb, shape, size=size, padding=padding), np.uint8)
 
     def _landmarks(self, image: np.ndarray, box: Box | None) -> tuple[np.ndarray, Any] | None:

@@ -192,7 +192,7 @@ class SearchSite:
         offset = int(request.query.get("s", "0"))
         self.api_calls.append((request.path, keyword, offset))
         if keyword in self.ddg_refused or request.query.get("vqd") != shapes.ddg_token(keyword):
-            return web.Response(status=403, text="If this error persists, please let us know: error-lite@duckduckgo.")
+            return web.Response(status=403, text=shapes.DDG_REFUSED)
         # the real i.js pages by 100; here by PAGE_SIZE, so every keyword pages
         return web.json_response(shapes.ddg_results(keyword, self.results(keyword), offset, PAGE_SIZE))
 
