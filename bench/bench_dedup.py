@@ -16,12 +16,12 @@ detector crops (a copy with uneven borders has its box moved by up to 5% of its 
 detector jitter). Printed for facescale's rule (192-bit key + window keys), for the key
 without windows, and for 64-bit luma phash alone (``--compare`` adds imagehash's dhash,
 whash and average hash); ``--grey`` turns every photo grey first (the key's fallback for
-colourless images). ``--same-face`` embeds every face crop with dlib (as curation does) and adds
-facescale's second rule on crops (`dedup.SameFace`: one identity; the aligned faces' keys within
-24 bits, or embeddings within 0.18 and keys within 56 bits) to the first: the table "192-bit
-key + windows + same face". Pair precision
-falls as a collection grows (false pairs grow with the square of its size, true ones
-linearly): the figures hold for lfw-dev's 4,420 photos.
+colourless images). ``--same-face`` embeds every face crop with dlib (as curation does) and
+adds facescale's second rule on crops (`dedup.SameFace`: one identity; the aligned faces' keys
+within 24 bits, or embeddings within 0.18 and keys within 56 bits) to the first: the table
+"192-bit key + windows + same face". Pair precision falls as a collection grows (false pairs
+grow with the square of its size, true ones linearly): the figures hold for lfw-dev's 4,420
+photos.
 
 (2) Speed. 100k keys with 5 window keys each: the real keys of (1) tiled with random bit
 flips, and uniform random keys with 5% planted near-duplicates. `near_duplicate_pairs` runs
@@ -131,12 +131,10 @@ _EMBEDDER: list[Any] = []  # one FaceEmbedder per worker process, made on first 
 
 def _face(data: bytes) -> tuple[np.ndarray | None, int | None]:
     """The crop's embedding and its aligned face's key, as curation's prepare step makes them."""
+    from facescale.pipeline.embeddings import FaceEmbedder, decode_rgb
+
     if not _EMBEDDER:
-        from facescale.pipeline.embeddings import FaceEmbedder
-
         _EMBEDDER.append(FaceEmbedder())
-    from facescale.pipeline.embeddings import decode_rgb
-
     rgb = decode_rgb(data)
     vector, chip = _EMBEDDER[0].embed_and_align(rgb) if rgb is not None else (None, None)
     return vector, None if chip is None else dedup.image_key(Image.fromarray(chip))
@@ -244,6 +242,14 @@ def print_table(title: str, rows: list[Scores], chosen: int | None) -> None:
         )
 
 
+def print_verdict(rows: list[Scores], k: int) -> None:
+    """The best recall at precision >= 0.99, and the figures at the chosen ``k`` when the table has it."""
+    print("  " + best_at_precision(rows))
+    chosen = next((s for s in rows if s.k == k), None)
+    if chosen is not None:
+        print(f"  at k={k}: recall {chosen.recall:.4f} precision {chosen.precision:.4f}")
+
+
 def best_at_precision(rows: list[Scores], target: float = 0.99) -> str:
     ok = [s for s in rows if s.precision >= target]
     if not ok:
@@ -280,10 +286,7 @@ def quality(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
         label = "whole 250x250 photos" if rep == "whole" else f"face crops (central {CROP_BOX}px -> {CROP_SIDE}px)"
         table = score(keys, windows, family, identity, mods, list(range(10, 31, 2)))
         print_table(f"[{label}] 192-bit key + {WINDOWS} window keys (facescale's rule), distance k:", table, args.k)
-        print("  " + best_at_precision(table))
-        chosen = next((s for s in table if s.k == args.k), None)
-        if chosen is not None:
-            print(f"  at k={args.k}: recall {chosen.recall:.4f} precision {chosen.precision:.4f}")
+        print_verdict(table, args.k)
         if rep == "crop" and args.same_face:
             faces = [face for f in families for face in f.faces]
             records = [
@@ -303,10 +306,7 @@ def quality(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
                 table,
                 args.k,
             )
-            print("  " + best_at_precision(table))
-            chosen = next((s for s in table if s.k == args.k), None)
-            if chosen is not None:
-                print(f"  at k={args.k}: recall {chosen.recall:.4f} precision {chosen.precision:.4f}")
+            print_verdict(table, args.k)
         table = score(keys, None, family, identity, mods, list(range(16, 41, 4)))
         print_table(f"[{label}] 192-bit key alone, no windows, distance k:", table, None)
         print("  " + best_at_precision(table))
